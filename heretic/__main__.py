@@ -1,0 +1,3 @@
+from heretic.cli.app import main
+
+main()

@@ -1,0 +1,125 @@
+"""Layered configuration: defaults < profile < --config TOML < HERETIC_* environment < CLI flags.
+
+Each layer is a plain dict of settings keys; `merge_layers` validates the result into one
+`Settings`. Strings from the environment and `--set KEY=VALUE` are parsed the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from heretic.config.settings import Range, Settings
+from heretic.errors import ConfigError
+
+ENV_PREFIX = "HERETIC_"
+# Environment variables with this prefix that are not settings (used by the lifecycle code).
+_NON_SETTING_ENV = {"HERETIC_CACHE", "HERETIC_DEBUG", "HERETIC_DEMO_CACHE", "HERETIC_LOG_FORMAT"}
+
+
+def _list_field(name: str) -> bool:
+    ann = str(Settings.model_fields[name].annotation)
+    return ann.startswith("list")
+
+
+def parse_value(key: str, raw: str) -> Any:
+    """Turn a string (environment or --set) into the value the settings field expects."""
+    if key not in Settings.model_fields:
+        raise ConfigError(f"Unknown setting '{key}'.", _known_keys_hint())
+    annotation = Settings.model_fields[key].annotation
+    text = raw.strip()
+    if annotation is Range:
+        if text.startswith("{"):
+            return json.loads(text)
+        parts = [p.strip() for p in text.split(",")]
+        if len(parts) != 2:
+            raise ConfigError(
+                f"Setting '{key}' expects a range 'LOW,HIGH', got '{raw}'.",
+                "Write it as two numbers separated by a comma, for example 0.8,1.5.",
+            )
+        return {"low": float(parts[0]), "high": float(parts[1])}
+    if _list_field(key):
+        if text.startswith("["):
+            return json.loads(text)
+        return [p.strip() for p in text.split(",") if p.strip()]
+    if text == "" and "None" in str(annotation):
+        return None
+    return text
+
+
+def _known_keys_hint() -> str:
+    return "Known settings: " + ", ".join(sorted(Settings.model_fields)) + "."
+
+
+def env_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    environ = os.environ if environ is None else environ
+    layer: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in _NON_SETTING_ENV:
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in Settings.model_fields:
+            raise ConfigError(
+                f"Environment variable {name} does not name a setting.",
+                f"Unset it or fix its name. {_known_keys_hint()}",
+            )
+        layer[key] = parse_value(key, raw)
+    return layer
+
+
+def toml_layer(path: Path) -> dict[str, Any]:
+    """A --config file: settings keys at the top level (a [settings] table is also accepted)."""
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist.", "Check the --config path.")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}.", "Fix the file.") from exc
+    data = data.get("settings", data)
+    _check_keys(data, f"config file {path}")
+    return data
+
+
+def set_layer(assignments: list[str]) -> dict[str, Any]:
+    """Repeated --set KEY=VALUE flags."""
+    layer: dict[str, Any] = {}
+    for item in assignments:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got '{item}'.", "Example: --set kl_cap=0.3")
+        key, raw = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        layer[key] = parse_value(key, raw)
+    return layer
+
+
+def _check_keys(data: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(
+            f"Unknown setting(s) {', '.join(unknown)} in {where}.", _known_keys_hint()
+        )
+
+
+def merge_layers(*layers: Mapping[str, Any], where: str = "the configuration") -> Settings:
+    """Later layers win. Raises ConfigError naming every invalid field."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update({k: v for k, v in layer.items()})
+    _check_keys(merged, where)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(
+            f"Invalid settings in {where}: {problems}.",
+            "Fix the value(s) named; `heretic run --help` describes every option.",
+        ) from exc

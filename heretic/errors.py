@@ -1,0 +1,91 @@
+"""Typed errors. Library code raises these with their facts; the CLI maps each class to one
+message paragraph and one exit code (see `ExitCode`). Nothing here prints."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    CONFIG = 3
+    PROMPTS = 4
+    MODEL_NOT_FOUND = 5
+    UNSUPPORTED_ARCHITECTURE = 6
+    PREFLIGHT = 7
+    LOCKED = 8
+    NO_ACCEPTABLE_TRIAL = 9
+    UPLOAD = 10
+    TOKEN = 11
+    CLOUD = 12
+    OUT_OF_MEMORY = 13
+    STUDY = 14
+    INTERRUPTED = 75  # EX_TEMPFAIL: "try again", which is exactly what a resume does
+
+
+class HereticError(Exception):
+    """Base class: `message` says what was wrong, `hint` what to do about it."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def paragraph(self) -> str:
+        return f"{self.message} {self.hint}".strip()
+
+
+class ConfigError(HereticError):
+    exit_code = ExitCode.CONFIG
+
+
+class PromptSourceError(HereticError):
+    exit_code = ExitCode.PROMPTS
+
+
+class ModelNotFoundError(HereticError):
+    exit_code = ExitCode.MODEL_NOT_FOUND
+
+
+class UnsupportedArchitectureError(HereticError):
+    exit_code = ExitCode.UNSUPPORTED_ARCHITECTURE
+
+
+class PreflightError(HereticError):
+    exit_code = ExitCode.PREFLIGHT
+
+
+class LockedError(HereticError):
+    exit_code = ExitCode.LOCKED
+
+
+class NoAcceptableTrialError(HereticError):
+    exit_code = ExitCode.NO_ACCEPTABLE_TRIAL
+
+
+class UploadError(HereticError):
+    exit_code = ExitCode.UPLOAD
+
+
+class TokenError(HereticError):
+    exit_code = ExitCode.TOKEN
+
+
+class CloudError(HereticError):
+    exit_code = ExitCode.CLOUD
+
+
+class OutOfMemoryError(HereticError):
+    exit_code = ExitCode.OUT_OF_MEMORY
+
+
+class StudyError(HereticError):
+    exit_code = ExitCode.STUDY
+
+
+class InterruptedRun(HereticError):
+    exit_code = ExitCode.INTERRUPTED
