@@ -1,9 +1,75 @@
-"""Placeholder: commands are added here by their feature."""
+"""`heretic status` and `heretic upload`: read a run's state, upload a finished output later."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from heretic.cli.edge import guarded
+
+DirArg = Annotated[
+    Path | None,
+    typer.Argument(help="Output folder of a run, or its study folder "
+                        "(default: $HERETIC_OUTPUT, else heretic-output).", show_default=False),
+]
+
+
+def _default_output() -> Path:
+    from heretic.config.settings import Settings
+
+    return Path(os.environ.get("HERETIC_OUTPUT") or Settings.model_fields["output"].default)
+
+
+def status(
+    folder: DirArg = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
+    lines: Annotated[int, typer.Option(min=0, help="Log lines to show.")] = 5,
+    clear_failures: Annotated[bool, typer.Option(
+        "--clear-failures", help="Forget earlier failed starts so a stopped restart loop may "
+        "run again (the study is kept).")] = False,
+) -> None:
+    """Show where a run is: phase, trials k of n, ETA, best so far, failures, upload URL."""
+    from heretic.lifecycle.status import locate, render, summary
+
+    def go() -> None:
+        state = locate(folder if folder is not None else _default_output())
+        if clear_failures:
+            state.clear_failures()
+        data = summary(state, lines)
+        typer.echo(json.dumps(data, indent=2, default=str) if as_json else render(data))
+
+    guarded(go)
+
+
+def upload(
+    folder: Annotated[Path, typer.Argument(help="Output folder of a finished run.")],
+    repo_id: Annotated[str, typer.Argument(help="Hub repository, NAMESPACE/NAME.")],
+    public: Annotated[bool, typer.Option("--public", help="Create the repository public "
+                                         "(default private).")] = False,
+    retries: Annotated[int, typer.Option(min=0, help="Retries of transient failures.")] = 5,
+) -> None:
+    """Upload a finished output folder to the Hub (token from HF_TOKEN), then verify it."""
+    from heretic.lifecycle.state import RunState
+    from heretic.lifecycle.upload import upload_output
+    from heretic.progress import default_reporter
+
+    def go() -> None:
+        url = upload_output(folder, repo_id, private=not public, retries=retries,
+                            reporter=default_reporter())
+        study = folder / "study"
+        if study.is_dir():  # let `heretic status` and a restart know it is on the Hub now
+            state = RunState(study)
+            state.mark_done({**(state.done_info() or {"output_dir": str(folder)}),
+                             "repo_id": repo_id, "upload_url": url})
+        typer.echo(url)
+
+    guarded(go)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("status")(status)
+    app.command("upload")(upload)

@@ -1,0 +1,168 @@
+"""One unattended run's lifecycle around the engine: the piece `heretic run` wraps itself in.
+
+    with RunLifecycle(settings, reporter) as life:
+        if life.already_done:
+            return                      # a restart after success: nothing to do, exit 0
+        ... engine; between trials: life.stop.check(); life.state.set_trials(...)
+        life.finish({"output_dir": ..., ...})   # upload, DONE.json, notify, shutdown
+
+On entry: log file attached, SIGTERM/SIGINT turned into a graceful stop, a done marker makes
+the run a no-op, a restart loop (3 failed starts without progress) is refused, and an --upload
+without a usable HF_TOKEN fails now rather than after hours of search. On an exception the
+failure is recorded in progress.json and notified (the exception is not swallowed).
+Guaranteed order in `finish`: upload confirmed -> DONE.json -> notification -> shutdown, so the
+machine is only ended once the model is on the Hub and the record is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from heretic.errors import ExitCode, HereticError, StudyError
+from heretic.lifecycle.logfile import LoggedReporter, attach_log_file, detach_log_file
+from heretic.lifecycle.notify import build_payload, send_notification
+from heretic.lifecycle.shutdown import shutdown_self
+from heretic.lifecycle.signals import GracefulStop
+from heretic.lifecycle.state import RunState, guard_restart_loop
+from heretic.lifecycle.upload import check_repo_id, resolve_token, upload_output
+from heretic.progress import NullReporter, Reporter
+
+RESTART_LIMIT = 3
+
+
+def exit_code_of(exc: BaseException) -> int:
+    if isinstance(exc, HereticError):
+        return int(exc.exit_code)
+    if isinstance(exc, KeyboardInterrupt):
+        return int(ExitCode.INTERRUPTED)
+    return int(ExitCode.INTERNAL)
+
+
+def message_of(exc: BaseException) -> str:
+    if isinstance(exc, HereticError):
+        return exc.paragraph()
+    if isinstance(exc, KeyboardInterrupt):
+        return "Interrupted; the study is saved and the next start resumes."
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _clean_exit(exc: BaseException) -> bool:
+    """typer.Exit(0) / SystemExit(0) raised to leave early are not failures."""
+    code = getattr(exc, "exit_code", getattr(exc, "code", None))
+    return isinstance(exc, (SystemExit, RuntimeError)) and code in (0, None) and (
+        isinstance(exc, SystemExit) or hasattr(exc, "exit_code"))
+
+
+class RunLifecycle:
+    """Context manager tying state, log, signals, upload, notification and shutdown together."""
+
+    def __init__(self, settings: Any, reporter: Reporter | None = None, *,
+                 environ: Mapping[str, str] | None = None,
+                 restart_limit: int = RESTART_LIMIT) -> None:
+        self.settings = settings
+        self.environ = os.environ if environ is None else environ
+        self.state = RunState(settings.resolved_study_dir)
+        self.reporter = LoggedReporter(reporter or NullReporter())
+        self.stop = GracefulStop()
+        self.restart_limit = restart_limit
+        self.already_done = False
+        self._handler: logging.Handler | None = None
+
+    # --- entry and exit -------------------------------------------------------------------
+    def __enter__(self) -> RunLifecycle:
+        self._handler = attach_log_file(self.state.study_dir)
+        self.stop.__enter__()
+        try:
+            self._start()
+        except BaseException as exc:
+            self._record(exc)
+            self._close()
+            raise
+        return self
+
+    def _start(self) -> None:
+        done = self.state.done_info()
+        if done is not None:
+            self.already_done = True
+            where = done.get("upload_url") or done.get("output_dir") or self.state.study_dir
+            self.reporter.info(f"This run already finished ({done.get('finished_at', '?')}): "
+                               f"{where}. Nothing to do.")
+            self._retry_pending_shutdown(done)
+            return
+        guard_restart_loop(self.state, self.restart_limit)
+        repo = getattr(self.settings, "upload", None)
+        if repo:  # fail in seconds, not after the search
+            check_repo_id(repo)
+            resolve_token()
+        attempt = self.state.begin_attempt()
+        if attempt > 1:
+            self.reporter.info(f"Start {attempt} on {self.state.study_dir}: resuming.")
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is not None and not _clean_exit(exc):
+            self._record(exc)
+        self._close()
+
+    def _close(self) -> None:
+        self.stop.__exit__(None, None, None)
+        if self._handler is not None:
+            detach_log_file(self._handler)
+            self._handler = None
+
+    def _record(self, exc: BaseException) -> None:
+        code, message = exit_code_of(exc), message_of(exc)
+        logging.getLogger("heretic.run").error("Run failed (exit %d): %s", code, message)
+        self.state.record_failure(code, message)
+        interrupted = code == ExitCode.INTERRUPTED
+        # After the restart guard trips, every restart fails the same way: notify once.
+        if interrupted or self.state.failure_streak() <= self.restart_limit:
+            self.notify("interrupted" if interrupted else "failed", message, exit_code=code)
+
+    # --- the end of a successful run ------------------------------------------------------
+    def finish(self, info: dict | None = None) -> dict:
+        """Upload (if asked), write DONE.json, notify, and end the machine (if asked)."""
+        info = {"output_dir": str(self.settings.output), **(info or {})}
+        repo = getattr(self.settings, "upload", None)
+        if repo:
+            self.state.set_phase("upload", repo)
+            info["repo_id"] = repo
+            info["upload_url"] = upload_output(
+                self.settings.output, repo, private=not getattr(self.settings, "public", False),
+                reporter=self.reporter)
+        self.state.mark_done(info)
+        where = info.get("upload_url") or info["output_dir"]
+        self.notify("done", f"finished: {where}", upload_url=info.get("upload_url"))
+        if getattr(self.settings, "shutdown_after", False):
+            info = self._shutdown(info)
+        return info
+
+    def _shutdown(self, info: dict) -> dict:
+        if not info.get("upload_url"):
+            self.reporter.warn("--shutdown-after needs a confirmed --upload: without it the "
+                               "results exist only on this machine, so it is left running.")
+            return info
+        result = shutdown_self(self.environ, reporter=self.reporter)
+        info = {**info, "shutdown": {"provider": result.provider, "ok": result.ok,
+                                     "message": result.message}}
+        try:
+            self.state.mark_done(info)
+        except StudyError as exc:  # the machine may already be going away
+            self.reporter.warn(exc.paragraph())
+        return info
+
+    def _retry_pending_shutdown(self, done: dict) -> None:
+        wanted = getattr(self.settings, "shutdown_after", False)
+        if wanted and done.get("upload_url") and not (done.get("shutdown") or {}).get("ok"):
+            self._shutdown(done)
+
+    def notify(self, status: str, message: str, **facts: Any) -> bool:
+        url = getattr(self.settings, "notify", None)
+        if not url:
+            return False
+        payload = build_payload(status, message, study_dir=str(self.state.study_dir), **facts)
+        return send_notification(url, payload)

@@ -1,0 +1,70 @@
+"""Graceful stop on SIGTERM/SIGINT: docker stop, a provider's preemption notice, or Ctrl-C.
+
+First signal: set a flag; the run finishes (or abandons) the current trial, the journal is
+flushed by Optuna as usual, and `check()` raises InterruptedRun (exit 75) so the next start
+resumes. Second signal: abandon now by raising KeyboardInterrupt in the main thread.
+Guaranteed: the previous handlers are restored on exit. Not guaranteed: anything when entered
+outside the main thread (Python only delivers signals there); then it installs nothing and
+`requested` stays False. SIGKILL cannot be caught: `docker stop -t` must allow one trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType, TracebackType
+from typing import Any
+
+from heretic.errors import InterruptedRun
+
+log = logging.getLogger("heretic.lifecycle")
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class GracefulStop:
+    """Context manager: `with GracefulStop() as stop: ... stop.check()` between trials."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._previous: dict[int, Any] = {}
+        self.signal_name: str | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def request(self, name: str = "request") -> None:
+        """Ask for a stop without a signal (tests, a watchdog, a time limit)."""
+        self.signal_name = self.signal_name or name
+        self._event.set()
+
+    def check(self) -> None:
+        if self.requested:
+            raise InterruptedRun(
+                f"Stopped on {self.signal_name}; the study is saved.",
+                "Start the same command on the same folder again to resume.",
+            )
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.requested:
+            log.warning("Second %s: abandoning the current trial now.", name)
+            raise KeyboardInterrupt
+        self.request(name)
+        log.warning("%s received: stopping after the current trial (send it again to abandon "
+                    "the trial now).", name)
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("Not in the main thread: SIGTERM/SIGINT keep their default handling.")
+            return self
+        for sig in _SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
