@@ -1,0 +1,192 @@
+"""Turn `heretic cloud launch` options into one provider request, and send it (or only show it).
+
+Guaranteed: the image is started so that its own entrypoint runs; the run is configured only
+through HERETIC_* settings variables (the image reads them as its environment layer) with
+HERETIC_SHUTDOWN_AFTER=true so a finished run stops paying; the Hugging Face token goes as a
+RunPod secret reference where the provider has secrets, and as a plain variable on Vast.ai
+(with a warning, because Vast shows env values in the instance details). A dry run makes no
+network call: it returns the offer search it would make and the exact launch body, with every
+secret masked. Not guaranteed: that the chosen offer is still free when the create arrives.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from heretic.cloud.estimate import DEFAULT_DISK_GB, disk_for_params
+from heretic.cloud.gpus import GpuKind
+from heretic.cloud.models import Instance, LaunchSpec, Offer, OfferQuery, Provider
+from heretic.errors import CloudError, ConfigError, TokenError
+
+DEFAULT_IMAGE = "ghcr.io/heretic-llm/heretic:latest"
+# Set by the launcher itself; --set may not override them.
+_OWN_SETTINGS = ("model", "upload", "shutdown_after", "profile")
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    provider: str
+    gpu: GpuKind
+    model: str
+    image: str = DEFAULT_IMAGE
+    upload: str | None = None
+    max_price: float | None = None
+    offer_id: str | None = None
+    disk_gb: int | None = None
+    profile: str = "auto"
+    settings: Mapping[str, str] = field(default_factory=dict)  # --set KEY=VALUE
+    cloud: str = "SECURE"
+    volume_id: str | None = None
+    runpod_secret: str = "hf_token"
+    min_cuda: str = "12.8"
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    provider: str
+    query: OfferQuery
+    offer: Offer
+    spec: LaunchSpec
+    warnings: tuple[str, ...]
+    placeholder_offer: bool = False
+
+    def describe(self, client: Provider) -> dict[str, Any]:
+        """The search and the launch request, safe to print (keys and tokens masked)."""
+        return {
+            "provider": self.provider,
+            "offer_search": client.search_request(self.query).describe(self.spec.secrets),
+            "offer": self.offer.offer_id + (" (placeholder)" if self.placeholder_offer else ""),
+            "launch_request": client.launch_request(self.offer, self.spec).describe(
+                self.spec.secrets),
+            "warnings": list(self.warnings),
+        }
+
+
+def _label(model: str) -> str:
+    return "heretic-" + re.sub(r"[^a-zA-Z0-9-]+", "-", model.split("/")[-1]).strip("-")[:40]
+
+
+def settings_env(opts: LaunchOptions) -> dict[str, str]:
+    """The HERETIC_* variables that configure the run inside the image."""
+    from heretic.config.settings import Settings
+
+    env: dict[str, str] = {}
+    for key, value in opts.settings.items():
+        name = key.strip().lower().replace("-", "_")
+        if name not in Settings.model_fields:
+            raise ConfigError(f"--set {key}: '{name}' is not a setting.",
+                              "`heretic run --help` lists every setting.")
+        if name in _OWN_SETTINGS:
+            raise ConfigError(f"--set {key}: this setting has its own launch option.",
+                              "Use --model, --upload or --profile instead.")
+        env[f"HERETIC_{name.upper()}"] = str(value)
+    env["HERETIC_MODEL"] = opts.model
+    if opts.upload:
+        env["HERETIC_UPLOAD"] = opts.upload
+    env["HERETIC_SHUTDOWN_AFTER"] = "true"
+    env["HERETIC_PROFILE"] = opts.profile
+    env["HF_XET_HIGH_PERFORMANCE"] = "1"
+    return env
+
+
+def hf_token_from_environment(environ: Mapping[str, str] | None = None) -> str | None:
+    """HF_TOKEN, else the token huggingface_hub saved at login (read locally, no network)."""
+    environ = os.environ if environ is None else environ
+    token = environ.get("HF_TOKEN", "").strip()
+    if token:
+        return token
+    try:
+        from huggingface_hub import get_token
+
+        return get_token() or None
+    except Exception:  # an unreadable token file is the same as none here
+        return None
+
+
+def token_env(opts: LaunchOptions, hf_token: str | None, dry_run: bool
+              ) -> tuple[dict[str, str], tuple[str, ...], list[str]]:
+    """HF_TOKEN for the container: (env, secret values to mask, warnings)."""
+    if opts.provider == "runpod":
+        # A reference RunPod resolves in the pod; the token itself never leaves this machine.
+        return {"HF_TOKEN": "{{ RUNPOD_SECRET_%s }}" % opts.runpod_secret}, (), [
+            f"The pod reads HF_TOKEN from the RunPod secret '{opts.runpod_secret}': create it "
+            "under Settings > Secrets in the RunPod console if it does not exist."]
+    if hf_token is None:
+        if opts.upload and not dry_run:
+            raise TokenError("--upload needs a Hugging Face token and none was found "
+                             "(HF_TOKEN is not set and `hf auth login` has not been run).",
+                             "Export HF_TOKEN with a write token, then launch again.")
+        return {}, (), ["No Hugging Face token found: gated models and --upload will fail."]
+    return {"HF_TOKEN": hf_token}, (hf_token,), [
+        "Vast.ai shows environment values in the instance details: HF_TOKEN is visible to "
+        "anyone with access to this Vast account. Use a fine-grained token limited to the "
+        "target repository, and revoke it after the run."]
+
+
+def placeholder_offer(opts: LaunchOptions) -> Offer:
+    if opts.provider == "runpod":
+        gpu_id = opts.offer_id or opts.gpu.runpod_ids[0]
+        return Offer("runpod", gpu_id, gpu_id, 1, opts.gpu.memory_gb, None, "unknown",
+                     cloud=opts.cloud)
+    return Offer("vast", opts.offer_id or "OFFER_ID", opts.gpu.vast_names[0], 1,
+                 opts.gpu.memory_gb, None, "unknown")
+
+
+def choose_offer(offers: list[Offer], opts: LaunchOptions) -> Offer:
+    """The offer given with --offer, or the cheapest one (offers come sorted by price)."""
+    if opts.offer_id is not None:
+        for offer in offers:
+            if offer.offer_id == opts.offer_id:
+                return offer
+        raise CloudError(f"Offer {opts.offer_id} is not among the current {opts.provider} "
+                         f"offers for {opts.gpu.name}"
+                         + (f" at or under ${opts.max_price}/h." if opts.max_price else "."),
+                         "Run `heretic cloud offers` to see what is available now.")
+    if not offers:
+        raise CloudError(f"No {opts.provider} offer for {opts.gpu.name}"
+                         + (f" at or under ${opts.max_price}/h" if opts.max_price else "")
+                         + " right now.",
+                         "Raise --max-price, try the other provider, or wait for one with "
+                         "`heretic cloud monitor --launch`.")
+    return offers[0]
+
+
+def plan_launch(opts: LaunchOptions, client: Provider, *, n_params: int | None,
+                hf_token: str | None, dry_run: bool = False,
+                offer: Offer | None = None) -> LaunchPlan:
+    """Everything the launch will send. Searches offers unless `dry_run` or an `offer` seen
+    moments ago (by the monitor) is given."""
+    disk = opts.disk_gb or (disk_for_params(n_params) if n_params else DEFAULT_DISK_GB)
+    query = OfferQuery(gpu=opts.gpu, max_price=opts.max_price, min_cuda=opts.min_cuda,
+                       cloud="COMMUNITY" if opts.cloud == "COMMUNITY" else "SECURE",
+                       min_disk_gb=disk)
+    env = settings_env(opts)
+    tokens, secrets, warnings = token_env(opts, hf_token, dry_run)
+    env.update(tokens)
+    if opts.disk_gb is None and n_params is None:
+        warnings.append(f"Disk sized at the default {DEFAULT_DISK_GB} GB (the model's size "
+                        "is unknown); pass --disk GB for large models.")
+    spec = LaunchSpec(image=opts.image, env=env, disk_gb=disk, label=_label(opts.model),
+                      min_cuda=opts.min_cuda, cloud=query.cloud, volume_id=opts.volume_id,
+                      secrets=secrets)
+    if dry_run:
+        return LaunchPlan(opts.provider, query, placeholder_offer(opts), spec, tuple(warnings),
+                          placeholder_offer=opts.offer_id is None)
+    if offer is None:
+        offer = choose_offer(client.search(query), opts)
+    return LaunchPlan(opts.provider, query, offer, spec, tuple(warnings))
+
+
+def execute_launch(plan: LaunchPlan, client: Provider) -> Instance:
+    return client.launch(plan.offer, plan.spec)
+
+
+def follow_hint(instance: Instance) -> str:
+    p, i = instance.provider, instance.instance_id
+    return (f"Follow it with: heretic cloud status --provider {p} {i}\n"
+            f"             heretic cloud logs --provider {p} {i}\n"
+            f"Stop it with:   heretic cloud stop --provider {p} {i}")

@@ -1,0 +1,92 @@
+"""The provider-neutral records the cloud commands work with, and the one provider interface.
+
+An `Offer` is something that can be rented now at a price (a Vast.ai machine offer, or a
+RunPod GPU type with stock in a cloud tier). An `Instance` is what was rented; it never carries
+the environment it was started with, because providers echo secrets there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from heretic.cloud.gpus import GpuKind
+from heretic.cloud.http import PreparedRequest
+
+ProviderName = Literal["vast", "runpod"]
+PROVIDERS: tuple[ProviderName, ...] = ("vast", "runpod")
+
+# Normalised instance states; the provider's own word is kept in Instance.status.
+State = Literal["pending", "running", "exited", "failed", "terminated", "unknown"]
+
+
+@dataclass(frozen=True)
+class OfferQuery:
+    gpu: GpuKind
+    max_price: float | None = None
+    num_gpus: int = 1
+    min_cuda: str = "12.8"
+    cloud: Literal["SECURE", "COMMUNITY"] = "SECURE"  # RunPod tier
+    min_reliability: float = 0.98  # Vast host reliability
+    min_disk_gb: int = 0
+    limit: int = 20
+
+
+@dataclass(frozen=True)
+class Offer:
+    provider: ProviderName
+    offer_id: str  # Vast: the ask id; RunPod: the GPU type id
+    gpu_name: str
+    num_gpus: int
+    gpu_ram_gb: float
+    price_per_hour: float | None
+    availability: str  # Vast: "rentable"; RunPod: LOW, MEDIUM, HIGH (NONE is never an offer)
+    location: str = ""
+    reliability: float | None = None
+    cloud: str = ""
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    image: str
+    env: dict[str, str]
+    disk_gb: int
+    label: str
+    min_cuda: str = "12.8"
+    cloud: Literal["SECURE", "COMMUNITY"] = "SECURE"
+    volume_id: str | None = None  # RunPod network volume mounted at /workspace
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # values to mask when shown
+
+
+@dataclass(frozen=True)
+class Instance:
+    provider: ProviderName
+    instance_id: str
+    status: str  # the provider's own word
+    state: State
+    gpu_name: str = ""
+    price_per_hour: float | None = None
+    label: str = ""
+    message: str = ""
+
+
+class Provider(Protocol):
+    """What `heretic cloud` needs from a provider; one module per provider implements it."""
+
+    name: ProviderName
+
+    def search_request(self, query: OfferQuery) -> PreparedRequest: ...
+
+    def search(self, query: OfferQuery) -> list[Offer]: ...
+
+    def launch_request(self, offer: Offer, spec: LaunchSpec) -> PreparedRequest: ...
+
+    def launch(self, offer: Offer, spec: LaunchSpec) -> Instance: ...
+
+    def status(self, instance_id: str) -> Instance: ...
+
+    def logs(self, instance_id: str, tail: int = 200) -> str: ...
+
+    def terminate(self, instance_id: str) -> None: ...
+
+    def close(self) -> None: ...

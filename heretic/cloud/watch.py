@@ -1,0 +1,115 @@
+"""`heretic cloud monitor` assembled: clients, alert sinks, state file and optional launcher.
+
+Kept apart from `monitor.py` (the loop) so the loop stays testable with injected pieces;
+this module only wires the real ones from the command's options.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from heretic.cloud.gpus import gpu_kind
+from heretic.cloud.launch import (DEFAULT_IMAGE, LaunchOptions, execute_launch,
+                                  hf_token_from_environment, plan_launch)
+from heretic.cloud.models import Instance, Offer, OfferQuery, Provider
+from heretic.cloud.monitor import Monitor, MonitorResult
+from heretic.cloud.notify import Sink, bell_sink, log_sink, webhook_sink
+from heretic.cloud.providers import make_client, provider_names
+from heretic.errors import CloudError, HereticError
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    gpu: str = "A100-80GB"
+    max_price: float | None = None
+    provider: str = "all"
+    interval_s: float = 300.0
+    notify: str | None = None
+    bell: bool = True
+    state_file: Path | None = None
+    max_polls: int | None = None
+    launch: bool = False
+    model: str | None = None
+    upload: str | None = None
+    image: str | None = None
+    disk_gb: int | None = None
+    profile: str = "auto"
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+
+def default_state_file(gpu: str) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "heretic" / f"monitor-{gpu}.json"
+
+
+def _clients(choice: str, log: Callable[[str], None], sleep: Callable[[float], None]
+             ) -> dict[str, Provider]:
+    clients: dict[str, Provider] = {}
+    for name in provider_names(choice):
+        try:
+            # Few retries: the next poll is the retry, and quotas are per day.
+            clients[name] = make_client(name, sleep=sleep, retries=2)
+        except CloudError as exc:
+            if choice != "all":
+                raise
+            log(f"{name} not watched: {exc.message}")
+    if not clients:
+        raise CloudError("No provider can be watched: no API key was found for any.",
+                         "Export VAST_API_KEY and/or RUNPOD_API_KEY.")
+    return clients
+
+
+def _launcher(opts: WatchOptions, clients: Mapping[str, Provider],
+              log: Callable[[str], None]) -> Callable[[Offer], Instance]:
+    kind = gpu_kind(opts.gpu)
+    token = hf_token_from_environment()
+    n_params = None
+    if opts.disk_gb is None and opts.model:
+        from heretic.cloud.estimate import count_model_parameters
+
+        try:
+            n_params = count_model_parameters(opts.model)
+        except HereticError as exc:
+            log(f"could not size the disk from the model: {exc.message}")
+
+    def launch(offer: Offer) -> Instance:
+        lopts = LaunchOptions(provider=offer.provider, gpu=kind, model=opts.model or "",
+                              image=opts.image or DEFAULT_IMAGE, upload=opts.upload,
+                              max_price=opts.max_price, disk_gb=opts.disk_gb,
+                              profile=opts.profile, settings=opts.settings)
+        client = clients[offer.provider]
+        plan = plan_launch(lopts, client, n_params=n_params,
+                           hf_token=token if offer.provider == "vast" else None, offer=offer)
+        for warning in plan.warnings:
+            log(f"WARNING: {warning}")
+        return execute_launch(plan, client)
+
+    return launch
+
+
+def run_watch(opts: WatchOptions, *, log: Callable[[str], None], bell_stream: TextIO,
+              sleep: Callable[[float], None] = time.sleep) -> MonitorResult:
+    kind = gpu_kind(opts.gpu)
+    clients = _clients(opts.provider, log, sleep)
+    sinks: list[Sink] = [log_sink(log)]
+    if opts.bell:
+        sinks.append(bell_sink(bell_stream))
+    if opts.notify:
+        sinks.append(webhook_sink(opts.notify))
+    try:
+        launcher = _launcher(opts, clients, log) if opts.launch else None
+        monitor = Monitor(clients, OfferQuery(gpu=kind, max_price=opts.max_price), sinks=sinks,
+                          log=log, state_path=opts.state_file or default_state_file(kind.name),
+                          interval_s=opts.interval_s, sleep=sleep, on_available=launcher)
+        log(f"Watching {', '.join(clients)} for {kind.name}"
+            + (f" at or under ${opts.max_price}/h" if opts.max_price is not None else "")
+            + f", every ~{int(opts.interval_s)} s.")
+        return monitor.run(opts.max_polls)
+    finally:
+        for client in clients.values():
+            client.close()

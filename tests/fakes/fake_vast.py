@@ -1,0 +1,146 @@
+"""A loopback HTTP server that answers like Vast.ai's REST API v0 (payload shapes from the
+public API reference), plus the small threaded-server base the RunPod fake shares.
+
+Requests are recorded (method, path, query, headers, JSON body). `fail_queue` holds scripted
+error answers served before normal handling; `search_script` scripts successive offer lists.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # sent as-is (event streams, log files)
+
+
+class LoopbackServer:
+    """Runs `route(Recorded) -> Reply` on 127.0.0.1 in a thread; use as a context manager."""
+
+    def __init__(self, route: Callable[[Recorded], Reply]) -> None:
+        self.requests: list[Recorded] = []
+        self.fail_queue: list[Reply] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                rec = Recorded(self.command, parts.path, parse_qs(parts.query),
+                               {k.lower(): v for k, v in self.headers.items()}, body)
+                outer.requests.append(rec)
+                reply = outer.fail_queue.pop(0) if outer.fail_queue else route(rec)
+                data = reply.raw if reply.raw is not None else (
+                    b"" if reply.body is None else json.dumps(reply.body).encode())
+                self.send_response(reply.status)
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                if "Content-Type" not in reply.headers:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,),
+                                        daemon=True)
+
+    def __enter__(self) -> LoopbackServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def calls(self, method: str, prefix: str) -> list[Recorded]:
+        return [r for r in self.requests if r.method == method and r.path.startswith(prefix)]
+
+
+VAST_KEY = "vast-test-key-0123456789abcdef"
+
+
+def vast_offer(offer_id: int, price: float, gpu: str = "A100 SXM4", ram_mb: int = 81920
+               ) -> dict[str, Any]:
+    return {"id": offer_id, "ask_contract_id": offer_id, "gpu_name": gpu, "num_gpus": 1,
+            "gpu_ram": ram_mb, "dph_total": price, "reliability": 0.995, "inet_down": 900.0,
+            "disk_space": 500.0, "cpu_ram": 257000, "cuda_max_good": 12.9,
+            "geolocation": "Sweden, SE", "rentable": True, "verified": True}
+
+
+class FakeVast(LoopbackServer):
+    PREFIX = "/api/v0"
+
+    def __init__(self, key: str = VAST_KEY) -> None:
+        self.key = key
+        self.offers: list[dict[str, Any]] = [vast_offer(101, 1.45), vast_offer(102, 1.10)]
+        self.search_script: list[list[dict[str, Any]]] = []  # consumed per search if non-empty
+        self.instance: dict[str, Any] = {"id": 555, "actual_status": "running",
+                                         "cur_state": "running", "gpu_name": "A100 SXM4",
+                                         "dph_total": 1.12, "label": "heretic-x",
+                                         "status_msg": "", "extra_env": [["HF_TOKEN", "hf_s"]]}
+        self.log_misses = 1  # 404s served on the log link before the text
+        self.log_text = "heretic: trial 3/200\n"
+        super().__init__(self.route)
+
+    @property
+    def base(self) -> str:
+        return self.url + self.PREFIX
+
+    def route(self, r: Recorded) -> Reply:
+        if r.path.startswith("/logs/"):
+            if "authorization" in r.headers:
+                return Reply(400, {"error": "unexpected credentials"})
+            if self.log_misses > 0:
+                self.log_misses -= 1
+                return Reply(404, raw=b"<Error>NoSuchKey</Error>",
+                             headers={"Content-Type": "application/xml"})
+            return Reply(200, raw=self.log_text.encode(), headers={"Content-Type": "text/plain"})
+        if r.headers.get("authorization") != f"Bearer {self.key}":
+            return Reply(401, {"success": False, "error": "invalid_user_key",
+                               "msg": "Invalid user key"})
+        path = r.path.removeprefix(self.PREFIX)
+        if r.method == "POST" and path == "/bundles/":
+            offers = self.search_script.pop(0) if self.search_script else self.offers
+            ordered = sorted(offers, key=lambda o: o["dph_total"])
+            return Reply(200, {"offers": ordered})
+        if r.method == "PUT" and path.startswith("/asks/"):
+            return Reply(200, {"success": True, "new_contract": 7777})
+        if r.method == "PUT" and path.startswith("/instances/request_logs/"):
+            iid = path.rstrip("/").split("/")[-1]
+            return Reply(200, {"success": True, "result_url": f"{self.url}/logs/{iid}.log"})
+        if path.startswith("/instances/"):
+            iid = path.strip("/").split("/")[-1]
+            if r.method == "GET":
+                return Reply(200, {"instances": {**self.instance, "id": int(iid)}})
+            if r.method == "DELETE":
+                return Reply(200, {"success": True})
+        return Reply(404, {"success": False, "error": "not_found", "msg": f"no route {path}"})

@@ -1,0 +1,94 @@
+"""The RunPod client against a loopback server that answers like RunPod's REST API v2."""
+
+from __future__ import annotations
+
+import pytest
+from fakes.fake_runpod import RUNPOD_KEY, FakeRunPod, catalog_gpu
+from fakes.fake_vast import Reply
+
+from heretic.cloud.gpus import gpu_kind
+from heretic.cloud.models import LaunchSpec, OfferQuery
+from heretic.cloud.runpod import RunPodClient
+from heretic.errors import CloudError
+
+A100 = gpu_kind("A100-80GB")
+
+
+@pytest.fixture()
+def fake():
+    with FakeRunPod() as server:
+        yield server
+
+
+def client(fake: FakeRunPod, key: str = RUNPOD_KEY, sleeps: list[float] | None = None
+           ) -> RunPodClient:
+    sleeps = [] if sleeps is None else sleeps
+    return RunPodClient(key, base_url=fake.base, sleep=sleeps.append, log_idle_s=2.0)
+
+
+def test_availability_query_and_parsing(fake):
+    offers = client(fake).search(OfferQuery(gpu=A100))
+    q = fake.calls("GET", "/v2/catalog/gpus")[0].query
+    assert q["include"] == ["AVAILABILITY"] and q["product"] == ["POD"]
+    assert q["cloud"] == ["SECURE"] and q["minCudaVersion"] == ["12.8"]
+    assert [(o.offer_id, o.price_per_hour, o.availability) for o in offers] == [
+        ("NVIDIA A100 80GB PCIe", 1.64, "HIGH"),
+        ("NVIDIA A100-SXM4-80GB", 1.89, "LOW"),  # from the best data center
+    ]
+
+
+def test_none_stock_and_price_cap_filter_offers(fake):
+    fake.gpus = [catalog_gpu("NVIDIA A100 80GB PCIe", "NONE", 1.64),
+                 catalog_gpu("NVIDIA A100-SXM4-80GB", "HIGH", 1.89)]
+    assert client(fake).search(OfferQuery(gpu=A100, max_price=1.8)) == []
+    # No community price means the type is not offered in that tier at all.
+    assert client(fake).search(OfferQuery(gpu=A100, cloud="COMMUNITY")) == []
+
+
+def test_launch_body_keeps_the_entrypoint_and_uses_the_secret(fake):
+    c = client(fake)
+    offer = c.search(OfferQuery(gpu=A100))[0]
+    env = {"HERETIC_MODEL": "org/m", "HF_TOKEN": "{{ RUNPOD_SECRET_hf_token }}"}
+    spec = LaunchSpec(image="ghcr.io/x/heretic:1", env=env, disk_gb=90, label="heretic-m",
+                      volume_id="vol1")
+    pod = c.launch(offer, spec)
+    body = fake.calls("POST", "/v2/pods")[0].body
+    assert "args" not in body and "command" not in body
+    assert body["image"] == "ghcr.io/x/heretic:1" and body["disk"] == 90
+    assert body["gpu"] == {"id": "NVIDIA A100 80GB PCIe", "count": 1, "minCudaVersion": "12.8"}
+    assert body["env"] == env and body["cloud"] == "SECURE"
+    assert body["startSsh"] is False and body["startJupyter"] is False
+    assert body["mounts"] == {"network": [{"volumeId": "vol1", "path": "/workspace"}]}
+    assert (pod.instance_id, pod.state) == ("pod_abc123", "running")
+
+
+def test_status_logs_terminate(fake):
+    c = client(fake)
+    fake.pod_status = "EXITED"
+    assert c.status("pod_abc123").state == "exited"
+    assert c.logs("pod_abc123", tail=20) == "loading model\ntrial 1/200"
+    assert fake.calls("GET", "/v2/pods/pod_abc123/logs")[0].query["tail"] == ["20"]
+    c.terminate("pod_abc123")
+    assert fake.calls("DELETE", "/v2/pods/pod_abc123")
+
+
+def test_404_names_the_problem(fake):
+    with pytest.raises(CloudError) as info:
+        client(fake).status("pod_gone")
+    assert "HTTP 404" in info.value.message and "pod pod_gone not found" in info.value.message
+
+
+def test_429_is_retried(fake):
+    fake.fail_queue = [Reply(429, {"title": "Too Many Requests", "status": 429})]
+    sleeps: list[float] = []
+    assert client(fake, sleeps=sleeps).search(OfferQuery(gpu=A100))
+    assert sleeps == [2.0]
+
+
+def test_401_is_a_clear_error_without_the_key(fake):
+    bad = "rpa_WRONGKEY0000000000000"
+    with pytest.raises(CloudError) as info:
+        client(fake, key=bad).terminate("pod_abc123")
+    text = info.value.paragraph()
+    assert "HTTP 401" in text and "The API key is invalid" in text and "RUNPOD_API_KEY" in text
+    assert bad not in text

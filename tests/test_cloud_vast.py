@@ -1,0 +1,126 @@
+"""The Vast.ai client against a loopback server that answers like the Vast REST API."""
+
+from __future__ import annotations
+
+import pytest
+from fakes.fake_vast import VAST_KEY, FakeVast, Reply, vast_offer
+
+from heretic.cloud.gpus import gpu_kind
+from heretic.cloud.models import LaunchSpec, OfferQuery
+from heretic.cloud.vast import VastClient
+from heretic.errors import CloudError
+
+A100 = gpu_kind("A100-80GB")
+
+
+@pytest.fixture()
+def fake():
+    with FakeVast() as server:
+        yield server
+
+
+def client(fake: FakeVast, key: str = VAST_KEY, sleeps: list[float] | None = None) -> VastClient:
+    sleeps = [] if sleeps is None else sleeps
+    return VastClient(key, base_url=fake.base, sleep=sleeps.append)
+
+
+def test_search_sends_the_documented_filter_and_parses_offers(fake):
+    offers = client(fake).search(OfferQuery(gpu=A100, max_price=1.5, min_disk_gb=100))
+    body = fake.calls("POST", "/api/v0/bundles/")[0].body
+    assert body["gpu_name"] == {"in": ["A100 SXM4", "A100 PCIE", "A100X"]}
+    assert body["gpu_ram"] == {"gte": 79000}
+    assert body["dph_total"] == {"lte": 1.5}
+    assert body["disk_space"] == {"gte": 100}
+    assert body["rentable"] == {"eq": True} and body["verified"] == {"eq": True}
+    assert body["order"] == [["dph_total", "asc"]]
+    assert [o.offer_id for o in offers] == ["102", "101"]
+    assert offers[0].price_per_hour == 1.10 and offers[0].gpu_ram_gb == 80.0
+    assert offers[0].location == "Sweden, SE"
+
+
+def test_search_drops_offers_over_the_cap_even_if_the_server_sends_them(fake):
+    fake.offers = [vast_offer(1, 0.9), vast_offer(2, 3.0)]
+    offers = client(fake).search(OfferQuery(gpu=A100, max_price=1.0))
+    assert [o.offer_id for o in offers] == ["1"]
+
+
+def test_launch_body_runs_the_image_entrypoint(fake):
+    c = client(fake)
+    offer = c.search(OfferQuery(gpu=A100))[0]
+    spec = LaunchSpec(image="ghcr.io/x/heretic:1", env={"HERETIC_MODEL": "org/m"}, disk_gb=80,
+                      label="heretic-m")
+    instance = c.launch(offer, spec)
+    put = fake.calls("PUT", "/api/v0/asks/")[0]
+    assert put.path == "/api/v0/asks/102/"
+    assert put.body == {"client_id": "me", "image": "ghcr.io/x/heretic:1", "disk": 80,
+                        "env": {"HERETIC_MODEL": "org/m"}, "runtype": "args",
+                        "label": "heretic-m", "target_state": "running"}
+    assert instance.instance_id == "7777" and instance.state == "pending"
+
+
+def test_status_maps_state_and_never_exposes_env(fake):
+    inst = client(fake).status("555")
+    assert (inst.status, inst.state, inst.price_per_hour) == ("running", "running", 1.12)
+    assert "hf_s" not in repr(inst)
+    fake.instance.update(actual_status="loading",
+                         status_msg="Error response from daemon: manifest unknown")
+    assert client(fake).status("555").state == "failed"
+
+
+def test_logs_fetch_the_link_without_the_key(fake):
+    sleeps: list[float] = []
+    text = client(fake, sleeps=sleeps).logs("555", tail=50)
+    assert text == "heretic: trial 3/200\n"
+    assert fake.calls("PUT", "/api/v0/instances/request_logs/555/")[0].body == {"tail": "50"}
+    log_gets = fake.calls("GET", "/logs/")
+    assert len(log_gets) == 2 and all("authorization" not in r.headers for r in log_gets)
+    assert len(sleeps) == 1  # one wait after the first 404
+
+
+def test_terminate_deletes_the_instance(fake):
+    client(fake).terminate("555")
+    assert fake.calls("DELETE", "/api/v0/instances/555/")
+
+
+def test_429_is_retried_with_retry_after(fake):
+    fake.fail_queue = [Reply(429, {"error": "too_many_requests"}, {"Retry-After": "7"}),
+                       Reply(503, {"msg": "busy"})]
+    sleeps: list[float] = []
+    offers = client(fake, sleeps=sleeps).search(OfferQuery(gpu=A100))
+    assert len(offers) == 2
+    assert sleeps == [7.0, 4.0]  # Retry-After honoured, then exponential back-off
+    assert len(fake.calls("POST", "/api/v0/bundles/")) == 3
+
+
+def test_401_is_a_clear_error_without_the_key(fake):
+    bad = "wrong-key-abcdefghijklmnop"
+    with pytest.raises(CloudError) as info:
+        client(fake, key=bad).search(OfferQuery(gpu=A100))
+    text = info.value.paragraph()
+    assert "HTTP 401" in text and "Invalid user key" in text and "VAST_API_KEY" in text
+    assert bad not in text
+    assert len(fake.requests) == 1  # not retried
+
+
+def test_a_create_is_not_retried_on_a_server_error(fake):
+    c = client(fake)
+    offer = c.search(OfferQuery(gpu=A100))[0]
+    fake.fail_queue = [Reply(500, {"msg": "internal"})]
+    with pytest.raises(CloudError, match="HTTP 500"):
+        c.launch(offer, LaunchSpec(image="i", env={}, disk_gb=50, label="l"))
+    assert len(fake.calls("PUT", "/api/v0/asks/")) == 1
+
+
+def test_unreachable_server_is_a_cloud_error():
+    sleeps: list[float] = []
+    c = VastClient(VAST_KEY, base_url="http://127.0.0.1:9/api/v0", sleep=sleeps.append,
+                   retries=2)
+    with pytest.raises(CloudError, match="Could not reach vast"):
+        c.search(OfferQuery(gpu=A100))
+    assert len(sleeps) == 2
+
+
+def test_base_url_from_environment(fake, monkeypatch):
+    monkeypatch.setenv("HERETIC_VAST_API_URL", fake.base)
+    VastClient(VAST_KEY).terminate("555")
+    assert fake.calls("DELETE", "/api/v0/instances/555/")
