@@ -1,0 +1,116 @@
+"""Checks about resources the run needs later: RAM for the export merge, disk, the HF token.
+
+Nothing here prints or stores a token: the token check reports only whether one is present
+and whether its form is valid.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from heretic.config.settings import Settings
+from heretic.preflight.estimate import ParamCount, weight_bytes
+from heretic.preflight.fit import HEADROOM_FRACTION, PYTHON_OVERHEAD_BYTES, gib
+from heretic.preflight.gpus import GIB, GpuInventory
+from heretic.preflight.report import Check, Status
+
+TOKEN_FORM = re.compile(r"^hf_[A-Za-z0-9]{30,}$")
+DEMO_BYTES = 64 * 1024**2  # generous for the demo model's weights
+
+
+def check_merge_ram(settings: Settings, count: ParamCount | None, inventory: GpuInventory) -> Check:
+    """A quantized search exports by merging the edit into full-precision weights on CPU."""
+    if settings.quantization == "none":
+        return Check("RAM (merge)", Status.OK, "not needed (no quantization)", "-")
+    if count is None:
+        return Check("RAM (merge)", Status.OK, "demo model: a few MB", "-")
+    need = weight_bytes(count, "none", "bfloat16") + PYTHON_OVERHEAD_BYTES
+    have = int(inventory.ram_total_bytes * (1 - HEADROOM_FRACTION))
+    measured = f"{gib(inventory.ram_total_bytes)} RAM"
+    if need <= have:
+        return Check("RAM (merge)", Status.OK, measured, f"{gib(need)} for the bf16 merge")
+    return Check(
+        "RAM (merge)", Status.FAIL, measured, f"{gib(need)} for the bf16 merge",
+        "the export after a quantized search merges the edit into bf16 weights on the CPU; "
+        "rent a machine with more RAM or search in 16 bit",
+    )
+
+
+def _existing(path: Path) -> Path:
+    path = path.resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _hub_cache() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _download_bytes(settings: Settings, count: ParamCount | None) -> int:
+    if count is None or settings.model is None:
+        return DEMO_BYTES
+    if Path(settings.model).expanduser().exists():
+        return 0  # local folder: nothing to download
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in ("model.safetensors.index.json", "model.safetensors"):
+        hit = try_to_load_from_cache(settings.model, name, revision=settings.revision)
+        if isinstance(hit, str):
+            return 0  # in the cache already (shards are assumed complete)
+    return weight_bytes(count, "none", "bfloat16")
+
+
+def check_disk(settings: Settings, count: ParamCount | None) -> Check:
+    download = _download_bytes(settings, count)
+    export = weight_bytes(count, "none", settings.export_dtype) if count else DEMO_BYTES
+    out_dir, cache_dir = _existing(settings.output), _existing(_hub_cache())
+    needs: dict[int, tuple[Path, int]] = {}  # per filesystem: where, bytes
+    for path, nbytes in ((cache_dir, download), (out_dir, export)):
+        dev = os.stat(path).st_dev
+        where, before = needs.get(dev, (path, 0))
+        needs[dev] = (where, before + nbytes)
+    short, measured = [], []
+    for path, nbytes in needs.values():
+        free = shutil.disk_usage(path).free
+        measured.append(f"{gib(free)} free at {path}")
+        if nbytes + GIB > free:
+            short.append(f"{path} needs {gib(nbytes + GIB)}")
+    need = f"download {gib(download)} + export {gib(export)}"
+    if short:
+        return Check("disk", Status.FAIL, "; ".join(measured), need,
+                     "; ".join(short) + ": free space or mount a larger volume")
+    return Check("disk", Status.OK, "; ".join(measured), need)
+
+
+def _token(environ: Mapping[str, str]) -> tuple[str | None, str]:
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        if environ.get(name):
+            return environ[name].strip(), name
+    from huggingface_hub import constants
+
+    path = Path(constants.HF_TOKEN_PATH)
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip(), str(path)
+    return None, ""
+
+
+def check_token(settings: Settings, environ: Mapping[str, str]) -> Check:
+    if not settings.upload:
+        return Check("HF token", Status.OK, "not needed (no --upload)", "-")
+    token, source = _token(environ)
+    need = "a write token (hf_...) in HF_TOKEN"
+    if token is None:
+        return Check("HF token", Status.FAIL, "missing", need,
+                     "set HF_TOKEN to a write token from huggingface.co/settings/tokens")
+    if not TOKEN_FORM.match(token):
+        return Check("HF token", Status.FAIL, f"from {source}: not a valid token form", need,
+                     "Hugging Face tokens start with hf_ followed by letters and digits; "
+                     "copy it again without quotes or spaces")
+    return Check("HF token", Status.OK, f"present in {source} (form valid)", need)

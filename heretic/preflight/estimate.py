@@ -1,0 +1,252 @@
+"""Parameter count and memory estimate of a model from its config.json alone.
+
+Guaranteed: no weight is downloaded. The count instantiates the architecture on the meta
+device (accelerate's init_empty_weights + AutoModelForCausalLM.from_config), so it is the exact
+count transformers would load (tied embeddings counted once). config.json comes from a local
+folder, or from the Hub cache / a download of that one file when online.
+
+Estimates, not measurements: runtime memory assumes SDPA attention (no T x T score matrix), a
+prompt of `prompt_tokens` tokens, and the largest batch the settings allow. NF4 is costed as
+bitsandbytes' default layout (4 bits + one fp32 absmax per 64 weights = 0.5625 bytes/param on
+linear layers; embeddings, lm_head, norms and biases stay 16-bit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from heretic.errors import ModelNotFoundError, UnsupportedArchitectureError
+
+DEFAULT_PROMPT_TOKENS = 256
+NF4_BYTES_PER_PARAM = 0.5 + 4 / 64
+INT8_BYTES_PER_PARAM = 1.02
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    total: int
+    embedding: int  # input embeddings
+    lm_head: int  # output embeddings when not tied to the input ones, else 0
+    linear: int  # weights of nn.Linear layers a quantizer would convert (lm_head excluded)
+    largest_linear: int  # biggest single quantizable weight (dequantized transiently)
+    largest_block: int  # biggest unit a device map cannot split: a layer, embeddings or lm_head
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    vocab_size: int
+    num_kv_heads: int
+    head_dim: int
+    model_type: str
+
+    @property
+    def other(self) -> int:
+        """Norms, biases and anything else that stays in 16 bit when quantized."""
+        return self.total - self.embedding - self.lm_head - self.linear
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists()
+
+
+def _config_dir(model: str, revision: str | None) -> Path:
+    """Folder holding config.json for a local model or a Hub id (one small file fetched)."""
+    if _looks_like_path(model):
+        path = Path(model).expanduser()
+        if path.is_file() and path.name == "config.json":
+            return path.parent
+        if (path / "config.json").is_file():
+            return path
+        raise ModelNotFoundError(
+            f"Model path {model} has no config.json"
+            + ("." if path.exists() else " (the path does not exist)."),
+            "Point --model at a folder saved with save_pretrained, or at a Hub id.",
+        )
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(model, "config.json", revision=revision)).parent
+    except Exception as exc:  # the hub raises many types: offline, 404, gated, network
+        raise ModelNotFoundError(
+            f"Cannot get config.json of '{model}' from the Hugging Face Hub or its local cache "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}).",
+            "Check the model id and revision, your network, and HF_TOKEN for gated models; "
+            "offline (HF_HUB_OFFLINE=1) the model must already be in the cache.",
+        ) from exc
+
+
+def _load_config(model: str, revision: str | None, trust_remote_code: bool) -> Any:
+    from transformers import AutoConfig
+
+    folder = _config_dir(model, revision)
+    try:
+        return AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, OSError) as exc:
+        raise UnsupportedArchitectureError(
+            f"The config.json of '{model}' is not one transformers can read: {exc}.",
+            "Update transformers, or pass --trust-remote-code for models that ship their code.",
+        ) from exc
+
+
+def _meta_model(config: Any, trust_remote_code: bool) -> Any:
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with init_empty_weights():
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, ImportError) as exc:
+        raise UnsupportedArchitectureError(
+            f"transformers cannot build a causal LM from this config "
+            f"(model_type {getattr(config, 'model_type', '?')}): {exc}.",
+            "heretic supports decoder-only chat models that AutoModelForCausalLM can load.",
+        ) from exc
+
+
+def _numel(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _linear_counts(model: Any, lm_head: Any) -> tuple[int, int]:
+    import torch
+
+    total = largest = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module is not lm_head:
+            n = module.weight.numel()
+            total += n
+            largest = max(largest, n)
+    return total, largest
+
+
+def _largest_layer(model: Any, num_layers: int) -> int:
+    import torch
+
+    best = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == num_layers:
+            best = max(best, max((_numel(layer) for layer in module), default=0))
+    return best
+
+
+def count_from_config(config: Any, trust_remote_code: bool = False) -> ParamCount:
+    """ParamCount of a transformers config, built on the meta device."""
+    model = _meta_model(config, trust_remote_code)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    total = _numel(model)
+    embed = model.get_input_embeddings()
+    head = model.get_output_embeddings()
+    embedding = embed.weight.numel() if embed is not None else 0
+    tied = head is not None and embed is not None and head.weight is embed.weight
+    lm_head = head.weight.numel() if head is not None and not tied else 0
+    linear, largest_linear = _linear_counts(model, head)
+    layers = int(getattr(text, "num_hidden_layers", 0) or 0)
+    heads = int(getattr(text, "num_attention_heads", 1) or 1)
+    hidden = int(getattr(text, "hidden_size", 0) or 0)
+    head_dim = int(getattr(text, "head_dim", 0) or 0) or (hidden // heads if heads else 0)
+    return ParamCount(
+        total=total, embedding=embedding, lm_head=lm_head, linear=linear,
+        largest_linear=largest_linear,
+        largest_block=max(_largest_layer(model, layers), embedding, lm_head),
+        num_layers=layers, hidden_size=hidden,
+        intermediate_size=int(getattr(text, "intermediate_size", 0) or 4 * hidden),
+        vocab_size=int(getattr(text, "vocab_size", 0) or embedding // max(hidden, 1)),
+        num_kv_heads=int(getattr(text, "num_key_value_heads", 0) or heads),
+        head_dim=head_dim, model_type=str(getattr(config, "model_type", "")),
+    )
+
+
+def count_parameters(
+    model: str, revision: str | None = None, trust_remote_code: bool = False
+) -> ParamCount:
+    """Exact parameter count of `model` (local folder or Hub id) from its config.json only."""
+    config = _load_config(model, revision, trust_remote_code)
+    return count_from_config(config, trust_remote_code)
+
+
+def dtype_bytes(dtype: str) -> int:
+    """Bytes per parameter of a 16/32-bit dtype name; auto means the usual bf16 checkpoint."""
+    return 4 if dtype.strip().lower() in ("float32", "fp32", "float") else 2
+
+
+def weight_bytes(count: ParamCount, quantization: str = "none", dtype: str = "auto") -> int:
+    """Bytes of the loaded weights: bnb quantizes linear weights; the rest stays 16-bit."""
+    width = dtype_bytes(dtype)
+    if quantization == "none":
+        return count.total * width
+    per_linear = NF4_BYTES_PER_PARAM if quantization == "bnb-4bit" else INT8_BYTES_PER_PARAM
+    return int(count.linear * per_linear) + (count.total - count.linear) * 2
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights_bytes: int
+    kv_cache_bytes: int  # generation cache at batch x (prompt + response) tokens
+    activation_bytes: int  # one layer's transient tensors in the residual / prefill pass
+    logits_bytes: int  # batch x vocab (logits_to_keep=1), plus float32 log-probs
+    dequant_bytes: int  # one dequantized linear weight (quantized runs only)
+    batch: int
+    tokens: int
+    bf16_weights_bytes: int
+    nf4_weights_bytes: int
+    largest_block_bytes: int
+
+    @property
+    def runtime_bytes(self) -> int:
+        return self.kv_cache_bytes + self.activation_bytes + self.logits_bytes + self.dequant_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.runtime_bytes
+
+    def to_dict(self) -> dict[str, int]:
+        return {**asdict(self), "runtime_bytes": self.runtime_bytes, "total_bytes": self.total_bytes}
+
+
+def estimate_memory(
+    count: ParamCount,
+    *,
+    quantization: str = "none",
+    dtype: str = "auto",
+    batch_size: int = 0,
+    max_batch_size: int = 64,
+    max_response_tokens: int = 48,
+    prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+) -> MemoryEstimate:
+    """Peak memory of a run: weights plus the largest evaluation batch's transient memory.
+
+    batch_size 0 (automatic) is costed at max_batch_size, the most the search may try.
+    """
+    act = 4 if dtype_bytes(dtype) == 4 and quantization == "none" else 2
+    batch = batch_size or max_batch_size
+    tokens = prompt_tokens + max_response_tokens
+    kv = 2 * count.num_layers * count.num_kv_heads * count.head_dim * act * batch * tokens
+    # residual stream copies (~4 x hidden) and the MLP's gate, up and product (3 x intermediate)
+    activations = batch * prompt_tokens * (4 * count.hidden_size + 3 * count.intermediate_size) * act
+    logits = batch * count.vocab_size * (act + 8)
+    dequant = count.largest_linear * 2 if quantization != "none" else 0
+    weights = weight_bytes(count, quantization, dtype)
+    return MemoryEstimate(
+        weights_bytes=weights, kv_cache_bytes=kv, activation_bytes=activations,
+        logits_bytes=logits, dequant_bytes=dequant, batch=batch, tokens=tokens,
+        bf16_weights_bytes=weight_bytes(count, "none", "bfloat16"),
+        nf4_weights_bytes=weight_bytes(count, "bnb-4bit"),
+        # a quantized run keeps embeddings and lm_head (often the largest block) in 16 bit
+        largest_block_bytes=count.largest_block * (2 if quantization != "none" else act),
+    )
+
+
+def estimate_for_settings(count: ParamCount, settings: Any) -> MemoryEstimate:
+    """estimate_memory with the batch, dtype and quantization of a Settings-like object."""
+    return estimate_memory(
+        count,
+        quantization=str(getattr(settings, "quantization", "none")),
+        dtype=str(getattr(settings, "dtype", "auto")),
+        batch_size=int(getattr(settings, "batch_size", 0)),
+        max_batch_size=int(getattr(settings, "max_batch_size", 64)),
+        max_response_tokens=int(getattr(settings, "max_response_tokens", 48)),
+    )
