@@ -1,0 +1,154 @@
+"""The availability monitor against scripted provider answers on loopback servers."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import httpx
+import pytest
+from fakes.fake_runpod import RUNPOD_KEY, FakeRunPod, catalog_gpu
+from fakes.fake_vast import VAST_KEY, FakeVast, Reply, vast_offer
+
+from heretic.cloud.gpus import gpu_kind
+from heretic.cloud.models import Instance, Offer, OfferQuery
+from heretic.cloud.monitor import Monitor
+from heretic.cloud.notify import Alert, webhook_sink
+from heretic.cloud.runpod import RunPodClient
+from heretic.cloud.vast import VastClient
+from heretic.errors import CloudError
+
+A100 = gpu_kind("A100-80GB")
+NONE: list = []
+SOME = [vast_offer(201, 1.30), vast_offer(202, 1.25)]
+
+
+@pytest.fixture()
+def vast():
+    with FakeVast() as server:
+        yield server
+
+
+def make_monitor(clients, tmp_path, sleeps, alerts, logs, **kw) -> Monitor:
+    return Monitor(clients, OfferQuery(gpu=A100, max_price=2.0), sinks=[alerts.append],
+                   log=logs.append, state_path=tmp_path / "state.json", interval_s=300,
+                   sleep=sleeps.append, rng=random.Random(0), **kw)
+
+
+def vast_client(server, sleeps):
+    return VastClient(VAST_KEY, base_url=server.base, sleep=sleeps.append, retries=0)
+
+
+def test_alerts_exactly_on_changes(vast, tmp_path):
+    vast.search_script = [NONE, NONE, SOME, SOME, NONE, SOME]
+    sleeps: list[float] = []
+    alerts: list[Alert] = []
+    logs: list[str] = []
+    mon = make_monitor({"vast": vast_client(vast, sleeps)}, tmp_path, sleeps, alerts, logs)
+    result = mon.run(max_polls=6)
+    assert [(a.event, a.provider, a.offers, a.best_price, a.offer_id) for a in alerts] == [
+        ("available", "vast", 2, 1.25, "202"),
+        ("gone", "vast", 0, None, None),
+        ("available", "vast", 2, 1.25, "202"),
+    ]
+    assert result.polls == 6 and result.alerts == 3 and result.launched is None
+    assert len(sleeps) == 5 and all(270 <= s <= 330 for s in sleeps)  # jittered, no backoff
+    saved = json.loads((tmp_path / "state.json").read_text())
+    assert saved["gpu"] == "A100-80GB" and saved["providers"]["vast"]["available"] is True
+
+
+def test_state_survives_a_restart(vast, tmp_path):
+    vast.search_script = [SOME, SOME]
+    alerts: list[Alert] = []
+    make_monitor({"vast": vast_client(vast, [])}, tmp_path, [], alerts, []).run(max_polls=1)
+    make_monitor({"vast": vast_client(vast, [])}, tmp_path, [], alerts, []).run(max_polls=1)
+    assert [a.event for a in alerts] == ["available"]  # the second watch saw no change
+
+
+def test_network_errors_keep_state_and_back_off(vast, tmp_path):
+    vast.search_script = [SOME, SOME, SOME]
+    sleeps: list[float] = []
+    alerts: list[Alert] = []
+    logs: list[str] = []
+    mon = make_monitor({"vast": vast_client(vast, sleeps)}, tmp_path, sleeps, alerts, logs)
+    mon.poll_once()
+    vast.fail_queue = [Reply(502, {"msg": "bad gateway"}), Reply(502, {"msg": "bad gateway"})]
+    mon.run(max_polls=3)  # fail, fail, ok
+    assert [a.event for a in alerts] == ["available"]  # an outage is not "gone"
+    assert sum("poll failed" in line and "HTTP 502" in line for line in logs) == 2
+    assert 540 <= sleeps[0] <= 660 and 1080 <= sleeps[1] <= 1320  # doubled, then doubled
+
+
+def test_a_crashing_provider_does_not_stop_the_others(vast, tmp_path):
+    class Broken:
+        name = "runpod"
+
+        def search(self, query):
+            raise httpx.ReadError("connection reset")
+
+        def close(self):
+            pass
+
+    vast.search_script = [SOME]
+    alerts: list[Alert] = []
+    logs: list[str] = []
+    mon = make_monitor({"runpod": Broken(), "vast": vast_client(vast, [])}, tmp_path, [],
+                       alerts, logs)
+    mon.run(max_polls=1)
+    assert [a.provider for a in alerts] == ["vast"]
+    assert any("runpod: poll failed: ReadError" in line for line in logs)
+
+
+def test_both_providers_alert_independently(vast, tmp_path):
+    with FakeRunPod() as runpod:
+        runpod.search_script = [[catalog_gpu("NVIDIA A100 80GB PCIe", "NONE", 1.64)],
+                                [catalog_gpu("NVIDIA A100 80GB PCIe", "LOW", 1.64)]]
+        vast.search_script = [SOME, SOME]
+        rp = RunPodClient(RUNPOD_KEY, base_url=runpod.base, retries=0)
+        alerts: list[Alert] = []
+        mon = make_monitor({"vast": vast_client(vast, []), "runpod": rp}, tmp_path, [],
+                           alerts, [])
+        mon.run(max_polls=2)
+    assert [(a.provider, a.event) for a in alerts] == [("vast", "available"),
+                                                       ("runpod", "available")]
+
+
+def test_launch_on_first_offer_and_stop(vast, tmp_path):
+    vast.search_script = [NONE, SOME, SOME]
+    launched: list[Offer] = []
+    attempts = iter([CloudError("offer taken"), None])
+
+    def launcher(offer: Offer) -> Instance:
+        outcome = next(attempts)
+        if outcome is not None:
+            raise outcome
+        launched.append(offer)
+        return Instance("vast", "9001", "created", "pending")
+
+    logs: list[str] = []
+    mon = make_monitor({"vast": vast_client(vast, [])}, tmp_path, [], [], logs,
+                       on_available=launcher)
+    result = mon.run(max_polls=10)
+    assert result.launched is not None and result.launched.instance_id == "9001"
+    assert result.polls == 3  # failed launch on poll 2 was logged; poll 3 launched
+    assert [o.offer_id for o in launched] == ["202"]  # the cheapest
+    assert any("launch on vast failed" in line for line in logs)
+
+
+def test_webhook_receives_json_and_failures_are_logged(vast, tmp_path):
+    posted: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        posted.append(json.loads(request.content))
+        return httpx.Response(500 if len(posted) > 1 else 200)
+
+    sink = webhook_sink("https://hooks.example/T0KEN", transport=httpx.MockTransport(handler))
+    vast.search_script = [SOME, NONE]
+    logs: list[str] = []
+    mon = Monitor({"vast": vast_client(vast, [])}, OfferQuery(gpu=A100), sinks=[sink],
+                  log=logs.append, state_path=None, sleep=lambda s: None)
+    mon.run(max_polls=2)
+    assert [p["event"] for p in posted] == ["available", "gone"]
+    assert posted[0]["text"].startswith("heretic: A100-80GB AVAILABLE on vast")
+    assert any("webhook answered HTTP 500" in line for line in logs)
+    assert not any("T0KEN" in line for line in logs)
