@@ -32,13 +32,13 @@ def check_stale(
             "stale processes", Status.FAIL, f"{len(stale)} earlier heretic process(es): {listed}",
             "none", "end them with --kill-stale (only these, which heretic registered itself)",
         )
-    ended, alive = end_processes(stale)
-    if alive:
+    result = end_processes(stale)
+    if result.alive:
         return Check(
-            "stale processes", Status.FAIL, f"could not end PID(s) {alive}", "none",
+            "stale processes", Status.FAIL, f"could not end PID(s) {result.alive}", "none",
             "they survived SIGTERM and SIGKILL (uninterruptible I/O?); check them by hand",
         )
-    return Check("stale processes", Status.OK, f"ended PID(s) {ended}" + other_note, "none")
+    return Check("stale processes", Status.OK, f"ended PID(s) {result.ended}" + other_note, "none")
 
 
 def check_study_lock(study_dir: Path) -> Check:

@@ -82,7 +82,7 @@ def check_memory(
         return Check(name, Status.FAIL, "unknown", "a model estimate", "fix the model check first")
     fit = _fit_for(mem, gpus, inventory)
     need = (
-        f"{fit.describe()} (weights {gib(mem.weights_bytes)} {settings.quantization}, "
+        f"{fit.describe()} (weights {gib(mem.weights_bytes)} {_weights_label(settings)}, "
         f"batch {mem.batch} x {mem.tokens} tokens: KV {gib(mem.kv_cache_bytes)}, "
         f"activations {gib(mem.activation_bytes)}, logits {gib(mem.logits_bytes)})"
     )
@@ -95,6 +95,12 @@ def check_memory(
         "or pick a smaller model"
     )
     return Check(name, Status.FAIL, f"{gib(fit.usable_bytes)} usable {fit.where}", need, fix)
+
+
+def _weights_label(settings: Settings) -> str:
+    if settings.quantization != "none":
+        return settings.quantization
+    return "float32" if settings.dtype == "float32" else "bf16"
 
 
 def check_device_map(settings: Settings, gpus: Sequence[GpuInfo]) -> Check:

@@ -160,13 +160,18 @@ def find_stale(
     return stale
 
 
-def end_processes(
-    stale: list[StaleProcess], *, grace_s: float = 10.0
-) -> tuple[list[int], list[int]]:
+@dataclass(frozen=True)
+class EndResult:
+    ended: list[int]  # gone, by SIGTERM or SIGKILL
+    killed: list[int]  # the subset that needed SIGKILL
+    alive: list[int]  # survived both (uninterruptible sleep?)
+
+
+def end_processes(stale: list[StaleProcess], *, grace_s: float = 10.0) -> EndResult:
     """SIGTERM each (re-verified) stale process, wait `grace_s`, SIGKILL the rest.
 
-    Returns (ended PIDs, PIDs still alive). Each record is re-checked just before the signal,
-    so a PID that changed hands in the meantime is never touched.
+    Each record is re-checked just before the signal, so a PID that changed hands in the
+    meantime is never touched.
     """
     procs = [p for p in (_alive_and_ours(s.record) for s in stale) if p is not None]
     for proc in procs:
@@ -174,15 +179,19 @@ def end_processes(
             proc.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for proc in alive:
+    _, stubborn = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in stubborn:
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    _, still = psutil.wait_procs(alive, timeout=5.0)
+    _, still = psutil.wait_procs(stubborn, timeout=5.0)
+    alive = {p.pid for p in still}
     for s in stale:
-        if s.record.path is not None and s.record.pid not in {p.pid for p in still}:
+        if s.record.path is not None and s.record.pid not in alive:
             s.record.path.unlink(missing_ok=True)
-    ended = sorted(p.pid for p in procs if p not in still)
-    return ended, sorted(p.pid for p in still)
+    return EndResult(
+        ended=sorted(p.pid for p in procs if p.pid not in alive),
+        killed=sorted(p.pid for p in stubborn if p.pid not in alive),
+        alive=sorted(alive),
+    )
