@@ -1,0 +1,174 @@
+"""RunLifecycle: the order upload -> DONE.json -> notify -> shutdown, restarts, failures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from fakes.fake_hub import FakeHub
+from fakes.recorder import Recorded, Recorder
+from test_upload import TOKEN, make_output
+
+from heretic.config.settings import Settings
+from heretic.errors import ExitCode, StudyError, TokenError
+from heretic.lifecycle.session import RunLifecycle
+from heretic.lifecycle.state import RunState
+
+REPO = "someone/tiny-heretic"
+
+
+@pytest.fixture
+def offline_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+
+
+def test_finish_uploads_marks_done_notifies_then_shuts_down(
+        offline_off: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    out = make_output(tmp_path)
+    done_file = out / "study" / "DONE.json"
+    at_shutdown: list[bool] = []
+
+    def look(seen: Recorded) -> None:
+        at_shutdown.append(done_file.is_file())
+
+    with FakeHub(TOKEN) as hub, Recorder() as hook, Recorder(on_request=look) as vast:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        env = {"CONTAINER_ID": "7", "CONTAINER_API_KEY": "k" * 20,
+               "HERETIC_VAST_API_URL": vast.url}
+        settings = Settings(output=out, upload=REPO, notify=hook.url, shutdown_after=True)
+        with RunLifecycle(settings, environ=env) as life:
+            assert not life.already_done
+            life.state.set_trials(3, 3, 0, {"refusals": 1})
+            info = life.finish({"selected_trial": 2})
+        assert [r.method for r in vast.requests] == ["DELETE"]
+        assert at_shutdown == [True]  # the record was on disk before the machine was ended
+        assert hook.requests[0].json()["status"] == "done"
+        assert REPO in hub.repos
+    done = json.loads(done_file.read_text())
+    assert done["upload_url"] == f"{hub.url}/{REPO}" and done["selected_trial"] == 2
+    assert done["shutdown"]["ok"] is True and info["shutdown"]["provider"] == "vast"
+    assert "Ending instance 7" in (out / "study" / "heretic.log").read_text()
+
+    # A restart on the same folder does nothing (and calls nobody).
+    with Recorder() as hook2:
+        again = Settings(output=out, upload=REPO, notify=hook2.url)
+        with RunLifecycle(again, environ={}) as life:
+            assert life.already_done
+        assert hook2.requests == []
+
+
+def test_shutdown_after_without_upload_leaves_machine(tmp_path: Path) -> None:
+    with Recorder() as vast:
+        env = {"CONTAINER_ID": "7", "CONTAINER_API_KEY": "k" * 20, "HERETIC_VAST_API_URL": vast.url}
+        settings = Settings(output=tmp_path / "out", shutdown_after=True)
+        with RunLifecycle(settings, environ=env) as life:
+            life.finish()
+        assert vast.requests == []
+    assert RunState(tmp_path / "out" / "study").is_done()
+
+
+def test_restart_retries_a_failed_shutdown(tmp_path: Path) -> None:
+    state = RunState(tmp_path / "out" / "study")
+    state.mark_done({"upload_url": "https://hf.co/x", "shutdown": {"ok": False}})
+    with Recorder(default=(204, {})) as runpod:
+        env = {"RUNPOD_POD_ID": "p1", "RUNPOD_API_KEY": "r" * 20,
+               "HERETIC_RUNPOD_API_URL": runpod.url}
+        settings = Settings(output=tmp_path / "out", shutdown_after=True)
+        with RunLifecycle(settings, environ=env) as life:
+            assert life.already_done
+        assert [r.path for r in runpod.requests] == ["/pods/p1"]
+    assert state.done_info()["shutdown"]["ok"] is True
+
+
+def test_missing_token_fails_at_start_not_at_the_end(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    settings = Settings(output=tmp_path / "out", upload=REPO)
+    with pytest.raises(TokenError):
+        with RunLifecycle(settings):
+            pytest.fail("the body must not run")
+    progress = RunState(tmp_path / "out" / "study").read()["progress"]
+    assert progress["exit_code"] == ExitCode.TOKEN
+
+
+def test_failures_are_recorded_notified_and_a_loop_is_stopped(tmp_path: Path) -> None:
+    settings_kw = {"output": tmp_path / "out"}
+    with Recorder() as hook:
+        settings = Settings(notify=hook.url, **settings_kw)
+        for _ in range(3):
+            with pytest.raises(RuntimeError):
+                with RunLifecycle(settings):
+                    raise RuntimeError("crash in trial")
+        with pytest.raises(StudyError, match="not trying again"):
+            with RunLifecycle(settings):
+                pytest.fail("the restart guard must stop this start")
+        statuses = [r.json()["status"] for r in hook.requests]
+    assert statuses == ["failed"] * 3  # the guard's own refusals are not notified again
+    progress = RunState(tmp_path / "out" / "study").read()["progress"]
+    assert progress["failures"][0]["exit_code"] == ExitCode.INTERNAL
+    assert progress["failure_streak"] == 4
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import typer
+    from heretic.cli.edge import guarded
+    from heretic.config.settings import Settings
+    from heretic.lifecycle.session import RunLifecycle
+
+    out, total = Path(sys.argv[1]), int(sys.argv[2])
+    def run():
+        with RunLifecycle(Settings(output=out)) as life:
+            if life.already_done:
+                print("already done")
+                return
+            start = 0 if not (out / "n").exists() else int((out / "n").read_text())
+            for k in range(start, total):
+                time.sleep(0.02)  # one "trial"
+                (out / "n").write_text(str(k + 1))
+                life.state.set_trials(k + 1, total, None, None)
+                life.stop.check()
+            life.finish()
+    try:
+        guarded(run)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+""")
+
+
+def test_sigterm_stops_after_the_trial_and_the_next_start_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), "100000"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "n").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.terminate()  # SIGTERM, as docker stop sends it
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.INTERRUPTED, stderr
+    assert "Stopped on SIGTERM" in stderr
+    state = RunState(out / "study")
+    progress = state.read()["progress"]
+    assert progress["phase"] == "interrupted" and not state.is_done()
+    assert progress["trials"]["completed"] == int((out / "n").read_text())  # trial finished
+    assert "SIGTERM received" in state.log_path.read_text()
+
+    stopped_at = int((out / "n").read_text())
+    again = subprocess.run([sys.executable, "-c", SCRIPT, str(out), str(stopped_at + 3)],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert int((out / "n").read_text()) == stopped_at + 3  # resumed, did not start over
+    assert state.is_done() and "Start 2" in state.log_path.read_text()
+    third = subprocess.run([sys.executable, "-c", SCRIPT, str(out), "1"],
+                           capture_output=True, text=True, timeout=60)
+    assert third.returncode == 0 and third.stdout.strip() == "already done"

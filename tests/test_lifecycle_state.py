@@ -1,0 +1,120 @@
+"""Run state on disk: progress.json, DONE.json, failures and the restart-loop guard, status."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from heretic.cli.app import app
+from heretic.errors import ExitCode, StudyError
+from heretic.lifecycle.state import RunState, guard_restart_loop
+from heretic.lifecycle.status import locate, render, summary
+
+
+def test_progress_round_trip(tmp_path: Path) -> None:
+    state = RunState(tmp_path / "study")
+    assert state.begin_attempt() == 1
+    state.set_phase("search", "trial 3")
+    state.set_trials(3, 200, 5400.0, {"trial": 2, "refusals": 4, "kl": 0.21})
+    progress = state.read()["progress"]
+    assert progress["phase"] == "search" and progress["message"] == "trial 3"
+    assert progress["trials"] == {"completed": 3, "requested": 200, "eta_s": 5400.0,
+                                  "best": {"trial": 2, "refusals": 4, "kl": 0.21}}
+    assert state.read()["done"] is None and not state.is_done()
+    assert state.begin_attempt() == 2
+    # only the two state files, no temp files left behind
+    assert sorted(p.name for p in (tmp_path / "study").iterdir()) == ["progress.json"]
+
+
+def test_done_marker(tmp_path: Path) -> None:
+    state = RunState(tmp_path)
+    state.mark_done({"output_dir": "/o", "upload_url": "https://hub/x"})
+    info = state.done_info()
+    assert info["upload_url"] == "https://hub/x" and "finished_at" in info
+    assert state.is_done()
+    assert json.loads((tmp_path / "DONE.json").read_text()) == info
+    assert state.read()["progress"]["phase"] == "done"
+
+
+def test_garbled_done_marker_is_not_done(tmp_path: Path) -> None:
+    (tmp_path / "DONE.json").write_text("{half")
+    assert not RunState(tmp_path).is_done()
+
+
+def test_failures_streak_and_guard(tmp_path: Path) -> None:
+    state = RunState(tmp_path)
+    state.record_failure(ExitCode.INTERRUPTED, "SIGTERM")
+    assert state.failure_streak() == 0  # preemption does not count
+    for _ in range(2):
+        state.record_failure(ExitCode.OUT_OF_MEMORY, "CUDA out of memory")
+    guard_restart_loop(state, limit=3)  # 2 < 3: allowed
+    state.set_trials(1, 10, None, None)  # progress resets the streak
+    assert state.failure_streak() == 0
+    for _ in range(3):
+        state.record_failure(ExitCode.INTERNAL, "boom")
+    with pytest.raises(StudyError, match="last 3 starts"):
+        guard_restart_loop(state, limit=3)
+    state.clear_failures()
+    guard_restart_loop(state, limit=3)
+    assert len(state.read()["progress"]["failures"]) == 6  # all kept for status
+
+
+def test_secrets_are_redacted_from_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secret = "hf_SecretSecretSecret123456"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    state = RunState(tmp_path)
+    state.set_phase("upload", f"using {secret}")
+    state.record_failure(ExitCode.UPLOAD, f"401 for token {secret}")
+    assert secret not in (tmp_path / "progress.json").read_text()
+
+
+def test_full_disk_does_not_break_progress(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import heretic.lifecycle.state as state_mod
+
+    def no_space(path: Path, data: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(state_mod, "write_json", no_space)
+    state = RunState(tmp_path)
+    state.set_phase("search")  # logged, not raised: the journal is what resumes the run
+    with pytest.raises(StudyError, match="done marker"):
+        state.mark_done({})
+
+
+def test_locate_accepts_output_or_study_folder(tmp_path: Path) -> None:
+    RunState(tmp_path / "out" / "study").set_phase("search")
+    assert locate(tmp_path / "out").study_dir == tmp_path / "out" / "study"
+    assert locate(tmp_path / "out" / "study").study_dir == tmp_path / "out" / "study"
+    with pytest.raises(StudyError):
+        locate(tmp_path / "nothing")
+
+
+def test_render_shows_trials_and_upload(tmp_path: Path) -> None:
+    state = RunState(tmp_path)
+    state.begin_attempt()
+    state.set_trials(12, 200, 3720, {"refusals": 2, "kl": 0.18})
+    state.log_path.write_text("line one\nline two\n")
+    text = render(summary(state))
+    assert "State: running" in text and "Trials: 12 of 200, ETA 1h02m" in text
+    assert "refusals=2, kl=0.18" in text and "  line two" in text
+    state.mark_done({"output_dir": "/w/o", "upload_url": "https://hf.co/me/m"})
+    text = render(summary(state))
+    assert "State: done" in text and "Uploaded: https://hf.co/me/m" in text
+
+
+def test_status_cli_json_and_exit_codes(tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(app, ["status", str(tmp_path / "none")])
+    assert missing.exit_code == ExitCode.STUDY
+    state = RunState(tmp_path / "out" / "study")
+    for _ in range(3):
+        state.record_failure(ExitCode.INTERNAL, "boom")
+    result = runner.invoke(app, ["status", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["state"] == "failed" and data["progress"]["failure_streak"] == 3
+    cleared = runner.invoke(app, ["status", str(tmp_path / "out"), "--clear-failures"])
+    assert cleared.exit_code == 0 and state.failure_streak() == 0
