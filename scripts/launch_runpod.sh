@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Launch a heretic run on RunPod (REST API v2) without the heretic CLI: bash, curl and jq.
+#
+#   RUNPOD_API_KEY=... scripts/launch_runpod.sh --model ORG/NAME [--upload ORG/REPO]
+#       [--max-price USD_PER_HOUR] [--image IMAGE] [--disk GB] [--gpu-id ID]
+#       [--cloud SECURE|COMMUNITY] [--secret hf_token] [--dry-run]
+#
+# It reads the GPU catalog with availability, picks the cheapest A100 80GB type in stock (at
+# or under --max-price), and creates a pod without a command override, so the image's own
+# entrypoint runs with HERETIC_MODEL, HERETIC_UPLOAD, HERETIC_SHUTDOWN_AFTER=true and
+# HERETIC_PROFILE=auto. HF_TOKEN is a reference to the RunPod secret named by --secret
+# (create it once under Settings > Secrets); the token itself is never sent. The pod id is
+# printed. --dry-run prints the catalog query and the create body and sends nothing.
+# The key (RUNPOD_API_KEY) reaches curl through a private temporary file, never argv.
+# Exit status: 0 started, 2 bad usage, 3 no key, 4 no GPU in stock, 5 the API refused.
+set -euo pipefail
+
+api=${HERETIC_RUNPOD_API_URL:-${RUNPOD_API_URL:-https://api.runpod.io/v2}}
+model="" upload="" max_price="" gpu_id="" dry_run=0 disk=150 cloud=SECURE secret=hf_token
+image=ghcr.io/heretic-llm/heretic:latest
+
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        --model) model=${2:?}; shift 2 ;;
+        --upload) upload=${2:?}; shift 2 ;;
+        --max-price) max_price=${2:?}; shift 2 ;;
+        --image) image=${2:?}; shift 2 ;;
+        --disk) disk=${2:?}; shift 2 ;;
+        --gpu-id) gpu_id=${2:?}; shift 2 ;;
+        --cloud) cloud=${2:?}; shift 2 ;;
+        --secret) secret=${2:?}; shift 2 ;;
+        --dry-run) dry_run=1; shift ;;
+        -h | --help) usage ;;
+        *) echo "launch_runpod: unknown option $1" >&2; usage ;;
+    esac
+done
+[ -n "$model" ] || { echo "launch_runpod: --model is required" >&2; exit 2; }
+case "$cloud" in SECURE | COMMUNITY) ;; *) echo "launch_runpod: --cloud is SECURE or COMMUNITY" >&2; exit 2 ;; esac
+for tool in curl jq; do
+    command -v "$tool" >/dev/null || { echo "launch_runpod: $tool is required" >&2; exit 2; }
+done
+
+query="include=AVAILABILITY&product=POD&cloud=$cloud&count=1&minCudaVersion=12.8"
+body() { # GPU_ID -> the create body
+    jq -n --arg name "heretic-${model##*/}" --arg image "$image" --arg gpu "$1" \
+        --arg cloud "$cloud" --argjson disk "$disk" --arg model "$model" --arg upload "$upload" \
+        --arg secret "{{ RUNPOD_SECRET_$secret }}" '{name: $name, image: $image,
+        gpu: {id: $gpu, count: 1, minCudaVersion: "12.8"}, cloud: $cloud, disk: $disk,
+        env: ({HERETIC_MODEL: $model, HERETIC_SHUTDOWN_AFTER: "true", HERETIC_PROFILE: "auto",
+               HF_TOKEN: $secret} + (if $upload == "" then {} else {HERETIC_UPLOAD: $upload} end)),
+        startSsh: false, startJupyter: false}'
+}
+
+if [ "$dry_run" -eq 1 ]; then
+    echo "GET $api/catalog/gpus?$query"
+    echo "POST $api/pods"
+    body "${gpu_id:-NVIDIA A100 80GB PCIe}"
+    exit 0
+fi
+[ -n "${RUNPOD_API_KEY:-}" ] || { echo "launch_runpod: set RUNPOD_API_KEY" >&2; exit 3; }
+
+headers=$(mktemp)
+trap 'rm -f "$headers"' EXIT
+chmod 600 "$headers"
+printf 'Authorization: Bearer %s\n' "$RUNPOD_API_KEY" >"$headers"
+
+call() { # METHOD PATH [BODY] -> prints the answer; fails on HTTP errors with the problem shown
+    local out status
+    out=$(curl -sS --max-time 60 --retry 3 --retry-delay 5 -X "$1" -H @"$headers" \
+        -H 'Content-Type: application/json' ${3:+--data "$3"} -w '\n%{http_code}' "$api$2") || return 5
+    status=${out##*$'\n'}
+    out=${out%$'\n'*}
+    if [ "$status" -ge 400 ]; then
+        echo "launch_runpod: RunPod answered HTTP $status to $1 $2: $out" >&2
+        return 5
+    fi
+    printf '%s\n' "$out"
+}
+
+if [ -z "$gpu_id" ]; then
+    tier=$(echo "$cloud" | tr '[:upper:]' '[:lower:]')
+    gpu_id=$(call GET "/catalog/gpus?$query" | jq -r --arg tier "$tier" --arg max "$max_price" '
+        [(.gpus // .)[]
+         | select(.id == "NVIDIA A100 80GB PCIe" or .id == "NVIDIA A100-SXM4-80GB")
+         | .stock = (.availability // ([.dataCenters[]?.availability]
+                     | if any(. == "HIGH") then "HIGH" elif any(. == "MEDIUM") then "MEDIUM"
+                       elif any(. == "LOW") then "LOW" else "NONE" end))
+         | select(.stock != "NONE" and .price[$tier] != null)
+         | select($max == "" or .price[$tier] <= ($max | tonumber))]
+        | sort_by(.price[$tier]) | .[0].id // empty') || exit 5
+    [ -n "$gpu_id" ] || { echo "launch_runpod: no A100 80GB in stock right now" >&2; exit 4; }
+fi
+pod=$(call POST /pods "$(body "$gpu_id")" | jq -r '.id // empty') || exit 5
+[ -n "$pod" ] || { echo "launch_runpod: RunPod did not return a pod id" >&2; exit 5; }
+echo "$pod"
+echo "Started RunPod pod $pod ($gpu_id). Follow it: heretic cloud logs --provider runpod $pod (or the RunPod console)." >&2

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Launch a heretic run on Vast.ai without the heretic CLI: only bash, curl and jq.
+#
+#   VAST_API_KEY=... HF_TOKEN=... scripts/launch_vast.sh --model ORG/NAME [--upload ORG/REPO]
+#       [--max-price USD_PER_HOUR] [--image IMAGE] [--disk GB] [--offer ID] [--dry-run]
+#
+# It searches for the cheapest verified single A100 80GB offer (at or under --max-price),
+# then creates an instance whose image runs its own entrypoint (runtype "args") with
+# HERETIC_MODEL, HERETIC_UPLOAD, HERETIC_SHUTDOWN_AFTER=true and HERETIC_PROFILE=auto, and
+# prints the instance id. --dry-run prints the search and the create body and sends nothing.
+# The key is read from VAST_API_KEY or ~/.config/vastai/vast_api_key and is passed to curl
+# through a private temporary file, never on the command line. HF_TOKEN is sent as an env
+# value, which Vast shows in the instance details: use a fine-grained token.
+# Exit status: 0 started, 2 bad usage, 3 no key, 4 no offer, 5 the API refused.
+set -euo pipefail
+
+api=${HERETIC_VAST_API_URL:-${VAST_API_URL:-https://console.vast.ai/api/v0}}
+model="" upload="" max_price="" offer="" dry_run=0 disk=150
+image=ghcr.io/heretic-llm/heretic:latest
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        --model) model=${2:?}; shift 2 ;;
+        --upload) upload=${2:?}; shift 2 ;;
+        --max-price) max_price=${2:?}; shift 2 ;;
+        --image) image=${2:?}; shift 2 ;;
+        --disk) disk=${2:?}; shift 2 ;;
+        --offer) offer=${2:?}; shift 2 ;;
+        --dry-run) dry_run=1; shift ;;
+        -h | --help) usage ;;
+        *) echo "launch_vast: unknown option $1" >&2; usage ;;
+    esac
+done
+[ -n "$model" ] || { echo "launch_vast: --model is required" >&2; exit 2; }
+for tool in curl jq; do
+    command -v "$tool" >/dev/null || { echo "launch_vast: $tool is required" >&2; exit 2; }
+done
+
+key=${VAST_API_KEY:-}
+if [ -z "$key" ] && [ -f "$HOME/.config/vastai/vast_api_key" ]; then
+    key=$(tr -d '[:space:]' <"$HOME/.config/vastai/vast_api_key")
+fi
+
+search=$(jq -n --arg max "$max_price" --argjson disk "$disk" '{
+    gpu_name: {in: ["A100 SXM4", "A100 PCIE", "A100X"]}, gpu_ram: {gte: 79000},
+    num_gpus: {eq: 1}, rentable: {eq: true}, verified: {eq: true},
+    reliability: {gt: 0.98}, cuda_max_good: {gte: 12.8}, disk_space: {gte: $disk},
+    order: [["dph_total", "asc"]], type: "on-demand", limit: 20}
+    + (if $max == "" then {} else {dph_total: {lte: ($max | tonumber)}} end)')
+
+env_json=$(jq -n --arg model "$model" --arg upload "$upload" --arg token "${HF_TOKEN:-}" '{
+    HERETIC_MODEL: $model, HERETIC_SHUTDOWN_AFTER: "true", HERETIC_PROFILE: "auto"}
+    + (if $upload == "" then {} else {HERETIC_UPLOAD: $upload} end)
+    + (if $token == "" then {} else {HF_TOKEN: $token} end)')
+create=$(jq -n --arg image "$image" --argjson disk "$disk" --argjson vars "$env_json" \
+    --arg lbl "heretic-${model##*/}" '{client_id: "me", image: $image, disk: $disk,
+    env: $vars, runtype: "args", "label": $lbl, target_state: "running"}')
+
+if [ "$dry_run" -eq 1 ]; then
+    echo "POST $api/bundles/"
+    echo "$search"
+    echo "PUT $api/asks/${offer:-OFFER_ID}/"
+    echo "$create" | jq '.env |= (if has("HF_TOKEN") then .HF_TOKEN = "hf_****" else . end)'
+    exit 0
+fi
+[ -n "$key" ] || { echo "launch_vast: set VAST_API_KEY" >&2; exit 3; }
+[ -n "${HF_TOKEN:-}" ] || echo "launch_vast: warning: HF_TOKEN not set (gated models and uploads fail)" >&2
+[ -z "${HF_TOKEN:-}" ] || echo "launch_vast: warning: HF_TOKEN is visible in the Vast instance details" >&2
+
+headers=$(mktemp)
+trap 'rm -f "$headers"' EXIT
+chmod 600 "$headers"
+printf 'Authorization: Bearer %s\n' "$key" >"$headers"
+
+call() { # METHOD PATH [BODY] -> prints the answer; fails on HTTP errors with the body shown
+    local out status
+    out=$(curl -sS --max-time 60 --retry 3 --retry-delay 5 -X "$1" -H @"$headers" \
+        -H 'Content-Type: application/json' ${3:+--data "$3"} -w '\n%{http_code}' "$api$2") || return 5
+    status=${out##*$'\n'}
+    out=${out%$'\n'*}
+    if [ "$status" -ge 400 ]; then
+        echo "launch_vast: Vast answered HTTP $status to $1 $2: $out" >&2
+        return 5
+    fi
+    printf '%s\n' "$out"
+}
+
+if [ -z "$offer" ]; then
+    offer=$(call POST /bundles/ "$search" | jq -r '.offers[0].id // empty') || exit 5
+    [ -n "$offer" ] || { echo "launch_vast: no matching offer right now" >&2; exit 4; }
+fi
+answer=$(call PUT "/asks/$offer/" "$create") || exit 5
+instance=$(echo "$answer" | jq -r '.new_contract // empty')
+[ -n "$instance" ] || { echo "launch_vast: Vast did not create an instance: $answer" >&2; exit 5; }
+echo "$instance"
+echo "Started Vast instance $instance from offer $offer. Follow it: heretic cloud logs --provider vast $instance (or the Vast console)." >&2

