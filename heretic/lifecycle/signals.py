@@ -11,6 +11,7 @@ outside the main thread (Python only delivers signals there); then it installs n
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from types import FrameType, TracebackType
@@ -20,6 +21,15 @@ from heretic.errors import InterruptedRun
 
 log = logging.getLogger("heretic.lifecycle")
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _say(message: str) -> None:
+    """To the terminal at once (os.write: no buffered stream to re-enter) and to the log."""
+    try:
+        os.write(2, f"\n{message}\n".encode())
+    except OSError:
+        pass
+    log.warning(message)
 
 
 class GracefulStop:
@@ -49,11 +59,11 @@ class GracefulStop:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.requested:
-            log.warning("Second %s: abandoning the current trial now.", name)
+            _say(f"Second {name}: abandoning the current trial now.")
             raise KeyboardInterrupt
         self.request(name)
-        log.warning("%s received: stopping after the current trial (send it again to abandon "
-                    "the trial now).", name)
+        _say(f"{name} received: stopping after the current trial (send it again to abandon "
+             "the trial now).")
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is not threading.main_thread():
