@@ -1,7 +1,7 @@
 """Parameter count and memory estimate of a model from its config.json alone.
 
 Guaranteed: no weight is downloaded. The count instantiates the architecture on the meta
-device (accelerate's init_empty_weights + AutoModelForCausalLM.from_config), so it is the exact
+device (`with torch.device("meta")` + AutoModelForCausalLM.from_config), so it is the exact
 count transformers would load (tied embeddings counted once). config.json comes from a local
 folder, or from the Hub cache / a download of that one file when online.
 
@@ -93,11 +93,13 @@ def _load_config(model: str, revision: str | None, trust_remote_code: bool) -> A
 
 
 def _meta_model(config: Any, trust_remote_code: bool) -> Any:
-    from accelerate import init_empty_weights
+    # torch's meta device rather than accelerate's init_empty_weights: with transformers 5 the
+    # latter leaves tied embeddings untied and counts them twice.
+    import torch
     from transformers import AutoModelForCausalLM
 
     try:
-        with init_empty_weights():
+        with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     except (ValueError, KeyError, ImportError) as exc:
         raise UnsupportedArchitectureError(
