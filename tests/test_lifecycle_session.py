@@ -92,9 +92,8 @@ def test_missing_token_fails_at_start_not_at_the_end(monkeypatch: pytest.MonkeyP
                                                      tmp_path: Path) -> None:
     monkeypatch.delenv("HF_TOKEN", raising=False)
     settings = Settings(output=tmp_path / "out", upload=REPO)
-    with pytest.raises(TokenError):
-        with RunLifecycle(settings):
-            pytest.fail("the body must not run")
+    with pytest.raises(TokenError), RunLifecycle(settings):
+        pytest.fail("the body must not run")
     progress = RunState(tmp_path / "out" / "study").read()["progress"]
     assert progress["exit_code"] == ExitCode.TOKEN
 
@@ -104,12 +103,10 @@ def test_failures_are_recorded_notified_and_a_loop_is_stopped(tmp_path: Path) ->
     with Recorder() as hook:
         settings = Settings(notify=hook.url, **settings_kw)
         for _ in range(3):
-            with pytest.raises(RuntimeError):
-                with RunLifecycle(settings):
-                    raise RuntimeError("crash in trial")
-        with pytest.raises(StudyError, match="not trying again"):
-            with RunLifecycle(settings):
-                pytest.fail("the restart guard must stop this start")
+            with pytest.raises(RuntimeError), RunLifecycle(settings):
+                raise RuntimeError("crash in trial")
+        with pytest.raises(StudyError, match="not trying again"), RunLifecycle(settings):
+            pytest.fail("the restart guard must stop this start")
         statuses = [r.json()["status"] for r in hook.requests]
     assert statuses == ["failed"] * 3  # the guard's own refusals are not notified again
     progress = RunState(tmp_path / "out" / "study").read()["progress"]

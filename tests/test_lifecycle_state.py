@@ -118,3 +118,26 @@ def test_status_cli_json_and_exit_codes(tmp_path: Path) -> None:
     assert data["state"] == "failed" and data["progress"]["failure_streak"] == 3
     cleared = runner.invoke(app, ["status", str(tmp_path / "out"), "--clear-failures"])
     assert cleared.exit_code == 0 and state.failure_streak() == 0
+
+
+def test_log_file_gets_reporter_lines_redacted(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    from heretic.lifecycle.logfile import LoggedReporter, attach_log_file, detach_log_file
+    from heretic.progress import NullReporter
+
+    secret = "hf_LogSecretLogSecret12345"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    handler = attach_log_file(tmp_path)
+    try:
+        reporter = LoggedReporter(NullReporter(), every_s=3600)
+        reporter.info(f"token is {secret}")
+        reporter.warn("disk nearly full")
+        with reporter.task("trials", 3) as advance:
+            for _ in range(3):
+                advance(1)
+    finally:
+        detach_log_file(handler)
+    text = (tmp_path / "heretic.log").read_text()
+    assert secret not in text and "token is ****" in text
+    assert "WARNING heretic.run: disk nearly full" in text
+    assert "trials: 3/3" in text and "trials: 1/3" not in text  # throttled, last line kept

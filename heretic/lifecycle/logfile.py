@@ -72,7 +72,7 @@ class LoggedReporter:
 
     @contextmanager
     def task(self, name: str, total: int) -> Iterator[Advance]:
-        done, last = 0, 0.0
+        done, last = 0, time.monotonic()
         with self.inner.task(name, total) as inner_advance:
             def advance(n: int = 1) -> None:
                 nonlocal done, last

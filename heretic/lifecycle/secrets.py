@@ -26,7 +26,8 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
 
 
-def redact(text: str, extra: Iterable[str | None] = (), environ: Mapping[str, str] | None = None) -> str:
+def redact(text: str, extra: Iterable[str | None] = (),
+           environ: Mapping[str, str] | None = None) -> str:
     """`text` with every known secret replaced by ****."""
     for secret in [*(s for s in extra if s and len(s) >= 4), *secret_values(environ)]:
         text = text.replace(secret, MASK)

@@ -10,6 +10,7 @@ outside the main thread (Python only delivers signals there); then it installs n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -25,10 +26,8 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 def _say(message: str) -> None:
     """To the terminal at once (os.write: no buffered stream to re-enter) and to the log."""
-    try:
+    with contextlib.suppress(OSError):  # no stderr (detached): the log line still has it
         os.write(2, f"\n{message}\n".encode())
-    except OSError:
-        pass
     log.warning(message)
 
 

@@ -87,7 +87,8 @@ def render(data: dict[str, Any]) -> str:
             best = ", ".join(f"{k}={v}" for k, v in trials["best"].items())
             out.append(f"Best so far: {best}")
     if p.get("attempts"):
-        out.append(f"Starts: {p['attempts']} (last pid {p.get('pid', '?')} on {p.get('host', '?')})")
+        out.append(f"Starts: {p['attempts']} (last pid {p.get('pid', '?')} "
+                   f"on {p.get('host', '?')})")
     for failure in (p.get("failures") or [])[-3:]:
         out.append(f"Failure at {failure.get('at')}: exit {failure.get('exit_code')}: "
                    f"{failure.get('message')}")

@@ -56,7 +56,8 @@ def resolve_token(token: str | None = None) -> str:
     if not _TOKEN.match(value):
         raise TokenError(
             "HF_TOKEN is malformed (too short, or it contains spaces or non-ASCII characters).",
-            "Copy the token again from https://huggingface.co/settings/tokens; it looks like hf_...",
+            "Copy the token again from https://huggingface.co/settings/tokens (it looks like "
+            "hf_...).",
         )
     return value
 

@@ -91,7 +91,8 @@ class FakeHub:
         repo_id = f"{body.get('organization') or 'user'}/{body['name']}"
         with self._lock:
             if repo_id in self.repos:
-                return 409, {"error": "You already created this model repo", "url": self._repo_url(repo_id)}
+                return 409, {"error": "You already created this model repo",
+                             "url": self._repo_url(repo_id)}
             self.repos[repo_id] = FakeRepo(private=body.get("visibility", "public") == "private")
         return 200, {"url": self._repo_url(repo_id), "name": repo_id}
 
@@ -179,7 +180,7 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if status is not None:
                 return self._answer(status, {"error": f"injected failure {status} on {route}"})
             if route == "unknown":
-                return self._answer(404, {"error": f"fake hub: no route {self.command} {parts.path}"})
+                return self._answer(404, {"error": f"no route {self.command} {parts.path}"})
             if repo_id is not None and repo_id not in hub.repos:
                 return self._answer(404, {"error": "Repository not found"})
             if route == "create":
