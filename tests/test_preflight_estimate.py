@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -20,11 +21,11 @@ CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 
 
 def _tiny(kind: str, tied: bool) -> LlamaConfig | Qwen2Config:
-    common = dict(
-        hidden_size=64, intermediate_size=160, num_hidden_layers=3, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=500, max_position_embeddings=128,
-        tie_word_embeddings=tied,
-    )
+    common: dict[str, Any] = {
+        "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 3,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 500,
+        "max_position_embeddings": 128, "tie_word_embeddings": tied,
+    }
     return LlamaConfig(**common) if kind == "llama" else Qwen2Config(**common)
 
 

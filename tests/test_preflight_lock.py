@@ -57,7 +57,7 @@ def _start_holder(study: Path) -> subprocess.Popen[str]:
 def _try(study: Path) -> tuple[int, str, float]:
     start = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-c", TRY, str(study)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", TRY, str(study)], capture_output=True, text=True, timeout=60, check=False
     )
     return done.returncode, done.stdout, time.monotonic() - start
 

@@ -10,7 +10,13 @@ import pytest
 from heretic.config.profiles import list_profiles, load_profile
 from heretic.config.settings import Settings
 from heretic.preflight.estimate import ParamCount, count_parameters
-from heretic.preflight.gpus import GIB, GpuInfo, GpuInventory, gpus_for_device_map, visible_gpus
+from heretic.preflight.gpus import (
+    GIB,
+    GpuInfo,
+    GpuInventory,
+    gpus_for_device_map,
+    visible_gpus,
+)
 from heretic.preflight.profiles_auto import choose_profile
 from heretic.preflight.resolve import resolve_settings
 

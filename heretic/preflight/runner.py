@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from heretic.config.settings import Settings
-from heretic.preflight.checks_host import check_gpu_locks, check_gpus, check_stale, check_study_lock
+from heretic.preflight.checks_host import (
+    check_gpu_locks,
+    check_gpus,
+    check_stale,
+    check_study_lock,
+)
 from heretic.preflight.checks_model import (
     check_batch,
     check_device_map,
