@@ -169,3 +169,17 @@ def test_sigterm_stops_after_the_trial_and_the_next_start_resumes(tmp_path: Path
     third = subprocess.run([sys.executable, "-c", SCRIPT, str(out), "1"],
                            capture_output=True, text=True, timeout=60)
     assert third.returncode == 0 and third.stdout.strip() == "already done"
+
+
+def test_returned_failure_and_hook_callbacks(tmp_path: Path) -> None:
+    with Recorder() as hook:
+        settings = Settings(output=tmp_path / "out", notify=hook.url)
+        with RunLifecycle(settings) as life:
+            life.on_phase("search")
+            life.on_trial(4, 10, 60.0, {"refusals": 5})
+            assert life.should_stop() is False
+            life.fail(ExitCode.NO_ACCEPTABLE_TRIAL, "no trial under kl_cap")
+        assert hook.requests[0].json()["exit_code"] == ExitCode.NO_ACCEPTABLE_TRIAL
+    progress = RunState(tmp_path / "out" / "study").read()["progress"]
+    assert progress["trials"]["completed"] == 4 and progress["phase"] == "failed"
+    assert progress["exit_code"] == ExitCode.NO_ACCEPTABLE_TRIAL

@@ -6,6 +6,9 @@
         ... engine; between trials: life.stop.check(); life.state.set_trials(...)
         life.finish({"output_dir": ..., ...})   # upload, DONE.json, notify, shutdown
 
+`life.on_phase`, `life.on_trial` and `life.should_stop` fit heretic.run.RunHooks; `life.fail`
+records a failure that is returned rather than raised; `life.reporter` also writes the log.
+
 On entry: log file attached, SIGTERM/SIGINT turned into a graceful stop, a done marker makes
 the run a no-op, a restart loop (3 failed starts without progress) is refused, and an --upload
 without a usable HF_TOKEN fails now rather than after hours of search. On an exception the
@@ -115,13 +118,27 @@ class RunLifecycle:
             self._handler = None
 
     def _record(self, exc: BaseException) -> None:
-        code, message = exit_code_of(exc), message_of(exc)
-        logging.getLogger("heretic.run").error("Run failed (exit %d): %s", code, message)
-        self.state.record_failure(code, message)
-        interrupted = code == ExitCode.INTERRUPTED
+        self.fail(exit_code_of(exc), message_of(exc))
+
+    def fail(self, exit_code: int, message: str) -> None:
+        """Record a failed outcome and notify; for failures returned rather than raised."""
+        logging.getLogger("heretic.run").error("Run failed (exit %d): %s", exit_code, message)
+        self.state.record_failure(exit_code, message)
+        interrupted = exit_code == ExitCode.INTERRUPTED
         # After the restart guard trips, every restart fails the same way: notify once.
         if interrupted or self.state.failure_streak() <= self.restart_limit:
-            self.notify("interrupted" if interrupted else "failed", message, exit_code=code)
+            self.notify("interrupted" if interrupted else "failed", message, exit_code=exit_code)
+
+    # --- callbacks matching heretic.run.RunHooks ------------------------------------------
+    def on_phase(self, phase: str) -> None:
+        self.state.set_phase(phase)
+
+    def on_trial(self, completed: int, requested: int, eta_s: float | None,
+                 best: dict | None) -> None:
+        self.state.set_trials(completed, requested, eta_s, best)
+
+    def should_stop(self) -> bool:
+        return self.stop.requested
 
     # --- the end of a successful run ------------------------------------------------------
     def finish(self, info: dict | None = None) -> dict:
