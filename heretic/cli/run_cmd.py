@@ -1,9 +1,95 @@
-"""Placeholder until the engine lands."""
+"""`heretic run` and `heretic demo`: parse options, resolve settings, hand over to the runner."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from heretic.cli.edge import guarded
+from heretic.config.settings import field_help
+
+H = field_help()
+
+
+def _opt(key: str, *names: str, **kw: Any) -> Any:
+    return typer.Option(*names, help=H[key], show_default=False, **kw)
+
+
+ModelOpt = Annotated[str | None, _opt("model", "--model", "-m")]
+OutputOpt = Annotated[Path | None, _opt("output", "--output", "-o")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML file with settings.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Any setting as KEY=VALUE (repeatable), e.g. --set kl_cap=0.3."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the final report as JSON on stdout.")]
+
+
+def run_command(
+    model: ModelOpt = None,
+    harmful_prompts: Annotated[str | None, _opt("harmful_prompts", "--harmful-prompts")] = None,
+    harmless_prompts: Annotated[str | None, _opt("harmless_prompts", "--harmless-prompts")] = None,
+    harmful_eval_prompts: Annotated[str | None, _opt("harmful_eval_prompts", "--harmful-eval-prompts")] = None,
+    harmless_eval_prompts: Annotated[str | None, _opt("harmless_eval_prompts", "--harmless-eval-prompts")] = None,
+    trials: Annotated[int | None, _opt("trials", "--trials", "-n")] = None,
+    seed: Annotated[int | None, _opt("seed", "--seed")] = None,
+    output: OutputOpt = None,
+    study_dir: Annotated[Path | None, _opt("study_dir", "--study-dir")] = None,
+    profile: Annotated[str | None, _opt("profile", "--profile")] = None,
+    device_map: Annotated[str | None, _opt("device_map", "--device-map")] = None,
+    quantization: Annotated[str | None, _opt("quantization", "--quantization")] = None,
+    dtype: Annotated[str | None, _opt("dtype", "--dtype")] = None,
+    batch_size: Annotated[int | None, _opt("batch_size", "--batch-size")] = None,
+    max_response_tokens: Annotated[int | None, _opt("max_response_tokens", "--max-response-tokens")] = None,
+    n_directions: Annotated[int | None, _opt("n_directions", "--n-directions")] = None,
+    ablation: Annotated[str | None, _opt("ablation", "--ablation")] = None,
+    selection: Annotated[str | None, _opt("selection", "--selection")] = None,
+    kl_cap: Annotated[float | None, _opt("kl_cap", "--kl-cap")] = None,
+    trust_remote_code: Annotated[bool | None, _opt("trust_remote_code", "--trust-remote-code")] = None,
+    storage: Annotated[str | None, _opt("storage", "--storage")] = None,
+    study_name: Annotated[str | None, _opt("study_name", "--study-name")] = None,
+    workers: Annotated[int | None, _opt("workers", "--workers")] = None,
+    upload: Annotated[str | None, _opt("upload", "--upload")] = None,
+    public: Annotated[bool | None, _opt("public", "--public")] = None,
+    shutdown_after: Annotated[bool | None, _opt("shutdown_after", "--shutdown-after")] = None,
+    notify: Annotated[str | None, _opt("notify", "--notify")] = None,
+    skip_preflight: Annotated[bool | None, _opt("skip_preflight", "--skip-preflight")] = None,
+    kill_stale: Annotated[bool | None, _opt("kill_stale", "--kill-stale")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Abliterate a model (the built-in demo model when none is given): preflight, directions,
+    Optuna search, unattended selection, export, report, and optional upload."""
+    cli = {k: v for k, v in locals().items() if k not in ("config", "set_", "as_json")}
+    _execute(cli, config, set_, as_json)
+
+
+def demo_command(output: OutputOpt = None, trials: Annotated[int | None, _opt("trials", "--trials", "-n")] = None,
+                 as_json: JsonOpt = False) -> None:
+    """Run the built-in demo model end to end (trained on the CPU once, then cached)."""
+    _execute({"model": None, "output": output, "trials": trials}, None, None, as_json)
+
+
+def _execute(cli: dict[str, Any], config: Path | None, assignments: list[str] | None,
+             as_json: bool) -> None:
+    from heretic.cli.run_output import print_summary
+    from heretic.cli.settings_cli import resolve_settings
+    from heretic.runner import execute
+
+    def go() -> int:
+        settings, reason = resolve_settings(cli, config=config, assignments=assignments)
+        outcome = execute(settings, profile_reason=reason)
+        print_summary(outcome, as_json=as_json)
+        return outcome.exit_code
+
+    code = guarded(go)
+    if code:
+        raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("run")(run_command)
+    app.command("demo")(demo_command)

@@ -1,0 +1,49 @@
+"""Prints a run's outcome: a summary table on stderr (humans), the report as JSON on stdout
+when asked (machines)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from heretic.runner import Outcome
+
+
+def summary_table(report: dict) -> Table:
+    base, sel = report["base"], report.get("selected")
+    n = base["n_harmful"]
+    table = Table(title=f"heretic: {report['model']}")
+    table.add_column("")
+    table.add_column("refusals", justify="right")
+    table.add_column("KL divergence", justify="right")
+    table.add_row("base model", f"{base['refusals']}/{n}", "0")
+    if sel:
+        table.add_row(f"selected (trial {report['selected_trial']})", f"{sel['refusals']}/{n}",
+                      f"{sel['kl_divergence']:.4f}")
+    front = report.get("pareto_front", [])
+    for row in front[:8]:
+        table.add_row(f"  pareto: trial {row['trial']}", f"{row['refusals']}/{n}",
+                      f"{row['kl_divergence']:.4f}")
+    t = report["timings_s"]
+    table.caption = (
+        f"{report['trials']['completed']}/{report['trials']['requested']} trials; total "
+        f"{t.get('total', 0):.0f}s, load {t.get('load', 0):.1f}s, residuals "
+        f"{t.get('residuals', 0):.1f}s, median trial {t.get('trial_median', 0):.2f}s, export "
+        f"{t.get('export', 0):.1f}s"
+    )
+    return table
+
+
+def print_summary(outcome: Outcome, *, as_json: bool) -> None:
+    console = Console(stderr=True)
+    if outcome.report:
+        console.print(summary_table(outcome.report))
+    if outcome.model_dir:
+        console.print(f"Model: {outcome.model_dir}", markup=False)
+    if outcome.message:
+        sys.stderr.write(f"error: {outcome.message}\n")
+    if as_json and outcome.report:
+        sys.stdout.write(json.dumps(outcome.report, indent=2) + "\n")

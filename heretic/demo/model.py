@@ -1,0 +1,167 @@
+"""Builds, trains and caches the built-in demo model: a small Llama-architecture chat model with its
+own word-level tokenizer and chat template, trained on the CPU to refuse harmful requests.
+
+The result is an ordinary `save_pretrained` folder, so the engine loads it through the same code
+path as a Hub model. Training is deterministic for a given seed and happens once: the folder is
+written to a temporary name and renamed into place, and a marker file is written last, so a
+crashed or concurrent build never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from heretic.demo.data import demo_prompts, response_for, vocabulary
+from heretic.progress import NullReporter, Reporter
+
+DEMO_VERSION = "1"
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|> ' + message['content'] + ' <|end|> ' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+_DONE = "HERETIC_DEMO_COMPLETE"
+
+
+def cache_root() -> Path:
+    """HERETIC_CACHE, else $XDG_CACHE_HOME/heretic, else ~/.cache/heretic."""
+    if os.environ.get("HERETIC_CACHE"):
+        return Path(os.environ["HERETIC_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "heretic"
+
+
+def demo_model_dir() -> Path:
+    return cache_root() / f"demo-model-v{DEMO_VERSION}"
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {word: i for i, word in enumerate(vocabulary())}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.post_processor = processors.TemplateProcessing(single="$A", special_tokens=[])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<s>",
+        eos_token="<|end|>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        padding_side="left",
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=96,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _examples(tokenizer: PreTrainedTokenizerFast) -> list[tuple[list[int], int]]:
+    """(token ids, index where the response starts) for every training conversation."""
+    prompts = demo_prompts()
+    pairs = [(p, True) for p in prompts.train_model_harmful]
+    pairs += [(p, False) for p in prompts.train_model_harmless]
+    out = []
+    for prompt, harmful in pairs:
+        head = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+        head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+        answer = response_for(prompt, harmful) + " <|end|>"
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        out.append((head_ids + answer_ids, len(head_ids)))
+    return out
+
+
+def _batch(examples: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, ...]:
+    width = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (tokens, start) in enumerate(examples):
+        offset = width - len(tokens)  # left padding, as at inference
+        ids[row, offset:] = torch.tensor(tokens)
+        mask[row, offset:] = 1
+        labels[row, offset + start :] = torch.tensor(tokens[start:])
+    return ids, mask, labels
+
+
+def train_demo_model(
+    output_dir: Path, *, steps: int = 500, seed: int = 0, reporter: Reporter | None = None
+) -> None:
+    reporter = reporter or NullReporter()
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    tokenizer = build_tokenizer()
+    model = LlamaForCausalLM(build_config(tokenizer))
+    examples = _examples(tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=4e-3, total_steps=steps)
+    model.train()
+    with reporter.task("training the demo model", steps) as advance:
+        for _ in range(steps):
+            ids, mask, labels = _batch(rng.sample(examples, 64), tokenizer.pad_token_id)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            advance(1)
+    model.eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    (output_dir / "heretic_demo.json").write_text(
+        json.dumps({"version": DEMO_VERSION, "seed": seed, "steps": steps, "final_loss": loss.item()})
+    )
+
+
+def ensure_demo_model(reporter: Reporter | None = None) -> Path:
+    """Path of the cached demo model, training it first if needed (once, under a file lock)."""
+    reporter = reporter or NullReporter()
+    target = demo_model_dir()
+    if (target / _DONE).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".demo-v{DEMO_VERSION}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits for the first one's model
+        if (target / _DONE).is_file():
+            return target
+        reporter.info("Training the built-in demo model on the CPU (once; it is cached after).")
+        start = time.monotonic()
+        staging = Path(tempfile.mkdtemp(prefix=".demo-build-", dir=target.parent))
+        try:
+            train_demo_model(staging, reporter=reporter)
+            (staging / _DONE).write_text("ok\n")
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        reporter.info(f"Demo model trained in {time.monotonic() - start:.0f}s, cached at {target}.")
+    return target

@@ -1,0 +1,169 @@
+"""Directional ablation applied to module OUTPUTS with forward hooks, and the identical edit
+folded into weights for export.
+
+For a module y = W x (+ b) with W: (out, in), an orthonormal basis V: (k, out) and strength lam:
+- standard:          y' = y - lam V^T (V y)                       i.e. W' = (I - lam V^T V) W
+- norm-preserving:   u = y / n,  y' = c * (u - lam V^T (V u))     with n_j = ||W_j||, and
+  c_j = n_j / s_j where s_j = ||What_j - lam (V^T A)_j||, What = W / n (rows), A = V What.
+  s_j^2 = 1 - 2 lam <V_:j, B_j> + lam^2 V_:j^T G V_:j, B = What A^T (out, k), G = A A^T (k, k),
+  so every row of W' = M W keeps its norm exactly; two mat-mults with W per module, no SVD.
+
+The hooks never modify or copy weights: a trial only swaps small per-module tensors (O(1)
+reset), which works for 4-bit weights and for models split across devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from heretic.engine.architecture import Architecture
+from heretic.engine.directions import Directions
+from heretic.engine.parameters import AblationParams, layer_bases
+
+Variant = Literal["standard", "norm-preserving"]
+
+
+def dense_weight(module: nn.Linear) -> torch.Tensor:
+    """The module's weight as float32 (out, in), dequantizing bitsandbytes weights."""
+    weight = module.weight
+    quant_state = getattr(weight, "quant_state", None)
+    if quant_state is not None:
+        import bitsandbytes.functional as bnbf
+
+        return bnbf.dequantize_4bit(weight.data, quant_state).float()
+    scb = getattr(weight, "SCB", None) if weight.dtype == torch.int8 else None
+    if scb is not None:
+        return weight.data.float() * (scb.float()[:, None] / 127.0)
+    return weight.detach().float()
+
+
+@dataclass
+class EditState:
+    """What one module needs during a trial; lam == 0 means the hook does nothing."""
+
+    lam: float = 0.0
+    basis: torch.Tensor | None = None  # (k, out) float32 on the module's device
+    inv_norm: torch.Tensor | None = None  # (out,) 1/n, norm-preserving only
+    scale: torch.Tensor | None = None  # (out,) c = n/s, norm-preserving only
+
+
+def norm_preserving_terms(
+    weight: torch.Tensor, basis: torch.Tensor, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1/n, c) for a float32 weight (out, in) and basis (k, out)."""
+    norms = weight.norm(dim=1).clamp_min(1e-12)
+    what = weight / norms[:, None]
+    a = basis @ what  # (k, in)
+    b = what @ a.T  # (out, k)
+    g = a @ a.T  # (k, k)
+    s2 = 1 - 2 * lam * (basis.T * b).sum(1) + lam**2 * ((basis.T @ g) * basis.T).sum(1)
+    s = s2.clamp_min(1e-12).sqrt()
+    return 1.0 / norms, norms / s
+
+
+def edit_output(y: torch.Tensor, state: EditState) -> torch.Tensor:
+    basis = state.basis
+    assert basis is not None
+    u = y.float()
+    if state.inv_norm is not None:
+        u = u * state.inv_norm
+    u = u - state.lam * (u @ basis.T) @ basis
+    if state.scale is not None:
+        u = u * state.scale
+    return u.to(y.dtype)
+
+
+def fold_into_linear(module: nn.Linear, state: EditState) -> None:
+    """W <- M W and b <- M b, where M is the same affine map the hook applies."""
+    if state.lam == 0.0 or state.basis is None:
+        return
+    weight = module.weight.detach().float()
+    basis = state.basis.to(weight.device)
+    new = weight
+    if state.inv_norm is not None:
+        new = new * state.inv_norm.to(weight.device)[:, None]
+    new = new - state.lam * basis.T @ (basis @ new)
+    if state.scale is not None:
+        new = new * state.scale.to(weight.device)[:, None]
+    module.weight.data.copy_(new.to(module.weight.dtype))
+    if module.bias is not None:
+        module.bias.data.copy_(edit_output(module.bias.detach()[None], _on(state, weight.device))[0])
+
+
+def _on(state: EditState, device: torch.device) -> EditState:
+    move = lambda t: None if t is None else t.to(device)  # noqa: E731
+    return EditState(state.lam, move(state.basis), move(state.inv_norm), move(state.scale))
+
+
+class Ablator:
+    """Owns the hooks on every residual writer; `apply(params)` switches the edit in O(modules)."""
+
+    def __init__(self, arch: Architecture, directions: Directions, variant: Variant) -> None:
+        self.arch = arch
+        self.directions = directions
+        self.variant = variant
+        self.states: dict[tuple[int, str], EditState] = {}
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._np_cache: dict[tuple[int, str, int], tuple[torch.Tensor, torch.Tensor, float]] = {}
+
+    def modules(self) -> Iterator[tuple[int, str, nn.Linear]]:
+        for entry in self.arch.layers:
+            for component, module in entry.writers.items():
+                yield entry.index, component, module
+
+    def install(self) -> Ablator:
+        for layer, component, module in self.modules():
+            state = self.states.setdefault((layer, component), EditState())
+
+            def hook(_module, _args, output, state=state):
+                if state.lam == 0.0:
+                    return None
+                return edit_output(output, state)
+
+            self.handles.append(module.register_forward_hook(hook))
+        return self
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def clear(self) -> None:
+        for state in self.states.values():
+            state.lam = 0.0
+
+    def compute_states(self, params: AblationParams) -> dict[tuple[int, str], EditState]:
+        bases = layer_bases(self.directions, params, self.arch.num_layers)
+        states: dict[tuple[int, str], EditState] = {}
+        for layer, component, module in self.modules():
+            lam = params.strengths(component, self.arch.num_layers)[layer]
+            if lam == 0.0:
+                states[(layer, component)] = EditState()
+                continue
+            device = module.weight.device
+            basis = bases[layer].to(device=device, dtype=torch.float32)
+            state = EditState(lam=lam, basis=basis)
+            if self.variant == "norm-preserving":
+                state.inv_norm, state.scale = norm_preserving_terms(dense_weight(module), basis, lam)
+            states[(layer, component)] = state
+        return states
+
+    def apply(self, params: AblationParams) -> None:
+        for key, new in self.compute_states(params).items():
+            state = self.states.setdefault(key, EditState())
+            state.lam, state.basis = new.lam, new.basis
+            state.inv_norm, state.scale = new.inv_norm, new.scale
+
+    @contextmanager
+    def applied(self, params: AblationParams) -> Iterator[None]:
+        self.apply(params)
+        try:
+            yield
+        finally:
+            self.clear()

@@ -1,0 +1,83 @@
+"""Folds the selected ablation into the weights at full precision and saves a standard model
+folder (sharded safetensors, config, tokenizer, chat template) that
+`AutoModelForCausalLM.from_pretrained` loads with no heretic code.
+
+When the search ran on unquantized weights that all sit on real devices, the fold happens in
+place on the loaded model (no second copy). When the search ran quantized or with offloaded
+weights, the model is loaded again at full precision on the CPU and folded there.
+The folder is written under a temporary name and renamed into place, so a crash never leaves a
+half-written export.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from heretic.config.settings import Settings
+from heretic.engine.ablation import Ablator, fold_into_linear
+from heretic.engine.architecture import describe
+from heretic.engine.directions import Directions
+from heretic.engine.loading import LoadedModel
+from heretic.engine.parameters import AblationParams
+from heretic.progress import NullReporter, Reporter
+
+
+def fold(model: torch.nn.Module, directions: Directions, params: AblationParams,
+         settings: Settings) -> None:
+    arch = describe(model, list(settings.components))
+    ablator = Ablator(arch, directions, settings.ablation)
+    states = ablator.compute_states(params)
+    for layer, component, module in ablator.modules():
+        fold_into_linear(module, states[(layer, component)])
+
+
+def _can_fold_in_place(loaded: LoadedModel) -> bool:
+    if loaded.quantized:
+        return False
+    return all(p.device.type != "meta" for p in loaded.model.parameters())
+
+
+def _full_precision_copy(loaded: LoadedModel, settings: Settings) -> torch.nn.Module:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(loaded.path, trust_remote_code=settings.trust_remote_code)
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
+    model = AutoModelForCausalLM.from_pretrained(
+        loaded.path,
+        revision=settings.revision,
+        trust_remote_code=settings.trust_remote_code,
+        dtype=dtype if dtype != "auto" else torch.bfloat16,
+        device_map="cpu",
+    )
+    model.eval()
+    return model
+
+
+def export_model(
+    loaded: LoadedModel,
+    directions: Directions,
+    params: AblationParams,
+    settings: Settings,
+    target: Path,
+    reporter: Reporter | None = None,
+) -> Path:
+    reporter = reporter or NullReporter()
+    if _can_fold_in_place(loaded):
+        model = loaded.model
+    else:
+        reporter.info("Loading the model again at full precision on the CPU to fold the edit.")
+        model = _full_precision_copy(loaded, settings)
+    fold(model, directions, params, settings)
+    if settings.export_dtype != "auto":
+        model = model.to(getattr(torch, settings.export_dtype))
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging, max_shard_size=settings.max_shard_size)
+    loaded.tokenizer.save_pretrained(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    reporter.info(f"Exported the abliterated model to {target}.")
+    return target

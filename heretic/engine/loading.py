@@ -1,0 +1,149 @@
+"""Loads a model and its tokenizer from a Hub id or a local folder (the demo model is a local
+folder too), with dtype fallback, a device map and optional bitsandbytes quantization.
+
+Guarantees: remote code runs only when `trust_remote_code` is set; a model that does not exist
+is a `ModelNotFoundError` raised before any weight is read; the tokenizer pads on the left and
+has a pad token.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from heretic.config.settings import Settings
+from heretic.errors import ConfigError, ModelNotFoundError, OutOfMemoryError
+from heretic.progress import NullReporter, Reporter
+
+FALLBACK_DTYPES = ("bfloat16", "float16", "float32")
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] | capitalize }}: {{ message['content'] }}\n"
+    "{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    source: str  # what the user named (Hub id or path)
+    path: str  # what was loaded (resolved demo path, or the same as source)
+    dtype: torch.dtype
+    quantized: bool
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+
+def resolve_model_source(settings: Settings, reporter: Reporter | None = None) -> tuple[str, str]:
+    """(name for reports, loadable path or id). The demo model is trained here if needed."""
+    if settings.is_demo:
+        from heretic.demo.model import ensure_demo_model
+
+        return "heretic-demo", str(ensure_demo_model(reporter))
+    return str(settings.model), str(settings.model)
+
+
+def _check_exists(path: str, settings: Settings) -> None:
+    looks_local = path.startswith((".", "/", "~")) or os.path.exists(path)
+    if looks_local:
+        if not Path(path).expanduser().is_dir():
+            raise ModelNotFoundError(
+                f"Model folder {path} does not exist.",
+                "Pass a folder written by save_pretrained, or a Hub id like org/name.",
+            )
+        if not (Path(path).expanduser() / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"Model folder {path} has no config.json.",
+                "Pass a folder written by save_pretrained.",
+            )
+        return
+    try:
+        AutoConfig.from_pretrained(
+            path, revision=settings.revision, trust_remote_code=settings.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+        raise ModelNotFoundError(
+            f"Model '{path}' could not be found" + (" in the offline cache" if offline else "")
+            + f": {str(exc).splitlines()[0]}",
+            "Check the id and revision, your HF_TOKEN for gated models, or pass a local path.",
+        ) from exc
+
+
+def _dtype_candidates(settings: Settings) -> list[str]:
+    first = settings.dtype
+    if first not in ("auto", *FALLBACK_DTYPES):
+        raise ConfigError(f"Unknown dtype '{first}'.", "Use auto, bfloat16, float16 or float32.")
+    return [first] + [d for d in FALLBACK_DTYPES if d != first]
+
+
+def _quantization_config(settings: Settings, dtype: str):  # -> BitsAndBytesConfig | None
+    if settings.quantization == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if dtype in ("auto", "bfloat16") else getattr(torch, dtype)
+    if settings.quantization == "bnb-8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_use_double_quant=False,
+    )
+
+
+def load_tokenizer(path: str, settings: Settings) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, revision=settings.revision, trust_remote_code=settings.trust_remote_code
+    )
+    tokenizer.padding_side = "left"  # the last prompt token must sit at position -1
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    return tokenizer
+
+
+def load_model(settings: Settings, reporter: Reporter | None = None) -> LoadedModel:
+    reporter = reporter or NullReporter()
+    source, path = resolve_model_source(settings, reporter)
+    _check_exists(path, settings)
+    tokenizer = load_tokenizer(path, settings)
+    errors: list[str] = []
+    for dtype in _dtype_candidates(settings):
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                path,
+                revision=settings.revision,
+                trust_remote_code=settings.trust_remote_code,
+                dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+                device_map=settings.device_map,
+                quantization_config=_quantization_config(settings, dtype),
+            )
+        except torch.OutOfMemoryError as exc:
+            raise OutOfMemoryError(
+                f"Out of memory while loading {source} ({exc}).",
+                "Use a profile with 4-bit quantization or a split device map (--profile auto "
+                "chooses one), or a larger GPU.",
+            ) from exc
+        except (RuntimeError, TypeError, ValueError) as exc:
+            errors.append(f"{dtype}: {str(exc).splitlines()[0]}")
+            reporter.warn(f"Loading with dtype {dtype} failed; trying the next dtype.")
+            continue
+        model.eval()
+        model.requires_grad_(False)
+        weight = model.get_input_embeddings().weight
+        reporter.info(f"Loaded {source} ({weight.dtype}, device map {settings.device_map}).")
+        return LoadedModel(model, tokenizer, source, path, weight.dtype,
+                           settings.quantization != "none")
+    raise ModelNotFoundError(
+        f"Model {source} could not be loaded with any dtype: {'; '.join(errors)}.",
+        "Check that the model is a causal LM supported by this transformers version.",
+    )

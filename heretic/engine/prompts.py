@@ -1,0 +1,162 @@
+"""Prompt sources: a local .txt (one prompt per line), .jsonl/.json/.csv/.parquet with a column,
+or a Hub dataset written `hub:DATASET_ID[:SPLIT][:COLUMN]`.
+
+SPLIT may carry a slice like `train[:400]` or `test[100:200]`. For files the column is given
+after `::` (`prompts.csv::goal`); without one, `text`, then `prompt`, then the only string column
+is used. Every source is read and checked (missing, empty, unknown column) before a model loads.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from heretic.config.settings import (
+    HUB_HARMFUL_EVAL,
+    HUB_HARMFUL_TRAIN,
+    HUB_HARMLESS_EVAL,
+    HUB_HARMLESS_TRAIN,
+    Settings,
+)
+from heretic.errors import PromptSourceError
+
+_SPLIT = re.compile(r"^(?P<name>[\w.-]+)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
+PREFERRED_COLUMNS = ("text", "prompt", "instruction", "goal", "question")
+
+
+@dataclass(frozen=True)
+class PromptSets:
+    harmful: list[str]
+    harmless: list[str]
+    harmful_eval: list[str]
+    harmless_eval: list[str]
+
+
+def _slice(items: list[str], start: str | None, stop: str | None) -> list[str]:
+    return items[int(start) if start else None : int(stop) if stop else None]
+
+
+def _pick_column(columns: dict[str, list[object]], wanted: str | None, where: str) -> list[str]:
+    if wanted is not None:
+        if wanted not in columns:
+            raise PromptSourceError(
+                f"Prompt source {where} has no column '{wanted}' (columns: {', '.join(columns)}).",
+                "Name an existing column after '::' (files) or as the last ':' part (hub:).",
+            )
+        return [str(v) for v in columns[wanted] if v is not None]
+    for name in PREFERRED_COLUMNS:
+        if name in columns:
+            return [str(v) for v in columns[name] if v is not None]
+    strings = [n for n, vals in columns.items() if vals and isinstance(vals[0], str)]
+    if len(strings) == 1:
+        return [str(v) for v in columns[strings[0]] if v is not None]
+    raise PromptSourceError(
+        f"Prompt source {where} has several columns ({', '.join(columns)}) and none is called "
+        f"{' or '.join(PREFERRED_COLUMNS)}.",
+        f"Name the column: {where}::COLUMN.",
+    )
+
+
+def _read_table(path: Path) -> dict[str, list[object]]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pydict()
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    elif suffix in (".jsonl", ".json"):
+        text = path.read_text(encoding="utf-8")
+        rows = json.loads(text) if suffix == ".json" else [
+            json.loads(line) for line in text.splitlines() if line.strip()
+        ]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise PromptSourceError(f"{path} is not a list of JSON objects.", "One object a line.")
+    else:
+        raise PromptSourceError(
+            f"Unsupported prompt file type '{suffix}' ({path}).",
+            "Use .txt, .jsonl, .json, .csv or .parquet, or hub:DATASET_ID:SPLIT:COLUMN.",
+        )
+    columns: dict[str, list[object]] = {}
+    for row in rows:
+        for key, value in row.items():
+            columns.setdefault(key, []).append(value)
+    return columns
+
+
+def _load_file(spec: str) -> list[str]:
+    path_text, _, column = spec.partition("::")
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise PromptSourceError(
+            f"Prompt file {path} does not exist.", "Check the path, or use hub:DATASET_ID."
+        )
+    if path.suffix.lower() in (".txt", ""):
+        return path.read_text(encoding="utf-8").splitlines()
+    try:
+        return _pick_column(_read_table(path), column or None, spec)
+    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise PromptSourceError(f"Could not read prompt file {path}: {exc}.", "Fix the file.") from exc
+
+
+def _load_hub(spec: str) -> list[str]:
+    parts = spec[len("hub:") :].split(":")
+    dataset = parts[0]
+    split_spec = parts[1] if len(parts) > 1 and parts[1] else "train"
+    column = parts[2] if len(parts) > 2 and parts[2] else None
+    match = _SPLIT.match(split_spec)
+    if not dataset or match is None:
+        raise PromptSourceError(
+            f"Malformed Hub prompt source '{spec}'.",
+            "Write it as hub:DATASET_ID[:SPLIT][:COLUMN], e.g. hub:mlabonne/harmful_behaviors:train[:400]:text.",
+        )
+    from heretic.engine.hub_datasets import read_split
+
+    columns = read_split(dataset, match["name"], where=spec)
+    return _slice(_pick_column(columns, column, spec), match["start"], match["stop"])
+
+
+def load_prompts(spec: str) -> list[str]:
+    """The prompts of one source, stripped, empty lines dropped. Raises if none are left."""
+    raw = _load_hub(spec) if spec.startswith("hub:") else _load_file(spec)
+    prompts = [p.strip() for p in raw if p and p.strip()]
+    if not prompts:
+        raise PromptSourceError(
+            f"Prompt source {spec} is empty.", "Give it at least one non-empty prompt."
+        )
+    return prompts
+
+
+def resolve_prompt_specs(settings: Settings) -> dict[str, str | None]:
+    """Source spec per set; None means the demo model's built-in set."""
+    defaults = (
+        dict.fromkeys(("harmful", "harmless", "harmful_eval", "harmless_eval"))
+        if settings.is_demo
+        else {
+            "harmful": HUB_HARMFUL_TRAIN,
+            "harmless": HUB_HARMLESS_TRAIN,
+            "harmful_eval": HUB_HARMFUL_EVAL,
+            "harmless_eval": HUB_HARMLESS_EVAL,
+        }
+    )
+    given = {
+        "harmful": settings.harmful_prompts,
+        "harmless": settings.harmless_prompts,
+        "harmful_eval": settings.harmful_eval_prompts,
+        "harmless_eval": settings.harmless_eval_prompts,
+    }
+    return {key: given[key] or defaults[key] for key in given}
+
+
+def load_prompt_sets(settings: Settings) -> PromptSets:
+    from heretic.demo.data import demo_prompts
+
+    demo = demo_prompts()
+    loaded = {}
+    for key, spec in resolve_prompt_specs(settings).items():
+        loaded[key] = load_prompts(spec) if spec else list(getattr(demo, key))
+    return PromptSets(**loaded)

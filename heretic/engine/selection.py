@@ -1,0 +1,50 @@
+"""Unattended choice of one trial, by a policy, with no menu.
+
+- fewest-refusals (default): among trials with KL <= kl_cap, the fewest refusals, then lowest KL.
+- lowest-kl: among trials with refusals <= refusal_cap, the lowest KL, then fewest refusals.
+Ties after both keys go to the earlier trial. None acceptable -> None (the caller reports it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from optuna.trial import FrozenTrial
+
+
+@dataclass(frozen=True)
+class TrialScore:
+    number: int
+    refusals: int
+    kl: float
+
+
+def score(trial: FrozenTrial) -> TrialScore:
+    refusals, kl = trial.values
+    return TrialScore(trial.number, int(refusals), float(kl))
+
+
+def select(
+    trials: list[FrozenTrial], policy: str, kl_cap: float, refusal_cap: int
+) -> FrozenTrial | None:
+    scored = [(score(t), t) for t in trials if t.values is not None]
+    if policy == "lowest-kl":
+        ok = [(s, t) for s, t in scored if s.refusals <= refusal_cap]
+        key = lambda st: (st[0].kl, st[0].refusals, st[0].number)  # noqa: E731
+    else:
+        ok = [(s, t) for s, t in scored if s.kl <= kl_cap]
+        key = lambda st: (st[0].refusals, st[0].kl, st[0].number)  # noqa: E731
+    return min(ok, key=key)[1] if ok else None
+
+
+def pareto_front(trials: list[FrozenTrial]) -> list[TrialScore]:
+    """Trials not dominated in (refusals, KL), sorted by refusals."""
+    scores = [score(t) for t in trials if t.values is not None]
+    front = [
+        s for s in scores
+        if not any(
+            (o.refusals <= s.refusals and o.kl <= s.kl) and (o.refusals < s.refusals or o.kl < s.kl)
+            for o in scores
+        )
+    ]
+    return sorted(front, key=lambda s: (s.refusals, s.kl, s.number))

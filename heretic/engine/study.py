@@ -1,0 +1,175 @@
+"""The Optuna study: storage, resume, and a trial loop that ends at exactly N completed trials.
+
+- Storage: a journal file in the study folder by default (safe for several processes on one
+  machine), or any Optuna storage URL (PostgreSQL for several machines, with heartbeats).
+- Resume: a trial left RUNNING by a process that is gone is marked FAIL and its parameters are
+  enqueued, so it is re-run; completed trials are never repeated.
+- Exactness: a worker claims a trial only while `completed + running < N`, under a file lock in
+  the study folder, so N is reached exactly even with several workers.
+- Each trial records its owner (host, pid, process start time) so a live worker's trial is never
+  mistaken for a dead one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+import psutil
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from heretic.errors import InterruptedRun, StudyError
+
+OWNER_KEY = "heretic_owner"
+RERUN_KEY = "heretic_rerun_of"
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def owner_id(pid: int | None = None) -> str:
+    pid = pid or os.getpid()
+    started = psutil.Process(pid).create_time()
+    return f"{socket.gethostname()}:{pid}:{started:.2f}"
+
+
+def owner_alive(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname():
+        return True  # another machine's worker: only heartbeats (RDB storage) can tell
+    try:
+        proc = psutil.Process(int(pid_text))
+        return f"{proc.create_time():.2f}" == started
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+def make_storage(study_dir: Path, url: str | None) -> BaseStorage | str:
+    if url:
+        if url.startswith(("postgresql", "mysql")):
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=60,
+                grace_period=180,
+                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
+            )
+        return url
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    study_dir.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(study_dir / "journal.log")))
+
+
+def open_study(
+    study_dir: Path,
+    *,
+    name: str,
+    storage_url: str | None,
+    seed: int,
+    startup_trials: int,
+    worker_index: int = 0,
+) -> optuna.Study:
+    storage = make_storage(study_dir, storage_url)
+    # Seed with the trial count so a resumed sampler does not replay the same random start.
+    probe = optuna.create_study(
+        storage=storage, study_name=name, directions=["minimize", "minimize"], load_if_exists=True
+    )
+    offset = len(probe.get_trials(deepcopy=False)) + 7919 * worker_index
+    sampler = optuna.samplers.TPESampler(
+        multivariate=True, n_startup_trials=startup_trials, seed=seed + offset
+    )
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+
+
+def recover_abandoned(study: optuna.Study) -> int:
+    """Fail trials whose owner is gone and enqueue their parameters for a re-run."""
+    recovered = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.system_attrs.get(OWNER_KEY) or trial.user_attrs.get(OWNER_KEY)
+        if owner and owner_alive(str(owner)):
+            continue
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        if trial.params:
+            study.enqueue_trial(trial.params, user_attrs={RERUN_KEY: trial.number})
+        recovered += 1
+    return recovered
+
+
+def count(study: optuna.Study, *states: TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+@contextmanager
+def _claim_lock(study_dir: Path) -> Iterator[None]:
+    study_dir.mkdir(parents=True, exist_ok=True)
+    with open(study_dir / ".claim.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def claim_trial(study: optuna.Study, study_dir: Path, n_trials: int) -> optuna.Trial | None:
+    """A new trial owned by this process, or None when the study has (or will have) N trials."""
+    with _claim_lock(study_dir):
+        recover_abandoned(study)
+        busy = count(study, TrialState.COMPLETE, TrialState.RUNNING)
+        if busy >= n_trials:
+            return None
+        trial = study.ask()
+        trial.set_user_attr(OWNER_KEY, owner_id())
+        return trial
+
+
+TrialFn = Callable[[optuna.Trial], tuple[float, float]]
+
+
+def run_trials(
+    study: optuna.Study,
+    study_dir: Path,
+    n_trials: int,
+    objective: TrialFn,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_complete: Callable[[FrozenTrial], None] = lambda t: None,
+) -> int:
+    """Run trials until the study holds n_trials COMPLETE ones. Returns trials run here."""
+    ran = 0
+    while True:
+        if should_stop():
+            raise InterruptedRun(
+                "Stopped on request after the current trial; the study is saved.",
+                "Run the same command again to resume.",
+            )
+        trial = claim_trial(study, study_dir, n_trials)
+        if trial is None:
+            return ran
+        try:
+            values = objective(trial)
+        except BaseException:
+            # The trial is abandoned: fail it and enqueue its parameters so a resume re-runs it.
+            study.tell(trial, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={RERUN_KEY: trial.number})
+            raise
+        frozen = study.tell(trial, list(values))
+        ran += 1
+        on_complete(frozen)
+
+
+def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+
+
+def check_not_over(study: optuna.Study, n_trials: int) -> None:
+    done = count(study, TrialState.COMPLETE)
+    if done > n_trials:
+        raise StudyError(
+            f"The study already holds {done} completed trials, more than the {n_trials} asked for.",
+            f"Ask for at least {done} trials, or start a new study with another --output.",
+        )

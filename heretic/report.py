@@ -1,0 +1,130 @@
+"""The run's record in the output folder: report.json, trials.jsonl, pareto.png and the model card
+README.md. Every file is written to a temporary name and renamed, so readers never see half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import FrozenTrial
+
+from heretic import __version__
+from heretic.engine.selection import TrialScore, pareto_front, score
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunRecord:
+    model: str
+    settings: dict[str, Any]
+    base_refusals: int
+    n_harmful: int
+    n_harmless: int
+    trials: list[FrozenTrial]
+    requested: int
+    selected: FrozenTrial | None
+    timings: dict[str, float] = field(default_factory=dict)
+    base_samples: list[str] = field(default_factory=list)
+    architecture: str = ""
+    num_layers: int = 0
+
+
+def trial_row(t: FrozenTrial) -> dict[str, Any]:
+    s = score(t)
+    return {
+        "trial": s.number,
+        "refusals": s.refusals,
+        "kl_divergence": s.kl,
+        "parameters": t.user_attrs.get("parameters"),
+        "duration_s": t.user_attrs.get("duration_s"),
+        "sample_responses": t.user_attrs.get("sample_responses", []),
+    }
+
+
+def build_report(rec: RunRecord) -> dict[str, Any]:
+    durations = [t.user_attrs.get("duration_s", 0.0) for t in rec.trials]
+    timings = dict(rec.timings)
+    timings["trials_total"] = timings.get("trials_total", float(sum(durations)))
+    timings["trial_median"] = float(statistics.median(durations)) if durations else 0.0
+    sel = rec.selected
+    return {
+        "heretic_version": __version__,
+        "model": rec.model,
+        "architecture": rec.architecture,
+        "num_layers": rec.num_layers,
+        "selected_trial": sel.number if sel else None,
+        "base": {"refusals": rec.base_refusals, "n_harmful": rec.n_harmful,
+                 "n_harmless": rec.n_harmless, "kl_divergence": 0.0,
+                 "sample_responses": rec.base_samples},
+        "selected": None if sel is None else {
+            "refusals": score(sel).refusals,
+            "kl_divergence": score(sel).kl,
+            "parameters": sel.user_attrs.get("parameters"),
+            "sample_responses": sel.user_attrs.get("sample_responses", []),
+        },
+        "policy": {"selection": rec.settings.get("selection"), "kl_cap": rec.settings.get("kl_cap"),
+                   "refusal_cap": rec.settings.get("refusal_cap")},
+        "pareto_front": [
+            {"trial": s.number, "refusals": s.refusals, "kl_divergence": s.kl}
+            for s in pareto_front(rec.trials)
+        ],
+        "trials": {"requested": rec.requested, "completed": len(rec.trials)},
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "settings": rec.settings,
+    }
+
+
+def plot_pareto(trials: list[FrozenTrial], selected: int | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = [score(t) for t in trials]
+    front = pareto_front(trials)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.scatter([s.kl for s in scores], [s.refusals for s in scores], s=14, alpha=0.5,
+               label="trials")
+    ax.step([s.kl for s in front], [s.refusals for s in front], where="post", color="C1",
+            marker="o", label="Pareto front")
+    chosen: list[TrialScore] = [s for s in scores if s.number == selected]
+    if chosen:
+        ax.scatter([chosen[0].kl], [chosen[0].refusals], s=90, facecolors="none",
+                   edgecolors="C3", linewidths=2, label=f"selected (trial {selected})")
+    ax.set_xlabel("KL divergence from the base model (harmless prompts)")
+    ax.set_ylabel("refusals (harmful prompts)")
+    ax.set_xscale("symlog", linthresh=1e-3)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_run_files(rec: RunRecord, output: Path) -> dict[str, Any]:
+    report = build_report(rec)
+    output.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(trial_row(t)) + "\n" for t in rec.trials)
+    write_atomic(output / "trials.jsonl", lines)
+    if rec.trials:
+        plot_pareto(rec.trials, report["selected_trial"], output / "pareto.png")
+    write_atomic(output / "report.json", json.dumps(report, indent=2) + "\n")
+    from heretic.model_card import render_model_card
+
+    write_atomic(output / "README.md", render_model_card(report))
+    return report

@@ -1,0 +1,212 @@
+"""`heretic run` as a recipe: named phases with explicit inputs and outputs, composed in `run`.
+
+prompts -> load -> directions -> base evaluation -> search -> select -> report -> export.
+Prompt sources are read before any weight loads, so a bad source fails in seconds. The study
+(journal, settings, directions) lives in the study folder, so running the same command again
+resumes where the last run stopped.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from heretic.config.settings import Settings
+from heretic.engine.ablation import Ablator
+from heretic.engine.architecture import Architecture, describe
+from heretic.engine.batching import Batcher
+from heretic.engine.directions import Directions, compute_directions
+from heretic.engine.evaluation import Evaluator, RefusalResult
+from heretic.engine.export import export_model
+from heretic.engine.loading import LoadedModel, load_model
+from heretic.engine.objective import TrialObjective
+from heretic.engine.prompts import PromptSets, load_prompt_sets
+from heretic.engine.residuals import collect_residuals
+from heretic.engine.selection import score, select
+from heretic.engine.space import SearchSpace
+from heretic.engine.study import completed_trials, count, open_study, run_trials
+from heretic.errors import NoAcceptableTrialError
+from heretic.progress import NullReporter, Reporter
+from heretic.report import RunRecord, write_run_files
+from heretic.study_files import check_or_record_settings, load_directions, save_directions
+
+
+@dataclass
+class RunHooks:
+    """How the lifecycle layer follows a run; every callback is optional."""
+
+    on_phase: Callable[[str], None] = lambda phase: None
+    on_trial: Callable[[int, int, float | None, dict[str, Any] | None], None] = (
+        lambda done, total, eta, best: None
+    )
+    should_stop: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class RunResult:
+    report: dict[str, Any]
+    model_dir: Path | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _timed(timings: dict[str, float], key: str, start: float) -> None:
+    timings[key] = timings.get(key, 0.0) + time.monotonic() - start
+
+
+def phase_directions(
+    loaded: LoadedModel, arch: Architecture, prompts: PromptSets, settings: Settings,
+    batcher: Batcher, study_dir: Path, reporter: Reporter,
+) -> Directions:
+    path = study_dir / "directions.safetensors"
+    with open(study_dir / ".directions.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker computes; the others wait and load
+        cached = load_directions(path)
+        if cached is not None:
+            reporter.info("Loaded the refusal directions saved in the study folder.")
+            return cached
+        system = settings.system_prompt
+        harmful = collect_residuals(loaded, arch, prompts.harmful, batcher, system=system,
+                                    reporter=reporter, label="residuals (harmful)")
+        harmless = collect_residuals(loaded, arch, prompts.harmless, batcher, system=system,
+                                     reporter=reporter, label="residuals (harmless)")
+        directions = compute_directions(
+            harmful, harmless, project=settings.project_directions,
+            n_directions=settings.n_directions, device=loaded.device,
+        )
+        save_directions(path, directions)
+        return directions
+
+
+def phase_base(evaluator: Evaluator, reporter: Reporter) -> RefusalResult:
+    evaluator.compute_base()
+    base = evaluator.refusals()
+    reporter.info(f"Base model: {base.count}/{base.total} refusals on the harmful evaluation prompts.")
+    return base
+
+
+def phase_search(
+    study: optuna.Study, objective: TrialObjective, settings: Settings, study_dir: Path,
+    hooks: RunHooks, reporter: Reporter,
+) -> None:
+    total = settings.trials
+    already = count(study, optuna.trial.TrialState.COMPLETE)
+    if already >= total:
+        reporter.info(f"The study already holds {already} completed trials; no new trials.")
+        return
+    if already:
+        reporter.info(f"Resuming the study: {already}/{total} trials already completed.")
+    started, durations = time.monotonic(), []
+
+    with reporter.task("trials", total - already) as advance:
+        def on_complete(trial: optuna.trial.FrozenTrial) -> None:
+            durations.append(trial.user_attrs.get("duration_s", 0.0))
+            done = count(study, optuna.trial.TrialState.COMPLETE)
+            eta = (time.monotonic() - started) / len(durations) * max(total - done, 0)
+            s = score(trial)
+            best = {"trial": s.number, "refusals": s.refusals, "kl_divergence": s.kl}
+            hooks.on_trial(done, total, eta, best)
+            advance(1)
+
+        run_trials(study, study_dir, total, objective, should_stop=hooks.should_stop,
+                   on_complete=on_complete)
+
+
+def _base_layer(settings: Settings) -> tuple[int, int]:
+    return settings.batch_size or settings.max_batch_size, settings.startup_trials
+
+
+def run(settings: Settings, reporter: Reporter | None = None, hooks: RunHooks | None = None) -> RunResult:
+    reporter, hooks = reporter or NullReporter(), hooks or RunHooks()
+    timings: dict[str, float] = {}
+    t_all = time.monotonic()
+    study_dir, output = settings.resolved_study_dir, settings.output
+    study_dir.mkdir(parents=True, exist_ok=True)
+    if settings.is_demo:
+        reporter.info("No model given: running the built-in demo model (a tiny Llama trained "
+                      "on the CPU to refuse harmful requests).")
+
+    hooks.on_phase("prompts")
+    prompts = load_prompt_sets(settings)
+    check_or_record_settings(study_dir, settings)
+
+    hooks.on_phase("load")
+    t = time.monotonic()
+    loaded = load_model(settings, reporter)
+    arch = describe(loaded.model, list(settings.components))
+    _timed(timings, "load", t)
+
+    batch_size, startup = _base_layer(settings)
+    batcher = Batcher(batch_size, "the forward passes")
+    hooks.on_phase("residuals")
+    t = time.monotonic()
+    directions = phase_directions(loaded, arch, prompts, settings, batcher, study_dir, reporter)
+    _timed(timings, "residuals", t)
+
+    evaluator = Evaluator(
+        loaded, prompts.harmless_eval, prompts.harmful_eval, markers=settings.refusal_markers,
+        max_new_tokens=settings.max_response_tokens, system=settings.system_prompt,
+        batcher=batcher, strip_thinking=settings.strip_thinking,
+    )
+    hooks.on_phase("base evaluation")
+    base = phase_base(evaluator, reporter)
+
+    hooks.on_phase("search")
+    t = time.monotonic()
+    ablator = Ablator(arch, directions, settings.ablation).install()
+    study = open_study(study_dir, name=settings.study_name, storage_url=settings.storage,
+                       seed=settings.seed, startup_trials=min(startup, settings.trials // 3))
+    objective = TrialObjective(ablator, evaluator, SearchSpace(settings, arch.num_layers))
+    phase_search(study, objective, settings, study_dir, hooks, reporter)
+    ablator.remove()
+    _timed(timings, "trials_total", t)
+
+    return _finish(settings, loaded, arch, directions, study, base, prompts, timings, t_all,
+                   hooks, reporter)
+
+
+def _finish(
+    settings: Settings, loaded: LoadedModel, arch: Architecture, directions: Directions,
+    study: optuna.Study, base: RefusalResult, prompts: PromptSets, timings: dict[str, float],
+    t_all: float, hooks: RunHooks, reporter: Reporter,
+) -> RunResult:
+    hooks.on_phase("select")
+    trials = completed_trials(study)[: settings.trials]
+    selected = select(trials, settings.selection, settings.kl_cap, settings.refusal_cap)
+    record = RunRecord(
+        model=loaded.source, settings=settings.model_dump(mode="json"), base_refusals=base.count,
+        n_harmful=base.total, n_harmless=len(prompts.harmless_eval), trials=trials,
+        requested=settings.trials, selected=selected, timings=timings,
+        base_samples=base.responses[:3], architecture=arch.model_type, num_layers=arch.num_layers,
+    )
+    model_dir = None
+    if selected is not None:
+        hooks.on_phase("export")
+        t = time.monotonic()
+        from heretic.engine.parameters import AblationParams
+
+        params = AblationParams.from_dict(selected.user_attrs["parameters"])
+        model_dir = export_model(loaded, directions, params, settings, settings.output / "model",
+                                 reporter)
+        _timed(timings, "export", t)
+    timings.setdefault("export", 0.0)
+    timings["total"] = time.monotonic() - t_all
+    report = write_run_files(record, settings.output)
+    if selected is None:
+        raise NoAcceptableTrialError(
+            f"No trial met the selection policy ({settings.selection}, KL cap {settings.kl_cap},"
+            f" refusal cap {settings.refusal_cap}); the report is in {settings.output}.",
+            "Run more trials (--trials, the study resumes), or relax --kl-cap / the policy.",
+        )
+    return RunResult(report=report, model_dir=model_dir, timings=timings)
+
+
+def free_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,71 @@
+"""Files in the study folder that make a resume safe: the settings the study was started with
+(a resume with different search-defining settings is refused, not silently mixed) and the
+refusal directions (computed once, shared by resumed runs and by every worker)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from heretic.config.settings import Settings
+from heretic.engine.directions import Directions
+from heretic.errors import StudyError
+from heretic.report import write_atomic
+
+# Settings that change what a trial measures: a study is only resumable if they are unchanged.
+STUDY_KEYS = (
+    "model", "revision", "harmful_prompts", "harmless_prompts", "harmful_eval_prompts",
+    "harmless_eval_prompts", "system_prompt", "project_directions", "n_directions", "ablation",
+    "components", "max_weight", "max_weight_position", "min_weight_fraction",
+    "min_weight_distance", "direction_index", "direction_scopes", "refusal_markers",
+    "max_response_tokens", "strip_thinking", "quantization", "study_name",
+)
+
+
+def study_identity(settings: Settings) -> dict[str, Any]:
+    dumped = settings.model_dump(mode="json")
+    return {key: dumped[key] for key in STUDY_KEYS}
+
+
+def check_or_record_settings(study_dir: Path, settings: Settings) -> None:
+    path = study_dir / "settings.json"
+    identity = study_identity(settings)
+    if path.is_file():
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("identity", {})
+        changed = sorted(k for k in identity if recorded.get(k) != identity[k])
+        if changed:
+            raise StudyError(
+                f"The study in {study_dir} was started with different settings "
+                f"({', '.join(changed)}); resuming would mix incomparable trials.",
+                "Use the original settings, or a new --output / --study-dir for a new study.",
+            )
+    payload = {"identity": identity, "resolved": settings.model_dump(mode="json")}
+    write_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def save_directions(path: Path, directions: Directions) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(
+        {
+            "basis": directions.basis.contiguous(),
+            "harmful_mean": directions.harmful_mean.contiguous(),
+            "harmless_mean": directions.harmless_mean.contiguous(),
+        },
+        str(tmp),
+    )
+    tmp.replace(path)
+
+
+def load_directions(path: Path) -> Directions | None:
+    if not path.is_file():
+        return None
+    tensors = load_file(str(path))
+    return Directions(
+        basis=tensors["basis"].to(torch.float32),
+        harmful_mean=tensors["harmful_mean"],
+        harmless_mean=tensors["harmless_mean"],
+    )
