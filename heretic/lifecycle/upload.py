@@ -18,10 +18,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from heretic.errors import ConfigError, TokenError, UploadError
 from heretic.lifecycle.secrets import redact
 from heretic.progress import NullReporter, Reporter
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
 
 EXTRAS = ("report.json", "trials.jsonl", "pareto.png")
 EXTRAS_FOLDER = "heretic"
@@ -136,7 +140,7 @@ def _classify(exc: Exception, token: str) -> Exception:
     return UploadError(f"The Hub refused the upload (HTTP {status}): {detail}", hint)
 
 
-def _attempt(api: object, repo_id: str, private: bool, plan: list[PlannedFile],
+def _attempt(api: HfApi, repo_id: str, private: bool, plan: list[PlannedFile],
              reporter: Reporter) -> str:
     from huggingface_hub import CommitOperationAdd
 
@@ -153,7 +157,7 @@ def _attempt(api: object, repo_id: str, private: bool, plan: list[PlannedFile],
     return url
 
 
-def _verify(api: object, repo_id: str, plan: list[PlannedFile]) -> None:
+def _verify(api: HfApi, repo_id: str, plan: list[PlannedFile]) -> None:
     remote = {item.path: getattr(item, "size", None)
               for item in api.list_repo_tree(repo_id, recursive=True, repo_type="model")}
     wrong = [f.path_in_repo for f in plan
