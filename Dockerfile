@@ -23,6 +23,7 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HOME=/workspace/hf-cache \
+    HERETIC_CACHE=/workspace/heretic-cache \
     HF_XET_HIGH_PERFORMANCE=1 \
     HERETIC_OUTPUT=/workspace/output
 

@@ -1,19 +1,26 @@
-"""The unattended wrapper around the engine recipe: what `heretic run` does from start to exit.
+"""What `heretic run` does from start to exit, around the engine recipe (`heretic.run.run`):
 
-(lifecycle integration: lock, done marker, preflight, signals, progress file, upload, shutdown
-and notification are added around `heretic.run.run`.)
+1. settings from every layer except the profile (cheap: no torch import yet);
+2. the study lock (a second run on the same study fails in milliseconds, naming the holder);
+3. the profile (`--profile auto` reads the model config and the GPU inventory);
+4. the lifecycle: log file, signals, done marker (a finished run is a no-op), restart guard;
+5. GPU locks and preflight (a run that cannot finish fails before any weight loads);
+6. the engine; then upload, done marker, notification and shutdown.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from heretic.config.settings import Settings
-from heretic.errors import ExitCode, NoAcceptableTrialError
+from heretic.config.sources import merge_layers
+from heretic.demo.settings import DEMO_LAYER
+from heretic.errors import ExitCode, NoAcceptableTrialError, PreflightError
 from heretic.progress import Reporter, default_reporter
-from heretic.run import run
 
 
 @dataclass
@@ -25,16 +32,103 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def execute(settings: Settings, *, profile_reason: str | None = None,
-            reporter: Reporter | None = None) -> Outcome:
-    reporter = reporter or default_reporter()
-    if profile_reason:
-        reporter.info(f"Profile: {settings.profile} ({profile_reason})")
-    try:
-        result = run(settings, reporter)
-    except NoAcceptableTrialError as exc:
-        import json
+def _read_report(output: Path) -> dict[str, Any] | None:
+    path = output / "report.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
-        report = json.loads((settings.output / "report.json").read_text())
-        return Outcome(int(exc.exit_code), report, exc.paragraph())
-    return Outcome(int(ExitCode.OK), result.report, "", result.model_dir)
+
+def _end_stale_first(settings: Settings, reporter: Reporter) -> None:
+    """--kill-stale: stale processes may hold the study lock, so they go before we take it."""
+    from heretic.preflight.registry import end_processes, find_stale
+
+    stale = find_stale(settings.resolved_study_dir)
+    if stale:
+        result = end_processes(stale)
+        reporter.info(f"Ended stale heretic processes: {[s.describe() for s in stale]} "
+                      f"({len(result.killed)} needed SIGKILL).")
+
+
+def _validate_inputs(settings: Settings) -> None:
+    """Bad input gets its own exit code (missing model 5, bad prompts 4) before preflight."""
+    from heretic.engine.loading import check_model_exists
+    from heretic.engine.prompts import load_prompt_sets
+
+    if not settings.is_demo:
+        check_model_exists(str(settings.model), settings)
+    load_prompt_sets(settings)
+
+
+def _preflight(settings: Settings, inventory: Any, reporter: Reporter) -> None:
+    from heretic.preflight.runner import run_preflight
+
+    report = run_preflight(settings, inventory=inventory, for_run=True)
+    for check in report.checks:
+        reporter.info(f"preflight {getattr(check.status, 'value', check.status):<4} {check.name}: {check.measured}"
+                      + (f" (need {check.need})" if check.need else ""))
+    if report.failed:
+        raise PreflightError(
+            report.summary(),
+            "Fix what the FAIL lines name (or choose another --profile); "
+            "`heretic preflight` shows the same checks without starting a run.",
+        )
+
+
+def execute(
+    cli: Mapping[str, Any],
+    *,
+    config_path: Path | None = None,
+    assignments: list[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    reporter: Reporter | None = None,
+) -> Outcome:
+    from heretic.preflight.lock import acquire_run_lock
+    from heretic.preflight.registry import register_process
+    from heretic.preflight.resolve import upper_layers
+
+    reporter = reporter or default_reporter()
+    upper = upper_layers(cli, config_path=config_path, environ=environ, assignments=assignments)
+    probe = merge_layers(*upper)
+    probe = merge_layers(DEMO_LAYER if probe.is_demo else {}, *upper)
+    if probe.kill_stale and not probe.skip_preflight:
+        _end_stale_first(probe, reporter)
+    with acquire_run_lock(probe.resolved_study_dir):
+        register_process(probe.resolved_study_dir)
+        return _locked(cli, config_path, assignments, environ, reporter)
+
+
+def _locked(cli: Mapping[str, Any], config_path: Path | None, assignments: list[str] | None,
+            environ: Mapping[str, str] | None, reporter: Reporter) -> Outcome:
+    from heretic.lifecycle.session import RunLifecycle
+    from heretic.preflight.gpus import gpus_for_device_map, read_inventory
+    from heretic.preflight.lock import acquire_gpu_locks
+    from heretic.preflight.resolve import resolve_settings
+
+    inventory = read_inventory()
+    resolved = resolve_settings(cli, config_path=config_path, environ=environ,
+                                inventory=inventory, assignments=assignments)
+    settings = resolved.settings
+    if resolved.choice is not None:
+        reporter.info(f"Profile: {resolved.choice.name or 'none'} ({resolved.choice.reason})")
+    with RunLifecycle(settings, reporter, environ=environ) as life:
+        if life.already_done:
+            return Outcome(int(ExitCode.OK), _read_report(settings.output),
+                           "This run had already finished; nothing was redone.")
+        gpus = [g.key for g in gpus_for_device_map(settings.device_map, inventory)]
+        with acquire_gpu_locks(gpus):
+            _validate_inputs(settings)
+            if not settings.skip_preflight:
+                _preflight(settings, inventory, life.reporter)
+            return _engine(settings, life)
+
+
+def _engine(settings: Settings, life: Any) -> Outcome:
+    from heretic.run import RunHooks, run
+
+    hooks = RunHooks(on_phase=life.on_phase, on_trial=life.on_trial, should_stop=life.should_stop)
+    try:
+        result = run(settings, life.reporter, hooks)
+    except NoAcceptableTrialError as exc:
+        life.fail(int(exc.exit_code), exc.paragraph())
+        return Outcome(int(exc.exit_code), _read_report(settings.output), exc.paragraph())
+    info = life.finish({"model_dir": str(result.model_dir)})
+    return Outcome(int(ExitCode.OK), result.report, "", result.model_dir, info)

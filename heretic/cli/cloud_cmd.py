@@ -55,7 +55,7 @@ def _estimate(model: str | None, revision: str | None, profile: str, trials: int
     n_params = count_model_parameters(model, revision)
     est = estimate_run(n_params, shape_for_profile(profile, trials), gpu)
     _err(f"{model}: {n_params / 1e9:.2f}B parameters, {est.weights_gb} GB of weights. Rough "
-         f"estimate on one {gpu.name}: {est.hours} h (see docs/cloud.md for how it is made).")
+         f"estimate on one {gpu.name}: {est.hours} h (see the Cloud section of README.md for how it is made).")
     if not est.fits:
         _err(f"WARNING: the weights do not fit one {gpu.name}; use --set quantization=bnb-4bit "
              "or a larger GPU.")

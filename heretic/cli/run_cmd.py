@@ -76,12 +76,10 @@ def demo_command(output: OutputOpt = None, trials: Annotated[int | None, _opt("t
 def _execute(cli: dict[str, Any], config: Path | None, assignments: list[str] | None,
              as_json: bool) -> None:
     from heretic.cli.run_output import print_summary
-    from heretic.cli.settings_cli import resolve_settings
     from heretic.runner import execute
 
     def go() -> int:
-        settings, reason = resolve_settings(cli, config=config, assignments=assignments)
-        outcome = execute(settings, profile_reason=reason)
+        outcome = execute(cli, config_path=config, assignments=assignments)
         print_summary(outcome, as_json=as_json)
         return outcome.exit_code
 

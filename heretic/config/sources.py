@@ -20,7 +20,14 @@ from heretic.errors import ConfigError
 
 ENV_PREFIX = "HERETIC_"
 # Environment variables with this prefix that are not settings (used by the lifecycle code).
-_NON_SETTING_ENV = {"HERETIC_CACHE", "HERETIC_DEBUG", "HERETIC_DEMO_CACHE", "HERETIC_LOG_FORMAT"}
+_NON_SETTING_ENV = {
+    "HERETIC_CACHE",
+    "HERETIC_DEBUG",
+    "HERETIC_TEST_CACHE",
+    "HERETIC_VAST_API_URL",
+    "HERETIC_RUNPOD_API_URL",
+    "HERETIC_WORKER_INDEX",
+}
 
 
 def _list_field(name: str) -> bool:

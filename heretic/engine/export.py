@@ -11,6 +11,7 @@ half-written export.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -56,6 +57,17 @@ def _full_precision_copy(loaded: LoadedModel, settings: Settings) -> torch.nn.Mo
     return model
 
 
+MARKER = "heretic_export.json"
+
+
+def existing_export(target: Path, params: AblationParams) -> bool:
+    """True when `target` already holds a complete export of exactly these parameters."""
+    marker = target / MARKER
+    if not marker.is_file():
+        return False
+    return json.loads(marker.read_text(encoding="utf-8")).get("parameters") == params.to_dict()
+
+
 def export_model(
     loaded: LoadedModel,
     directions: Directions,
@@ -65,6 +77,9 @@ def export_model(
     reporter: Reporter | None = None,
 ) -> Path:
     reporter = reporter or NullReporter()
+    if existing_export(target, params):
+        reporter.info(f"{target} already holds this export; not writing it again.")
+        return target
     if _can_fold_in_place(loaded):
         model = loaded.model
     else:
@@ -77,6 +92,7 @@ def export_model(
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging, max_shard_size=settings.max_shard_size)
     loaded.tokenizer.save_pretrained(staging)
+    (staging / MARKER).write_text(json.dumps({"parameters": params.to_dict()}, indent=2))
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     reporter.info(f"Exported the abliterated model to {target}.")

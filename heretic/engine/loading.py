@@ -49,7 +49,7 @@ def resolve_model_source(settings: Settings, reporter: Reporter | None = None) -
     return str(settings.model), str(settings.model)
 
 
-def _check_exists(path: str, settings: Settings) -> None:
+def check_model_exists(path: str, settings: Settings) -> None:
     looks_local = path.startswith((".", "/", "~")) or os.path.exists(path)
     if looks_local:
         if not Path(path).expanduser().is_dir():
@@ -114,7 +114,7 @@ def load_tokenizer(path: str, settings: Settings) -> PreTrainedTokenizerBase:
 def load_model(settings: Settings, reporter: Reporter | None = None) -> LoadedModel:
     reporter = reporter or NullReporter()
     source, path = resolve_model_source(settings, reporter)
-    _check_exists(path, settings)
+    check_model_exists(path, settings)
     tokenizer = load_tokenizer(path, settings)
     errors: list[str] = []
     for dtype in _dtype_candidates(settings):

@@ -1,4 +1,5 @@
-"""Settings with the profile layer: defaults < profile < --config < HERETIC_* env < CLI flags.
+"""Settings with every layer: defaults < demo defaults (no model) < profile < --config <
+HERETIC_* env < --set < CLI flags.
 
 `resolve_settings` merges the layers once without a profile to learn the model and the
 profile name, then adds the profile layer (a named profile, or the one `--profile auto`
@@ -16,9 +17,9 @@ from typing import Any
 
 from heretic.config.profiles import load_profile
 from heretic.config.settings import Settings
-from heretic.config.sources import env_layer, merge_layers, toml_layer
+from heretic.config.sources import env_layer, merge_layers, set_layer, toml_layer
+from heretic.demo.settings import DEMO_LAYER
 from heretic.errors import HereticError
-from heretic.preflight.checks_model import cached_count
 from heretic.preflight.gpus import GpuInventory, read_inventory
 from heretic.preflight.profiles_auto import ProfileChoice, choose_profile
 
@@ -34,10 +35,22 @@ def auto_choice(
     base: Settings, inventory: GpuInventory, environ: Mapping[str, str] | None = None
 ) -> ProfileChoice:
     """What `--profile auto` picks for `base` (raises HereticError if the model is unreadable)."""
+    from heretic.preflight.checks_model import cached_count
+
     count = None
     if not base.is_demo:
         count = cached_count(base.model or "", base.revision, base.trust_remote_code)
     return choose_profile(count, inventory, base.is_demo, environ=environ)
+
+
+def upper_layers(
+    cli: Mapping[str, Any], *, config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None, assignments: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The layers above the profile, lowest first. Raises ConfigError for bad input."""
+    conf = toml_layer(config_path) if config_path else {}
+    given = {k: v for k, v in cli.items() if v is not None}
+    return [conf, env_layer(environ), set_layer(assignments or []), given]
 
 
 def resolve_settings(
@@ -46,16 +59,18 @@ def resolve_settings(
     config_path: Path | None = None,
     environ: Mapping[str, str] | None = None,
     inventory: GpuInventory | None = None,
+    assignments: list[str] | None = None,
 ) -> Resolved:
     """Merge every layer, the profile included. Raises ConfigError for invalid settings."""
-    conf = toml_layer(config_path) if config_path else {}
-    env = env_layer(environ)
-    base = merge_layers(conf, env, cli)
+    upper = upper_layers(cli, config_path=config_path, environ=environ, assignments=assignments)
+    base = merge_layers(*upper)
+    demo = DEMO_LAYER if base.is_demo else {}
+    base = merge_layers(demo, *upper)
     if base.profile is None:
         return Resolved(base, None)
     if base.profile != "auto":
         profile = load_profile(base.profile)
-        settings = merge_layers(profile.settings, conf, env, cli, where=f"profile {profile.name}")
+        settings = merge_layers(demo, profile.settings, *upper, where=f"profile {profile.name}")
         return Resolved(settings, ProfileChoice(profile.name, "chosen by name"))
     try:
         choice = auto_choice(base, inventory or read_inventory(), environ)
@@ -64,5 +79,5 @@ def resolve_settings(
     if choice.name is None:
         return Resolved(base, choice)
     profile = load_profile(choice.name)
-    settings = merge_layers(profile.settings, conf, env, cli, where=f"profile {profile.name}")
+    settings = merge_layers(demo, profile.settings, *upper, where=f"profile {profile.name}")
     return Resolved(settings, choice)

@@ -1,0 +1,36 @@
+"""Shared fixtures. Tests run offline on the CPU; models are built locally, never downloaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def heretic_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the session (HERETIC_TEST_CACHE reuses a trained demo model across runs)."""
+    path = Path(os.environ.get("HERETIC_TEST_CACHE") or tmp_path_factory.mktemp("heretic-cache"))
+    os.environ["HERETIC_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(heretic_cache: Path) -> Path:
+    from heretic.demo.model import ensure_demo_model
+
+    return ensure_demo_model()
+
+
+@pytest.fixture
+def cli_env(heretic_cache: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERETIC_")}
+    env.update(HERETIC_CACHE=str(heretic_cache), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
+               OMP_NUM_THREADS="2")
+    return env

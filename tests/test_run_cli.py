@@ -1,0 +1,218 @@
+"""End-to-end: the real `heretic` CLI on the demo model, as a user (or a provider) runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from heretic.config.settings import Settings
+from heretic.demo.data import demo_prompts
+from heretic.engine.batching import Batcher
+from heretic.engine.evaluation import Evaluator
+from heretic.engine.loading import load_model
+
+HERETIC = [sys.executable, "-m", "heretic"]
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(HERETIC + args, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(HERETIC + args, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended early: {proc.communicate()}")
+        time.sleep(0.05)  # polling interval of a condition with a deadline, not a sync sleep
+    raise AssertionError("condition not reached in time")
+
+
+def completed_in_journal(study_dir: Path) -> list[optuna.trial.FrozenTrial]:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    storage = JournalStorage(JournalFileBackend(str(study_dir / "journal.log")))
+    study = optuna.load_study(study_name="heretic", storage=storage)
+    return study.get_trials(states=(TrialState.COMPLETE,))
+
+
+def progress_completed(study_dir: Path) -> int:
+    try:
+        data = json.loads((study_dir / "progress.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return 0
+    return int((data.get("trials") or {}).get("completed") or 0)
+
+
+@pytest.fixture(scope="module")
+def prompt_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("prompts")
+    demo = demo_prompts()
+    files = {}
+    for key in ("harmful", "harmless", "harmful_eval", "harmless_eval"):
+        path = root / f"{key}.txt"
+        path.write_text("\n".join(getattr(demo, key)) + "\n")
+        files[key] = path
+    return files
+
+
+def test_contract_command_removes_refusals_and_export_reloads(
+    demo_model_dir, prompt_files, cli_env, tmp_path
+) -> None:
+    out = tmp_path / "out"
+    args = ["run", "--model", str(demo_model_dir),
+            "--harmful-prompts", str(prompt_files["harmful"]),
+            "--harmless-prompts", str(prompt_files["harmless"]),
+            "--harmful-eval-prompts", str(prompt_files["harmful_eval"]),
+            "--harmless-eval-prompts", str(prompt_files["harmless_eval"]),
+            "--trials", "50", "--seed", "0", "--output", str(out), "--set", "device_map=cpu",
+            "--set", "dtype=float32", "--set", "max_weight_position=0,1",
+            "--set", "min_weight_distance=0.2,1"]
+    result = run_cli(args, cli_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    for key in ("model", "selected_trial", "base", "selected", "pareto_front", "trials", "timings_s"):
+        assert key in report
+    assert report["trials"] == {"requested": 50, "completed": 50}
+    assert set(report["timings_s"]) >= {"total", "load", "residuals", "trials_total",
+                                        "trial_median", "export"}
+    assert report["base"]["refusals"] >= 0.9 * report["base"]["n_harmful"]
+    for name in ("trials.jsonl", "pareto.png", "README.md", "model/config.json"):
+        assert (out / name).is_file(), name
+    assert len((out / "trials.jsonl").read_text().splitlines()) == 50
+
+    # The export alone, loaded with plain transformers, is measured against the base model.
+    base = load_model(Settings(model=str(demo_model_dir), device_map="cpu", dtype="float32"))
+    edited = load_model(Settings(model=str(out / "model"), device_map="cpu", dtype="float32"))
+    demo = demo_prompts()
+    kwargs = dict(markers=Settings().refusal_markers, max_new_tokens=16, system=None,
+                  batcher=Batcher(64))
+    base_eval = Evaluator(base, demo.harmless_eval, demo.harmful_eval, **kwargs)
+    base_eval.compute_base()
+    edited_eval = Evaluator(edited, demo.harmless_eval, demo.harmful_eval, **kwargs)
+    edited_eval.base_logprobs = base_eval.base_logprobs
+    refusals = edited_eval.refusals()
+    kl = edited_eval.kl_divergence()
+    assert refusals.count <= 0.05 * refusals.total, refusals.responses[:5]
+    assert kl <= 0.05
+    assert refusals.count == report["selected"]["refusals"]
+    assert kl == pytest.approx(report["selected"]["kl_divergence"], abs=1e-4)
+
+
+def test_sigkill_mid_study_then_rerun_ends_with_exact_trials(demo_model_dir, cli_env, tmp_path) -> None:
+    out, n = tmp_path / "out", 24
+    args = ["run", "--trials", str(n), "--output", str(out)]
+    kill_after = random.Random().randint(2, 15)
+    proc = start_cli(args, cli_env)
+    wait_for(lambda: progress_completed(out / "study") >= kill_after, proc=proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {t.number: t.params for t in completed_in_journal(out / "study")}
+    assert kill_after <= len(before) < n
+
+    result = run_cli(args, cli_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = completed_in_journal(out / "study")
+    assert len(after) == n
+    assert {t.number: t.params for t in after if t.number in before} == before  # kept, not redone
+    assert json.loads((out / "report.json").read_text())["trials"]["completed"] == n
+
+
+def test_second_run_on_same_study_fails_fast_naming_the_first(demo_model_dir, cli_env, tmp_path) -> None:
+    out = tmp_path / "out"
+    first = start_cli(["run", "--trials", "400", "--output", str(out)], cli_env)
+    lock = out / "study" / ".heretic.lock"
+    wait_for(lambda: lock.is_file() and str(first.pid) in lock.read_text(), proc=first)
+    start = time.monotonic()
+    second = run_cli(["run", "--trials", "400", "--output", str(out)], cli_env, timeout=30)
+    elapsed = time.monotonic() - start
+    assert second.returncode == 8
+    assert str(first.pid) in second.stderr
+    assert elapsed < 5.0  # the interpreter start is most of it; the lock check is milliseconds
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    third = run_cli(["run", "--trials", "3", "--output", str(tmp_path / "other"), "--study-dir",
+                     str(out / "study"), "--skip-preflight"], cli_env)
+    assert "in use" not in third.stderr
+
+
+def test_sigterm_stops_cleanly_and_the_study_resumes(demo_model_dir, cli_env, tmp_path) -> None:
+    out, n = tmp_path / "out", 20
+    args = ["run", "--trials", str(n), "--output", str(out)]
+    proc = start_cli(args, cli_env)
+    wait_for(lambda: progress_completed(out / "study") >= 2, proc=proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err[-2000:]
+    assert json.loads((out / "study" / "progress.json").read_text())["phase"] == "interrupted"
+    stopped_at = len(completed_in_journal(out / "study"))
+    assert 2 <= stopped_at < n
+    again = run_cli(args, cli_env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(completed_in_journal(out / "study")) == n
+
+
+def test_done_marker_makes_a_restart_a_no_op(demo_model_dir, cli_env, tmp_path) -> None:
+    out = tmp_path / "out"
+    args = ["run", "--trials", "4", "--output", str(out), "--set", "kl_cap=100"]
+    assert run_cli(args, cli_env).returncode == 0
+    assert (out / "study" / "DONE.json").is_file()
+    stamp = (out / "trials.jsonl").stat().st_mtime_ns
+    again = run_cli(args, cli_env)
+    assert again.returncode == 0
+    assert "already finished" in again.stderr
+    assert (out / "trials.jsonl").stat().st_mtime_ns == stamp
+
+
+def test_no_acceptable_trial_writes_the_report_and_exits_nine(demo_model_dir, cli_env, tmp_path) -> None:
+    out = tmp_path / "out"
+    result = run_cli(["run", "--trials", "3", "--output", str(out), "--set", "kl_cap=1e-12",
+                      "--set", "min_weight_distance=0.9,1", "--set", "max_weight=1.4,1.5"], cli_env)
+    assert result.returncode == 9, result.stderr[-2000:]
+    assert "No trial met the selection policy" in result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["selected_trial"] is None and report["trials"]["completed"] == 3
+    assert not (out / "model").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["--model", "/nonexistent/model-dir"], 5, "does not exist"),
+        (["--harmful-prompts", "EMPTY"], 4, "is empty"),
+        (["--harmful-prompts", "/nonexistent/prompts.txt"], 4, "does not exist"),
+        (["--config", "BADTOML"], 3, "not valid TOML"),
+        (["--set", "no_such_setting=1"], 3, "Unknown setting"),
+        (["--profile", "no-such-profile"], 3, "Unknown profile"),
+        (["--set", "kl_cap=-1"], 3, "kl_cap"),
+    ],
+)
+def test_bad_input_gets_one_paragraph_and_a_distinct_exit_code(
+    args, code, needle, cli_env, tmp_path
+) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("trials = [unclosed\n")
+    args = [str(empty) if a == "EMPTY" else str(bad) if a == "BADTOML" else a for a in args]
+    result = run_cli(["run", "--output", str(tmp_path / "out"), *args], cli_env, timeout=120)
+    assert result.returncode == code, result.stderr[-2000:]
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
