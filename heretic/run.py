@@ -31,6 +31,7 @@ from heretic.engine.prompts import PromptSets, load_prompt_sets
 from heretic.engine.residuals import collect_residuals
 from heretic.engine.selection import score, select
 from heretic.engine.space import SearchSpace
+from heretic.engine import workers
 from heretic.engine.study import completed_trials, count, open_study, run_trials
 from heretic.errors import NoAcceptableTrialError
 from heretic.progress import NullReporter, Reporter
@@ -118,23 +119,26 @@ def phase_search(
                    on_complete=on_complete)
 
 
-def _base_layer(settings: Settings) -> tuple[int, int]:
-    return settings.batch_size or settings.max_batch_size, settings.startup_trials
+@dataclass
+class Prepared:
+    loaded: LoadedModel
+    arch: Architecture
+    prompts: PromptSets
+    directions: Directions
+    evaluator: Evaluator
+    study: optuna.Study
+    objective: TrialObjective
+    base: RefusalResult | None
 
 
-def run(settings: Settings, reporter: Reporter | None = None, hooks: RunHooks | None = None) -> RunResult:
-    reporter, hooks = reporter or NullReporter(), hooks or RunHooks()
-    timings: dict[str, float] = {}
-    t_all = time.monotonic()
-    study_dir, output = settings.resolved_study_dir, settings.output
-    study_dir.mkdir(parents=True, exist_ok=True)
-    if settings.is_demo:
-        reporter.info("No model given: running the built-in demo model (a tiny Llama trained "
-                      "on the CPU to refuse harmful requests).")
-
+def prepare(settings: Settings, reporter: Reporter, hooks: RunHooks, timings: dict[str, float],
+            *, worker_index: int = 0) -> Prepared:
+    """Everything a trial needs: prompts, model, directions, base scores, the study."""
+    study_dir = settings.resolved_study_dir
     hooks.on_phase("prompts")
     prompts = load_prompt_sets(settings)
-    check_or_record_settings(study_dir, settings)
+    if worker_index == 0:
+        check_or_record_settings(study_dir, settings)
 
     hooks.on_phase("load")
     t = time.monotonic()
@@ -142,8 +146,7 @@ def run(settings: Settings, reporter: Reporter | None = None, hooks: RunHooks | 
     arch = describe(loaded.model, list(settings.components))
     _timed(timings, "load", t)
 
-    batch_size, startup = _base_layer(settings)
-    batcher = Batcher(batch_size, "the forward passes")
+    batcher = Batcher(settings.batch_size or settings.max_batch_size, "the forward passes")
     hooks.on_phase("residuals")
     t = time.monotonic()
     directions = phase_directions(loaded, arch, prompts, settings, batcher, study_dir, reporter)
@@ -155,20 +158,48 @@ def run(settings: Settings, reporter: Reporter | None = None, hooks: RunHooks | 
         batcher=batcher, strip_thinking=settings.strip_thinking,
     )
     hooks.on_phase("base evaluation")
-    base = phase_base(evaluator, reporter)
+    base: RefusalResult | None = None
+    if worker_index == 0:
+        base = phase_base(evaluator, reporter)
+    else:
+        evaluator.compute_base()
+    ablator = Ablator(arch, directions, settings.ablation).install()
+    study = open_study(study_dir, name=settings.study_name, storage_url=settings.storage,
+                       seed=settings.seed,
+                       startup_trials=min(settings.startup_trials, settings.trials // 3),
+                       worker_index=worker_index)
+    objective = TrialObjective(ablator, evaluator, SearchSpace(settings, arch.num_layers))
+    return Prepared(loaded, arch, prompts, directions, evaluator, study, objective, base)
+
+
+def run(settings: Settings, reporter: Reporter | None = None,
+        hooks: RunHooks | None = None) -> RunResult:
+    reporter, hooks = reporter or NullReporter(), hooks or RunHooks()
+    timings: dict[str, float] = {}
+    t_all = time.monotonic()
+    settings.resolved_study_dir.mkdir(parents=True, exist_ok=True)
+    if settings.is_demo:
+        reporter.info("No model given: running the built-in demo model (a tiny Llama trained "
+                      "on the CPU to refuse harmful requests).")
+    settings = workers.parent_device_map(settings)
+    prep = prepare(settings, reporter, hooks, timings)
 
     hooks.on_phase("search")
     t = time.monotonic()
-    ablator = Ablator(arch, directions, settings.ablation).install()
-    study = open_study(study_dir, name=settings.study_name, storage_url=settings.storage,
-                       seed=settings.seed, startup_trials=min(startup, settings.trials // 3))
-    objective = TrialObjective(ablator, evaluator, SearchSpace(settings, arch.num_layers))
-    phase_search(study, objective, settings, study_dir, hooks, reporter)
-    ablator.remove()
+    procs = workers.start_workers(settings) if settings.workers > 1 else []
+    study_dir = settings.resolved_study_dir
+    try:
+        phase_search(prep.study, prep.objective, settings, study_dir, hooks, reporter)
+        workers.wait_workers(procs)
+        if count(prep.study, optuna.trial.TrialState.COMPLETE) < settings.trials:
+            # A worker that died mid-trial left its trial to be re-run: finish what is missing.
+            phase_search(prep.study, prep.objective, settings, study_dir, hooks, reporter)
+    finally:
+        workers.stop_workers(procs)
     _timed(timings, "trials_total", t)
-
-    return _finish(settings, loaded, arch, directions, study, base, prompts, timings, t_all,
-                   hooks, reporter)
+    assert prep.base is not None
+    return _finish(settings, prep.loaded, prep.arch, prep.directions, prep.study, prep.base,
+                   prep.prompts, timings, t_all, hooks, reporter)
 
 
 def _finish(

@@ -216,3 +216,16 @@ def test_bad_input_gets_one_paragraph_and_a_distinct_exit_code(
     assert result.returncode == code, result.stderr[-2000:]
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_two_workers_share_one_study_and_finish_exactly_n(demo_model_dir, cli_env, tmp_path) -> None:
+    out, n = tmp_path / "out", 16
+    result = run_cli(["run", "--trials", str(n), "--workers", "2", "--output", str(out)], cli_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = completed_in_journal(out / "study")
+    assert len(trials) == n
+    assert len({t.number for t in trials}) == n
+    params = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(params)) == n  # no trial ran twice
+    owners = {t.user_attrs["heretic_owner"].split(":")[1] for t in trials}
+    assert len(owners) == 2, owners  # both processes did work

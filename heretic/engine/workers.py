@@ -1,0 +1,92 @@
+"""Several worker processes on one machine running trials of ONE study.
+
+The parent run computes the directions (saved in the study folder), then starts workers
+1..N-1 with `python -m heretic.worker`; each loads its own replica of the model, reads the
+saved directions, and claims trials from the shared study until it holds N (the claim is a
+file lock in the study folder, so N is reached exactly and no trial runs twice). With at least
+N GPUs visible, worker i gets GPU i to itself (CUDA_VISIBLE_DEVICES). The parent is worker 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from heretic.config.settings import Settings
+from heretic.report import write_atomic
+
+WORKER_ENV = "HERETIC_WORKER_INDEX"
+
+
+def visible_gpu_ids() -> list[str]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed:
+        return [x.strip() for x in listed.split(",") if x.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def one_gpu_each(workers: int) -> bool:
+    return workers > 1 and len(visible_gpu_ids()) >= workers
+
+
+def worker_settings(settings: Settings) -> dict[str, object]:
+    data = settings.model_dump(mode="json")
+    data.update(workers=1, skip_preflight=True, upload=None, shutdown_after=False, notify=None)
+    if one_gpu_each(settings.workers):
+        data["device_map"] = "cuda:0"
+    return data
+
+
+def start_workers(settings: Settings) -> list[subprocess.Popen]:
+    study_dir = settings.resolved_study_dir
+    path = study_dir / "worker-settings.json"
+    write_atomic(path, json.dumps(worker_settings(settings), indent=2))
+    gpus = visible_gpu_ids() if one_gpu_each(settings.workers) else []
+    threads = max(1, (os.cpu_count() or 1) // settings.workers)
+    procs = []
+    for index in range(1, settings.workers):
+        env = dict(os.environ, **{WORKER_ENV: str(index), "OMP_NUM_THREADS": str(threads)})
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[index]
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "heretic.worker", str(path), str(index)], env=env
+        ))
+    return procs
+
+
+def stop_workers(procs: list[subprocess.Popen], timeout_s: float = 120.0) -> None:
+    """Ask each worker to finish its trial (SIGTERM), then wait; kill only if it hangs."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    wait_workers(procs, timeout_s)
+
+
+def wait_workers(procs: list[subprocess.Popen], timeout_s: float | None = None) -> list[int]:
+    codes = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(timeout=timeout_s))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            codes.append(proc.wait())
+    return codes
+
+
+def parent_device_map(settings: Settings) -> Settings:
+    """With one GPU per worker, the parent keeps to the first one."""
+    if one_gpu_each(settings.workers) and os.environ.get(WORKER_ENV) is None:
+        return settings.model_copy(update={"device_map": "cuda:0"})
+    return settings
+
+
+def settings_file(path: Path) -> Settings:
+    return Settings.model_validate(json.loads(path.read_text(encoding="utf-8")))
