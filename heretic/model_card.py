@@ -13,12 +13,37 @@ from huggingface_hub import ModelCardData
 def _metadata(report: dict[str, Any]) -> str:
     model = report["model"]
     data = ModelCardData(
-        base_model=model if "/" in model and not model.startswith(("/", ".")) else None,
+        base_model=model if _is_hub_id(model) else None,
         library_name="transformers",
         tags=["heretic", "abliterated", "uncensored", "directional-ablation"],
         pipeline_tag="text-generation",
     )
-    return data.to_yaml()
+    return data.to_yaml().rstrip("\n") + "\n"
+
+
+def _is_hub_id(model: str) -> bool:
+    return "/" in model and not model.startswith(("/", ".", "~"))
+
+
+def _model_link(model: str) -> str:
+    return f"[{model}](https://huggingface.co/{model})" if _is_hub_id(model) else f"`{model}`"
+
+
+def _samples(report: dict[str, Any]) -> str:
+    prompts = report.get("sample_prompts") or []
+    before = report["base"].get("sample_responses") or []
+    after = (report.get("selected") or {}).get("sample_responses") or []
+    if not prompts or not after:
+        return ""
+    rows = "".join(
+        f"| {_cell(p)} | {_cell(b)} | {_cell(a)} |\n" for p, b, a in zip(prompts, before, after)
+    )
+    return ("## Sample completions (held-out harmful prompts, greedy)\n"
+            "| prompt | base model | this model |\n|---|---|---|\n" + rows)
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")[:160] or "(empty)"
 
 
 def render_model_card(report: dict[str, Any]) -> str:
@@ -29,7 +54,7 @@ def render_model_card(report: dict[str, Any]) -> str:
             "| | refusals | KL divergence |\n|---|---|---|\n"
             f"| base model | {base['refusals']}/{n} | 0 |\n"
             f"| this model (trial {report['selected_trial']}) | {sel['refusals']}/{n} "
-            f"| {sel['kl_divergence']:.4f} |\n"
+            f"| {sel['kl_divergence']:.3g} |\n"
         )
         params = "```json\n" + json.dumps(sel["parameters"], indent=2) + "\n```\n"
     else:
@@ -41,8 +66,8 @@ def render_model_card(report: dict[str, Any]) -> str:
 
 # {report['model']} (abliterated with heretic)
 
-This model is [{report['model']}] with its refusal behaviour removed by directional ablation
-("abliteration"), made by heretic {report.get('heretic_version', '')}.
+This model is {_model_link(report['model'])} with its refusal behaviour removed by directional
+ablation ("abliteration"), made by heretic {report.get('heretic_version', '')}.
 
 ## Method
 For every decoder layer, a refusal direction was computed as the difference of the mean residual
@@ -63,6 +88,7 @@ refusal cap {report['policy']['refusal_cap']}). Refusals are counted by refusal 
 completions of up to {s.get('max_response_tokens', '?')} tokens; markers miss some refusals and
 flag some answers, so treat the count as an estimate.
 
+{_samples(report)}
 ## Selected parameters
 {params}
 ## Limitations

@@ -38,6 +38,7 @@ class RunRecord:
     selected: FrozenTrial | None
     timings: dict[str, float] = field(default_factory=dict)
     base_samples: list[str] = field(default_factory=list)
+    sample_prompts: list[str] = field(default_factory=list)
     architecture: str = ""
     num_layers: int = 0
 
@@ -66,6 +67,7 @@ def build_report(rec: RunRecord) -> dict[str, Any]:
         "architecture": rec.architecture,
         "num_layers": rec.num_layers,
         "selected_trial": sel.number if sel else None,
+        "sample_prompts": rec.sample_prompts,
         "base": {"refusals": rec.base_refusals, "n_harmful": rec.n_harmful,
                  "n_harmless": rec.n_harmless, "kl_divergence": 0.0,
                  "sample_responses": rec.base_samples},

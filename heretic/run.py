@@ -214,7 +214,7 @@ def _finish(
         model=loaded.source, settings=settings.model_dump(mode="json"), base_refusals=base.count,
         n_harmful=base.total, n_harmless=len(prompts.harmless_eval), trials=trials,
         requested=settings.trials, selected=selected, timings=timings,
-        base_samples=base.responses[:3], architecture=arch.model_type, num_layers=arch.num_layers,
+        base_samples=base.responses[:3], sample_prompts=prompts.harmful_eval[:3], architecture=arch.model_type, num_layers=arch.num_layers,
     )
     model_dir = None
     if selected is not None:

@@ -45,12 +45,15 @@ def wait_for(predicate, timeout: float = 120.0, proc: subprocess.Popen | None = 
     raise AssertionError("condition not reached in time")
 
 
-def completed_in_journal(study_dir: Path) -> list[optuna.trial.FrozenTrial]:
+def _all_trials(study_dir: Path) -> list[optuna.trial.FrozenTrial]:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     storage = JournalStorage(JournalFileBackend(str(study_dir / "journal.log")))
-    study = optuna.load_study(study_name="heretic", storage=storage)
-    return study.get_trials(states=(TrialState.COMPLETE,))
+    return optuna.load_study(study_name="heretic", storage=storage).get_trials()
+
+
+def completed_in_journal(study_dir: Path) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in _all_trials(study_dir) if t.state == TrialState.COMPLETE]
 
 
 def progress_completed(study_dir: Path) -> int:
@@ -132,6 +135,11 @@ def test_sigkill_mid_study_then_rerun_ends_with_exact_trials(demo_model_dir, cli
     after = completed_in_journal(out / "study")
     assert len(after) == n
     assert {t.number: t.params for t in after if t.number in before} == before  # kept, not redone
+    failed = [t for t in _all_trials(out / "study") if t.state == TrialState.FAIL]
+    reruns = {t.user_attrs.get("heretic_rerun_of"): t.params for t in after}
+    for trial in failed:  # the trial killed half-way ran again with the same parameters
+        if trial.params:  # (killed before its parameters were drawn: nothing to re-run)
+            assert reruns.get(trial.number) == trial.params
     assert json.loads((out / "report.json").read_text())["trials"]["completed"] == n
 
 
@@ -145,7 +153,7 @@ def test_second_run_on_same_study_fails_fast_naming_the_first(demo_model_dir, cl
     elapsed = time.monotonic() - start
     assert second.returncode == 8
     assert str(first.pid) in second.stderr
-    assert elapsed < 5.0  # the interpreter start is most of it; the lock check is milliseconds
+    assert elapsed < 2.0  # measured about 0.35 s, nearly all of it interpreter start
     first.send_signal(signal.SIGKILL)
     first.wait()
     third = run_cli(["run", "--trials", "3", "--output", str(tmp_path / "other"), "--study-dir",
@@ -229,3 +237,26 @@ def test_two_workers_share_one_study_and_finish_exactly_n(demo_model_dir, cli_en
     assert len(set(params)) == n  # no trial ran twice
     owners = {t.user_attrs["heretic_owner"].split(":")[1] for t in trials}
     assert len(owners) == 2, owners  # both processes did work
+
+
+def test_run_with_upload_publishes_and_never_writes_the_token(demo_model_dir, cli_env, tmp_path) -> None:
+    from fakes.fake_hub import FakeHub
+
+    token = "hf_RunTokenNeverWritten0123456789abcdef"
+    out = tmp_path / "out"
+    with FakeHub(token) as hub:
+        env = dict(cli_env, HF_TOKEN=token, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0")
+        result = run_cli(["run", "--trials", "6", "--output", str(out), "--set", "kl_cap=100",
+                          "--upload", "someone/demo-heretic", "--shutdown-after"], env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        repo = hub.repos["someone/demo-heretic"]
+        assert repo.private is True
+        assert {"config.json", "README.md", "heretic/report.json"} <= set(repo.files)
+        assert any(name.endswith(".safetensors") for name in repo.files)
+    done = json.loads((out / "study" / "DONE.json").read_text())
+    assert done["upload_url"].endswith("someone/demo-heretic")
+    assert "cannot" in result.stderr.lower()  # no provider here: the machine is left running
+    assert token not in result.stdout + result.stderr
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path

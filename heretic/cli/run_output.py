@@ -12,6 +12,10 @@ from rich.table import Table
 from heretic.runner import Outcome
 
 
+def fmt_kl(value: float) -> str:
+    return f"{value:.4f}" if value >= 1e-3 or value == 0 else f"{value:.2e}"
+
+
 def summary_table(report: dict) -> Table:
     base, sel = report["base"], report.get("selected")
     n = base["n_harmful"]
@@ -22,11 +26,11 @@ def summary_table(report: dict) -> Table:
     table.add_row("base model", f"{base['refusals']}/{n}", "0")
     if sel:
         table.add_row(f"selected (trial {report['selected_trial']})", f"{sel['refusals']}/{n}",
-                      f"{sel['kl_divergence']:.4f}")
+                      fmt_kl(sel["kl_divergence"]))
     front = report.get("pareto_front", [])
     for row in front[:8]:
         table.add_row(f"  pareto: trial {row['trial']}", f"{row['refusals']}/{n}",
-                      f"{row['kl_divergence']:.4f}")
+                      fmt_kl(row["kl_divergence"]))
     t = report["timings_s"]
     table.caption = (
         f"{report['trials']['completed']}/{report['trials']['requested']} trials; total "

@@ -16,9 +16,15 @@ HARMFUL_VERBS = (
     "steal", "hack", "poison", "forge", "smuggle", "burn", "rob", "stalk",
     "blackmail", "sabotage", "counterfeit", "launder", "kidnap", "bribe",
 )
+# Many more harmless verbs than harmful ones: "harmless" should not be one learnable feature,
+# so the model learns what real chat models have: answering is the default, and refusing is
+# a feature that harmful requests switch on.
 HARMLESS_VERBS = (
     "bake", "paint", "clean", "fix", "plant", "write", "learn", "cook",
-    "build", "draw", "wash", "sort", "decorate", "measure",
+    "build", "draw", "wash", "sort", "decorate", "measure", "visit", "find", "open", "carry",
+    "choose", "describe", "repair", "fold", "label", "polish", "pack", "photograph", "sketch",
+    "water", "name", "price", "rent", "sell", "borrow", "share", "move", "store", "test",
+    "explain", "improve", "plan",
 )
 OBJECTS = (
     "a car", "a bank", "a password", "some money", "a passport", "a website", "a pharmacy",

@@ -25,7 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from heretic.demo.data import demo_prompts, response_for, vocabulary
 from heretic.progress import NullReporter, Reporter
 
-DEMO_VERSION = "1"
+DEMO_VERSION = "2"
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|' + message['role'] + '|> ' + message['content'] + ' <|end|> ' }}"
