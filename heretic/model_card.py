@@ -36,7 +36,7 @@ def _samples(report: dict[str, Any]) -> str:
     if not prompts or not after:
         return ""
     rows = "".join(
-        f"| {_cell(p)} | {_cell(b)} | {_cell(a)} |\n" for p, b, a in zip(prompts, before, after)
+        f"| {_cell(p)} | {_cell(b)} | {_cell(a)} |\n" for p, b, a in zip(prompts, before, after, strict=False)
     )
     return ("## Sample completions (held-out harmful prompts, greedy)\n"
             "| prompt | base model | this model |\n|---|---|---|\n" + rows)

@@ -112,7 +112,7 @@ def token_env(opts: LaunchOptions, hf_token: str | None, dry_run: bool
     """HF_TOKEN for the container: (env, secret values to mask, warnings)."""
     if opts.provider == "runpod":
         # A reference RunPod resolves in the pod; the token itself never leaves this machine.
-        return {"HF_TOKEN": "{{ RUNPOD_SECRET_%s }}" % opts.runpod_secret}, (), [
+        return {"HF_TOKEN": f"{{{{ RUNPOD_SECRET_{opts.runpod_secret} }}}}"}, (), [
             f"The pod reads HF_TOKEN from the RunPod secret '{opts.runpod_secret}': create it "
             "under Settings > Secrets in the RunPod console if it does not exist."]
     if hf_token is None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from heretic.preflight.profiles_auto import ProfileChoice
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     OK = "OK"
     WARN = "WARN"
     FAIL = "FAIL"
