@@ -71,3 +71,40 @@ def test_defaults_demo_sets_for_demo_and_hub_sets_for_real_models(tmp_path) -> N
     specs = resolve_prompt_specs(Settings(model="org/model"))
     assert specs["harmful"] == "hub:mlabonne/harmful_behaviors:train[:400]:text"
     assert specs["harmless_eval"] == "hub:mlabonne/harmless_alpaca:test[:100]:text"
+
+
+@pytest.fixture
+def fake_datasets(monkeypatch, tmp_path):
+    import io
+
+    import huggingface_hub.constants as hf_constants
+    from fakes.fake_datasets import FakeDatasets
+
+    def parquet(rows: list[str]) -> bytes:
+        buffer = io.BytesIO()
+        pq.write_table(pa.table({"text": rows, "label": list(range(len(rows)))}), buffer)
+        return buffer.getvalue()
+
+    files = {"org/harmful": {
+        "README.md": b"# card",
+        "data/train-00000-of-00001.parquet": parquet([f"bad {i}" for i in range(10)]),
+        "data/test-00000-of-00001.parquet": parquet(["held out 0", "held out 1"]),
+    }}
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    with FakeDatasets(files) as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        yield fake
+
+
+def test_hub_dataset_split_slice_and_column(fake_datasets) -> None:
+    assert load_prompts("hub:org/harmful:train[:3]:text") == ["bad 0", "bad 1", "bad 2"]
+    assert load_prompts("hub:org/harmful:train[8:]") == ["bad 8", "bad 9"]
+    assert load_prompts("hub:org/harmful:test:text") == ["held out 0", "held out 1"]
+    with pytest.raises(PromptSourceError) as err:
+        load_prompts("hub:org/harmful:validation:text")
+    assert "no data files for split 'validation'" in err.value.message
+    with pytest.raises(PromptSourceError) as err:
+        load_prompts("hub:org/missing:train:text")
+    assert "org/missing" in err.value.message

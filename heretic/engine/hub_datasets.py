@@ -7,6 +7,7 @@ A split is matched by file name: `train-00000-of-00001.parquet`, `data/train.jso
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 
 from heretic.errors import PromptSourceError
@@ -28,13 +29,15 @@ def split_files(files: list[str], split: str) -> list[str]:
 
 
 def read_split(dataset: str, split: str, *, where: str) -> dict[str, list[object]]:
-    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     from heretic.engine.prompts import _read_table
 
     try:
-        files = HfApi().list_repo_files(dataset, repo_type="dataset")
+        # One client, so listing and downloads go to the same endpoint (HF_ENDPOINT, read now).
+        api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+        files = api.list_repo_files(dataset, repo_type="dataset")
         chosen = split_files(files, split)
         if not chosen:
             raise PromptSourceError(
@@ -43,7 +46,7 @@ def read_split(dataset: str, split: str, *, where: str) -> dict[str, list[object
             )
         columns: dict[str, list[object]] = {}
         for name in chosen:
-            local = Path(hf_hub_download(dataset, name, repo_type="dataset"))
+            local = Path(api.hf_hub_download(dataset, name, repo_type="dataset"))
             for key, values in _read_table(local).items():
                 columns.setdefault(key, []).extend(values)
         return columns

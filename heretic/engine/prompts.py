@@ -103,21 +103,25 @@ def _load_file(spec: str) -> list[str]:
         raise PromptSourceError(f"Could not read prompt file {path}: {exc}.", "Fix the file.") from exc
 
 
+_HUB = re.compile(
+    r"^hub:(?P<dataset>[^:\[\]]+)"
+    r"(?::(?P<split>[\w.-]+(?:\[-?\d*:-?\d*\])?)?)?"
+    r"(?::(?P<column>[^:]+))?$"
+)
+
+
 def _load_hub(spec: str) -> list[str]:
-    parts = spec[len("hub:") :].split(":")
-    dataset = parts[0]
-    split_spec = parts[1] if len(parts) > 1 and parts[1] else "train"
-    column = parts[2] if len(parts) > 2 and parts[2] else None
-    match = _SPLIT.match(split_spec)
-    if not dataset or match is None:
+    found = _HUB.match(spec)
+    match = _SPLIT.match(found["split"] or "train") if found else None
+    if found is None or match is None:
         raise PromptSourceError(
             f"Malformed Hub prompt source '{spec}'.",
             "Write it as hub:DATASET_ID[:SPLIT][:COLUMN], e.g. hub:mlabonne/harmful_behaviors:train[:400]:text.",
         )
     from heretic.engine.hub_datasets import read_split
 
-    columns = read_split(dataset, match["name"], where=spec)
-    return _slice(_pick_column(columns, column, spec), match["start"], match["stop"])
+    columns = read_split(found["dataset"], match["name"], where=spec)
+    return _slice(_pick_column(columns, found["column"], spec), match["start"], match["stop"])
 
 
 def load_prompts(spec: str) -> list[str]:
