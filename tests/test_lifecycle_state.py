@@ -141,3 +141,16 @@ def test_log_file_gets_reporter_lines_redacted(monkeypatch: pytest.MonkeyPatch,
     assert secret not in text and "token is ****" in text
     assert "WARNING heretic.run: disk nearly full" in text
     assert "trials: 3/3" in text and "trials: 1/3" not in text  # throttled, last line kept
+
+
+def test_render_interrupted_run_has_no_eta_and_short_floats(tmp_path: Path) -> None:
+    state = RunState(tmp_path)
+    state.begin_attempt()
+    state.set_trials(46, 300, 37.0, {"trial": 45, "refusals": 0,
+                                     "kl_divergence": 3.6486030694504734e-06})
+    state.record_failure(ExitCode.INTERRUPTED, "Stopped on SIGTERM; the study is saved.")
+    text = render(summary(state))
+    assert "State: interrupted" in text
+    assert "Trials: 46 of 300\n" in text  # no ETA for a run that is not running
+    assert "kl_divergence=3.65e-06" in text
+    assert "Interrupted at " in text and "Failure at" not in text

@@ -22,10 +22,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from heretic.errors import ExitCode, HereticError, StudyError
+from heretic.lifecycle.best import better
 from heretic.lifecycle.logfile import LoggedReporter, attach_log_file, detach_log_file
 from heretic.lifecycle.notify import build_payload, send_notification
 from heretic.lifecycle.shutdown import shutdown_self
@@ -135,7 +137,9 @@ class RunLifecycle:
 
     def on_trial(self, completed: int, requested: int, eta_s: float | None,
                  best: dict | None) -> None:
-        self.state.set_trials(completed, requested, eta_s, best)
+        # The engine passes the trial just completed; keep the one the policy would pick.
+        recorded = (self.state.read()["progress"].get("trials") or {}).get("best")
+        self.state.set_trials(completed, requested, eta_s, better(recorded, best, self.settings))
 
     def should_stop(self) -> bool:
         return self.stop.requested
@@ -144,6 +148,10 @@ class RunLifecycle:
     def finish(self, info: dict | None = None) -> dict:
         """Upload (if asked), write DONE.json, notify, and end the machine (if asked)."""
         info = {"output_dir": str(self.settings.output), **(info or {})}
+        # Absolute, so `heretic status` run from another folder (or the host) can find them.
+        for key in ("output_dir", "model_dir"):
+            if info.get(key):
+                info[key] = str(Path(info[key]).resolve())
         repo = getattr(self.settings, "upload", None)
         if repo:
             self.state.set_phase("upload", repo)

@@ -12,7 +12,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from heretic.errors import StudyError
+from heretic.errors import ExitCode, StudyError
 from heretic.lifecycle.state import DONE_FILE, PROGRESS_FILE, RunState
 
 STALE_AFTER_S = 15 * 60
@@ -48,6 +48,11 @@ def _fmt_duration(seconds: float | None) -> str:
     return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
+def _fmt_value(value: Any) -> str:
+    """Floats (KL divergences near 1e-6) with 3 significant digits, the rest as they are."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def summary(state: RunState, log_lines: int = 5) -> dict[str, Any]:
     """Everything `heretic status --json` prints."""
     data = state.read()
@@ -81,16 +86,19 @@ def render(data: dict[str, Any]) -> str:
         out.append(f"Phase: {p['phase']}{msg}, updated {_fmt_duration(data['age_s'])} ago")
     trials = p.get("trials") or {}
     if trials:
-        out.append(f"Trials: {trials.get('completed', 0)} of {trials.get('requested', '?')}, "
-                   f"ETA {_fmt_duration(trials.get('eta_s'))}")
+        # An ETA is only meaningful while something is running.
+        eta = (f", ETA {_fmt_duration(trials.get('eta_s'))}"
+               if data["state"] == "running" else "")
+        out.append(f"Trials: {trials.get('completed', 0)} of {trials.get('requested', '?')}{eta}")
         if trials.get("best"):
-            best = ", ".join(f"{k}={v}" for k, v in trials["best"].items())
+            best = ", ".join(f"{k}={_fmt_value(v)}" for k, v in trials["best"].items())
             out.append(f"Best so far: {best}")
     if p.get("attempts"):
         out.append(f"Starts: {p['attempts']} (last pid {p.get('pid', '?')} "
                    f"on {p.get('host', '?')})")
     for failure in (p.get("failures") or [])[-3:]:
-        out.append(f"Failure at {failure.get('at')}: exit {failure.get('exit_code')}: "
+        what = "Interrupted" if failure.get("exit_code") == ExitCode.INTERRUPTED else "Failure"
+        out.append(f"{what} at {failure.get('at')}: exit {failure.get('exit_code')}: "
                    f"{failure.get('message')}")
     if done is not None:
         out.append(f"Finished: {done.get('finished_at', '?')}")
