@@ -123,3 +123,21 @@ def test_unwritable_study_dir_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LockedError) as err:
         acquire_run_lock(blocker / "study")
     assert "Cannot create the study folder" in err.value.message
+
+
+def test_lock_file_and_message_never_show_the_webhook_url(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    secret = "https://hooks.example.test/services/T0/B0/SeCrEt"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(study), "--notify", secret, f"--notify={secret}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        content = (study / LOCK_NAME).read_text()
+        assert "SeCrEt" not in content and "--notify ****" in content
+        code, out, _ = _try(study)
+        assert code == 8 and f"PID {holder.pid}" in out and "SeCrEt" not in out
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)

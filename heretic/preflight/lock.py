@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Self
 
 from heretic.errors import LockedError
+from heretic.lifecycle.secrets import safe_cmdline
 
 LOCK_NAME = ".heretic.lock"
 
@@ -62,7 +63,7 @@ def _holder_record() -> str:
     return json.dumps(
         {
             "pid": os.getpid(),
-            "cmdline": " ".join(sys.argv),
+            "cmdline": safe_cmdline(sys.argv),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
     )

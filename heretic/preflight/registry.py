@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+from heretic.lifecycle.secrets import safe_cmdline
 from heretic.preflight.lock import LOCK_NAME, machine_lock_dir, probe_lock
 
 
@@ -67,7 +68,7 @@ def register_process(study_dir: Path, registry: Path | None = None) -> Path:
         "create_time": me.create_time(),
         "uid": os.getuid(),
         "study_dir": str(Path(study_dir).resolve()),
-        "cmdline": " ".join(sys.argv),
+        "cmdline": safe_cmdline(sys.argv),
         "registered": time.time(),
     }
     path = registry / f"{me.pid}.json"
