@@ -50,6 +50,9 @@ def routed(env: dict[str, str], *args: str) -> list[str]:
     (("status", "/workspace/output"), ["status", "/workspace/output"]),
     (("upload", "/w/o", "me/m", "--public"), ["upload", "/w/o", "me/m", "--public"]),
     (("heretic", "preflight"), ["preflight"]),
+    (("preflight", "--json"), ["preflight", "--json"]),
+    (("profiles",), ["profiles"]),
+    (("demo",), ["demo"]),
 ])
 def test_routing_to_heretic(env: dict[str, str], args: tuple[str, ...],
                             expected: list[str]) -> None:
