@@ -209,3 +209,30 @@ def test_cli_upload_without_token_exits_with_token_code(tmp_path: Path) -> None:
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == ExitCode.TOKEN
     assert "HF_TOKEN is not set" in proc.stderr
+
+
+def test_run_upload_permanent_failure_exits_10_keeps_output_and_next_start_uploads(
+        demo_model_dir: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    # The whole `heretic run`: a refused upload is exit 10 with the export kept and no done
+    # marker; the next start finds the finished study, runs no new trial and uploads.
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "heretic", "run", "--trials", "4", "--output", str(out),
+            "--set", "kl_cap=100", "--upload", REPO]
+    with FakeHub(TOKEN) as hub:
+        env = {**cli_env, "HF_TOKEN": TOKEN, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}
+        hub.fail_always("commit", 403)
+        first = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        assert first.returncode == ExitCode.UPLOAD, first.stderr[-2000:]
+        assert "HTTP 403" in first.stderr and "Traceback" not in first.stderr
+        assert any((out / "model").glob("*.safetensors"))  # the local output is kept
+        assert not (out / "study" / "DONE.json").exists()
+        assert RunState(out / "study").read()["progress"]["exit_code"] == ExitCode.UPLOAD
+        exported = digest(out / "model")
+        hub.clear("commit")  # the Hub accepts commits again
+        second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert "no new trials" in second.stderr
+        assert REPO in hub.repos
+    assert RunState(out / "study").done_info()["upload_url"] == f"{hub.url}/{REPO}"
+    assert digest(out / "model") == exported
+    assert_token_nowhere(tmp_path, first.stdout, first.stderr, second.stdout, second.stderr)

@@ -76,6 +76,12 @@ class FakeHub:
     def fail_always(self, route: str, status: int) -> None:
         self._always[route] = status
 
+    def clear(self, route: str) -> None:
+        """Stop injecting failures on `route` (the Hub recovered)."""
+        with self._lock:
+            self._always.pop(route, None)
+            self._once.pop(route, None)
+
     def injected(self, route: str) -> int | None:
         with self._lock:
             if route in self._always:
