@@ -1,6 +1,7 @@
 # heretic for rented GPUs. Build: docker build -t heretic:latest .
 # First run:  docker run --gpus all -e HF_TOKEN -v heretic-work:/workspace heretic:latest --profile auto
-# See docs/container.md for volumes, environment variables and what happens on restart.
+# See README.md ("Running heretic in a container") for volumes, environment variables and
+# what happens on restart.
 #
 # Base: python slim, not nvidia/cuda. torch's CUDA wheels carry their own CUDA runtime, cuBLAS
 # and cuDNN (the nvidia-* wheels), so a CUDA base image would only add a second copy of the
@@ -17,8 +18,9 @@ LABEL org.opencontainers.image.title="heretic" \
       org.opencontainers.image.description="Unattended abliteration of open-weight chat models" \
       org.opencontainers.image.licenses="Apache-2.0"
 
-# HF_HOME and the output (with its study folder) live under /workspace, the one volume: it
-# survives container restarts, and on RunPod/Vast it is the disk that survives a stop.
+# HF_HOME, the demo model's cache and the output (with its study folder) live under /workspace,
+# the one volume: it survives container restarts, and on RunPod/Vast it is the disk that
+# survives a stop.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

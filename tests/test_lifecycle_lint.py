@@ -44,6 +44,7 @@ def test_dockerfile_contract() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/entrypoint.sh"]' in text
     assert "HF_HOME=/workspace/hf-cache" in text and "HERETIC_OUTPUT=/workspace/output" in text
+    assert "HERETIC_CACHE=/workspace/heretic-cache" in text  # the demo model persists too
     assert 'VOLUME ["/workspace"]' in text
     # dependencies are installed before the source is copied (layer caching)
     assert text.index("-r /tmp/requirements.txt") < text.index("COPY heretic ./heretic")
