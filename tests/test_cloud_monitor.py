@@ -11,6 +11,7 @@ from fakes.fake_runpod import RUNPOD_KEY, FakeRunPod, catalog_gpu
 from fakes.fake_vast import VAST_KEY, FakeVast, Reply, vast_offer
 
 from heretic.cloud.gpus import gpu_kind
+from heretic.cloud.http import CreateUncertain
 from heretic.cloud.models import Instance, Offer, OfferQuery
 from heretic.cloud.monitor import Monitor
 from heretic.cloud.notify import Alert, webhook_sink
@@ -152,3 +153,81 @@ def test_webhook_receives_json_and_failures_are_logged(vast, tmp_path):
     assert posted[0]["text"].startswith("heretic: A100-80GB AVAILABLE on vast")
     assert any("webhook answered HTTP 500" in line for line in logs)
     assert not any("T0KEN" in line for line in logs)
+
+
+class Flapping:
+    """An in-process provider whose offers come and go on every poll (no network)."""
+
+    name = "vast"
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def search(self, query: OfferQuery) -> list[Offer]:
+        self.n += 1
+        return [Offer("vast", str(self.n), "A100 SXM4", 1, 80, 1.0, "rentable")] * (self.n % 2)
+
+    def close(self) -> None:
+        pass
+
+
+def test_memory_stays_flat_over_thousands_of_polls(tmp_path):
+    import gc
+    import tracemalloc
+
+    counted = [0]
+
+    def sink(alert: Alert) -> None:
+        counted[0] += 1
+
+    mon = Monitor({"vast": Flapping()}, OfferQuery(gpu=A100), sinks=[sink],
+                  log=lambda line: None, state_path=tmp_path / "s.json",
+                  sleep=lambda s: None, rng=random.Random(0))
+    tracemalloc.start()
+    try:
+        mon.run(max_polls=200)  # warm up caches and interned strings
+        gc.collect()  # json.dump leaves short-lived reference cycles: not growth
+        before = tracemalloc.get_traced_memory()[0]
+        mon.run(max_polls=1500)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert counted[0] == 1700  # every poll flips availability: one alert each
+    assert grown < 48_000, f"monitor memory grew by {grown} bytes over 1500 polls"
+
+
+def test_state_file_is_replaced_atomically_and_a_bad_folder_does_not_stop_the_watch(
+        vast, tmp_path):
+    vast.search_script = [SOME, NONE]
+    state = tmp_path / "state.json"
+    logs: list[str] = []
+    mon = make_monitor({"vast": vast_client(vast, [])}, tmp_path, [], [], logs)
+    mon.run(max_polls=1)
+    first = state.stat().st_ino
+    mon.run(max_polls=1)
+    assert state.stat().st_ino != first  # a new file renamed over the old one, not rewritten
+    assert json.loads(state.read_text())["providers"]["vast"]["available"] is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]  # no temp leftovers
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    mon.state_path = blocked / "state.json"
+    vast.search_script = [SOME]
+    alerts_before = len(logs)
+    mon.run(max_polls=1)
+    assert any("could not save monitor state" in line for line in logs[alerts_before:])
+
+
+def test_a_launch_that_may_have_happened_ends_the_watch(vast, tmp_path):
+    vast.search_script = [SOME, SOME, SOME]
+    calls: list[Offer] = []
+
+    def launcher(offer: Offer) -> Instance:
+        calls.append(offer)
+        raise CreateUncertain("vast may or may not have acted on PUT .../asks/202/", "check")
+
+    mon = make_monitor({"vast": vast_client(vast, [])}, tmp_path, [], [], [],
+                       on_available=launcher)
+    with pytest.raises(CreateUncertain):
+        mon.run(max_polls=3)
+    assert len(calls) == 1  # never a second try that could rent a second machine

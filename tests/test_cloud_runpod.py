@@ -7,7 +7,7 @@ from fakes.fake_runpod import RUNPOD_KEY, FakeRunPod, catalog_gpu
 from fakes.fake_vast import Reply
 
 from heretic.cloud.gpus import gpu_kind
-from heretic.cloud.models import LaunchSpec, OfferQuery
+from heretic.cloud.models import LaunchSpec, Offer, OfferQuery
 from heretic.cloud.runpod import RunPodClient
 from heretic.errors import CloudError
 
@@ -92,3 +92,18 @@ def test_401_is_a_clear_error_without_the_key(fake):
     text = info.value.paragraph()
     assert "HTTP 401" in text and "The API key is invalid" in text and "RUNPOD_API_KEY" in text
     assert bad not in text
+
+
+def test_422_quotes_each_validation_error(fake):
+    # RFC 9457 document with the v2 API's list of validation strings.
+    fake.fail_queue = [Reply(422, {"title": "Unprocessable Entity", "status": 422,
+                                   "detail": "Request validation failed.",
+                                   "errors": ["gpu.minCudaVersion: does not match pattern"]},
+                             headers={"Content-Type": "application/problem+json"})]
+    c = client(fake)
+    offer = Offer("runpod", "NVIDIA A100 80GB PCIe", "A100 80GB PCIe", 1, 80, 1.64, "HIGH")
+    with pytest.raises(CloudError) as info:
+        c.launch(offer, LaunchSpec(image="i", env={}, disk_gb=50, label="l"))
+    assert "HTTP 422" in info.value.message
+    assert "gpu.minCudaVersion: does not match pattern" in info.value.message
+    assert len(fake.calls("POST", "/v2/pods")) == 1

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from fakes.fake_vast import VAST_KEY, FakeVast, Reply, vast_offer
 
 from heretic.cloud.gpus import gpu_kind
-from heretic.cloud.models import LaunchSpec, OfferQuery
+from heretic.cloud.http import CreateUncertain
+from heretic.cloud.models import LaunchSpec, Offer, OfferQuery
 from heretic.cloud.vast import VastClient
 from heretic.errors import CloudError
 
@@ -124,3 +126,36 @@ def test_base_url_from_environment(fake, monkeypatch):
     monkeypatch.setenv("HERETIC_VAST_API_URL", fake.base)
     VastClient(VAST_KEY).terminate("555")
     assert fake.calls("DELETE", "/api/v0/instances/555/")
+
+
+def test_status_while_provisioning_is_pending_not_the_contract_state(fake):
+    # actual_status is null until the container exists; cur_state already says "running".
+    fake.instance.update(actual_status=None, cur_state="running")
+    inst = client(fake).status("555")
+    assert (inst.status, inst.state) == ("provisioning", "pending")
+    fake.instance.update(actual_status="frozen")
+    assert client(fake).status("555").state == "exited"
+
+
+def test_a_create_answered_with_a_5xx_is_uncertain(fake):
+    c = client(fake)
+    offer = c.search(OfferQuery(gpu=A100))[0]
+    fake.fail_queue = [Reply(502, {"msg": "bad gateway"})]
+    with pytest.raises(CreateUncertain) as info:
+        c.launch(offer, LaunchSpec(image="i", env={}, disk_gb=50, label="l"))
+    assert "HTTP 502" in info.value.message and "rented twice" in info.value.hint
+
+
+def test_a_create_whose_answer_is_lost_is_uncertain_and_not_retried():
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(f"{request.method} {request.url.path}")
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    c = VastClient(VAST_KEY, base_url="https://vast.invalid/api/v0", sleep=lambda s: None,
+                   transport=httpx.MockTransport(handler))
+    offer = Offer("vast", "102", "A100 SXM4", 1, 80, 1.1, "rentable")
+    with pytest.raises(CreateUncertain, match="may or may not have acted"):
+        c.launch(offer, LaunchSpec(image="i", env={}, disk_gb=50, label="l"))
+    assert sent == ["PUT /api/v0/asks/102/"]

@@ -3,8 +3,10 @@
 Guaranteed: every request has a timeout; 429 and 5xx answers (and connection failures) are
 retried with exponential back-off that honours Retry-After up to a cap; requests that create
 something are retried only when the provider certainly did not act on them (429, or a
-connection that never opened), so a retry never rents a second machine. Every failure becomes
-a `CloudError` that quotes what the provider answered, with the API key redacted. The sleep
+connection that never opened), so a retry never rents a second machine. A create that may
+have happened (the answer was lost, or a 5xx) raises `CreateUncertain`, so a caller that would
+try again (the monitor) can stop instead. Every failure becomes a `CloudError` that quotes
+what the provider answered, with the API key redacted. The sleep
 function and the httpx transport are injectable so tests neither wait nor leave 127.0.0.1.
 """
 
@@ -25,6 +27,10 @@ from heretic.errors import CloudError
 Sleep = Callable[[float], None]
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 60.0
+
+
+class CreateUncertain(CloudError):
+    """A create whose outcome is unknown: the provider may have rented the machine."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +62,11 @@ def _problem_text(response: httpx.Response) -> str:
         return str(doc)[:300]
     parts = [str(doc[k]) for k in ("title", "detail", "error", "msg", "message") if doc.get(k)]
     for err in doc.get("errors") or []:
+        # RunPod v2 lists validation failures as plain strings; other APIs use objects.
         if isinstance(err, dict):
             parts.append(f"{err.get('field', err.get('path', '?'))}: {err.get('message', err)}")
+        elif isinstance(err, str):
+            parts.append(err)
     return "; ".join(parts)[:500] or json.dumps(doc)[:300]
 
 
@@ -119,6 +128,13 @@ class ApiClient:
             "Check the network connection (and HERETIC_*_API_URL if you set one), then retry.")
         return CloudError(redact(what, (self._key,)), hint)
 
+    def _uncertain(self, req: PreparedRequest, detail: str) -> CreateUncertain:
+        return CreateUncertain(
+            redact(f"{self.provider} may or may not have acted on {req.method} {req.url} "
+                   f"({detail}).", (self._key,)),
+            f"List your {self.provider} instances in its console before trying again, so a "
+            "machine is not rented twice; stop any you do not want with `heretic cloud stop`.")
+
     def send(self, req: PreparedRequest, *, idempotent: bool = True) -> httpx.Response:
         """Send with retries; return the successful response or raise `CloudError`."""
         headers = self._headers()
@@ -127,13 +143,15 @@ class ApiClient:
             try:
                 response = self._http.request(req.method, req.url, params=req.params or None,
                                               json=req.body, headers=headers)
-            except httpx.ConnectError as exc:  # never reached the server: safe to retry
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never arrived: retry
                 if last:
                     raise self._error(req, f"{type(exc).__name__}: {exc}", None) from None
                 self._sleep(self._delay(attempt, None))
                 continue
             except httpx.HTTPError as exc:
-                if last or not idempotent:
+                if not idempotent:  # the request may have arrived: its effect is unknown
+                    raise self._uncertain(req, f"{type(exc).__name__}: {exc}") from None
+                if last:
                     raise self._error(req, f"{type(exc).__name__}: {exc}", None) from None
                 self._sleep(self._delay(attempt, None))
                 continue
@@ -141,6 +159,9 @@ class ApiClient:
                 idempotent and response.status_code in RETRY_STATUSES)
             if response.status_code < 400:
                 return response
+            if not idempotent and response.status_code >= 500:
+                raise self._uncertain(req, f"HTTP {response.status_code}: "
+                                      + _problem_text(response))
             if not retryable or last:
                 raise self._error(req, _problem_text(response), response.status_code)
             self._sleep(self._delay(attempt, response))
@@ -156,8 +177,10 @@ class ApiClient:
         try:
             return response.json()
         except ValueError:
-            raise self._error(req, "the answer was not JSON: "
-                              + response.text.strip()[:200], response.status_code) from None
+            detail = "the answer was not JSON: " + response.text.strip()[:200]
+            if not idempotent:  # it succeeded, but what it created cannot be read
+                raise self._uncertain(req, detail) from None
+            raise self._error(req, detail, response.status_code) from None
 
     def stream_text(self, req: PreparedRequest, *, idle_s: float = 3.0,
                     max_s: float = 15.0, clock: Callable[[], float] = time.monotonic) -> str:

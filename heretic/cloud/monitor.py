@@ -7,7 +7,10 @@ answer keeps its last known state: an outage is not "gone". Failures back the po
 exponentially (capped), every wait is jittered, and the process keeps constant memory: no
 history is accumulated. The sleep function, the random source and the poll count are
 injectable so tests run without waiting. With `on_available`, the first matching offer is
-launched (new or already there) and the watch ends; a launch that fails is logged and the watch goes on.
+launched (new or already there) and the watch ends; a launch the provider refused is logged
+and the watch goes on, but a launch whose outcome is unknown (`CreateUncertain`: the answer
+was lost, or a 5xx) ends the watch with that error, because launching again could rent a
+second machine.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from heretic.cloud.http import CreateUncertain
 from heretic.cloud.models import Instance, Offer, OfferQuery, Provider
 from heretic.cloud.notify import Alert, Sink
 from heretic.errors import HereticError
@@ -161,6 +165,8 @@ class Monitor:
                     else 1e9)
         try:
             instance = self.on_available(offer)
+        except CreateUncertain:
+            raise  # the machine may be rented already: never try again on our own
         except HereticError as exc:
             self.log(f"launch on {offer.provider} failed: {exc.paragraph()} Still watching.")
             return None
