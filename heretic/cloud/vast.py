@@ -23,10 +23,12 @@ from heretic.errors import CloudError
 DEFAULT_URL = "https://console.vast.ai/api/v0"
 URL_ENV = "HERETIC_VAST_API_URL"
 
+# actual_status values from the API reference ("show instance"); null while provisioning.
 _STATES: dict[str, State] = {
-    "created": "pending", "loading": "pending", "scheduling": "pending",
-    "running": "running", "stopped": "exited", "exited": "exited",
-    "offline": "failed", "error": "failed",
+    "provisioning": "pending", "created": "pending", "loading": "pending",
+    "scheduling": "pending", "rebooting": "pending",
+    "running": "running", "frozen": "exited", "stopped": "exited", "exited": "exited",
+    "offline": "failed", "error": "failed", "unknown": "unknown",
 }
 
 
@@ -125,7 +127,8 @@ class VastClient:
             raw = raw[0] if raw else None
         if not raw:
             return Instance("vast", instance_id, "destroyed", "terminated")
-        status = str(raw.get("actual_status") or raw.get("cur_state") or "unknown")
+        # Not cur_state: that is the contract's state, "running" from the moment of renting.
+        status = str(raw.get("actual_status") or "provisioning")
         message = str(raw.get("status_msg") or "")
         state = _STATES.get(status, "unknown")
         if "error response from daemon" in message.lower():
