@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from fakes.fake_runpod import RUNPOD_KEY, FakeRunPod
@@ -147,3 +148,27 @@ def test_monitor_launch(fakes, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "7777"
     assert len(vast.calls("PUT", "/api/v0/asks/")) == 1 and runpod.requests == []
+
+
+LLAMA_8B = Path(__file__).parent / "fixtures" / "configs" / "llama3-8b"
+
+
+def test_dry_run_sizes_the_disk_from_a_local_model_folder_offline(fakes):
+    vast, runpod = fakes
+    result = cli("launch", "--provider", "runpod", "--model", str(LLAMA_8B), "--dry-run")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    # 8.03B parameters: 2 x 16.1 GB bf16 + 30 GB, rounded up to 10.
+    assert plan["launch_request"]["json"]["disk"] == 70
+    assert plan["offer_search"]["params"]["cloud"] == "SECURE"
+    assert "default 150 GB" not in result.stderr
+    assert vast.requests == [] and runpod.requests == []
+
+
+def test_offers_estimate_from_a_local_model_folder(fakes):
+    result = cli("offers", "--provider", "vast", "--model", str(LLAMA_8B), "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert "8.03B parameters" in result.stderr
+    assert rows[0]["est_hours"] == pytest.approx(0.47, abs=0.05)
+    assert rows[0]["est_cost_usd"] == pytest.approx(rows[0]["est_hours"] * 1.10, abs=0.02)

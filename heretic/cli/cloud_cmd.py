@@ -195,7 +195,9 @@ def launch_cmd(
         token = hf_token_from_environment() if provider == "vast" else None
         client = make_client(provider, need_key=not dry_run)
         try:
-            n_params = None if dry_run else _count_quietly(model, disk)
+            # A dry run stays offline: it sizes the disk only from a model folder on disk.
+            sized = not dry_run or Path(model).is_dir()
+            n_params = _count_quietly(model, disk) if sized else None
             plan = plan_launch(opts, client, n_params=n_params, hf_token=token, dry_run=dry_run)
             for warning in plan.warnings:
                 _err(f"WARNING: {warning}")
