@@ -11,6 +11,8 @@
 # HERETIC_PROFILE=auto. HF_TOKEN is a reference to the RunPod secret named by --secret
 # (create it once under Settings > Secrets); the token itself is never sent. The pod id is
 # printed. --dry-run prints the catalog query and the create body and sends nothing.
+# --disk sizes the pod volume mounted at /workspace (Hub cache, study, done marker): RunPod
+# wipes the container disk on every restart, and restarts a container whose process exits.
 # The key (RUNPOD_API_KEY) reaches curl through a private temporary file, never argv.
 # Exit status: 0 started, 2 bad usage, 3 no key, 4 no GPU in stock, 5 the API refused.
 set -euo pipefail
@@ -19,7 +21,7 @@ api=${HERETIC_RUNPOD_API_URL:-${RUNPOD_API_URL:-https://api.runpod.io/v2}}
 model="" upload="" max_price="" gpu_id="" dry_run=0 disk=150 cloud=SECURE secret=hf_token
 image=ghcr.io/heretic-llm/heretic:latest
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [ "$#" -gt 0 ]; do
     case "$1" in
@@ -47,9 +49,10 @@ body() { # GPU_ID -> the create body
     jq -n --arg name "heretic-${model##*/}" --arg image "$image" --arg gpu "$1" \
         --arg cloud "$cloud" --argjson disk "$disk" --arg model "$model" --arg upload "$upload" \
         --arg secret "{{ RUNPOD_SECRET_$secret }}" '{name: $name, image: $image,
-        gpu: {id: $gpu, count: 1, minCudaVersion: "12.8"}, cloud: $cloud, disk: $disk,
+        gpu: {id: $gpu, count: 1, minCudaVersion: "12.8"}, cloud: $cloud, disk: 30,
         env: ({HERETIC_MODEL: $model, HERETIC_SHUTDOWN_AFTER: "true", HERETIC_PROFILE: "auto",
                HF_TOKEN: $secret} + (if $upload == "" then {} else {HERETIC_UPLOAD: $upload} end)),
+        mounts: {persistent: {size: $disk, path: "/workspace"}},
         startSsh: false, startJupyter: false}'
 }
 

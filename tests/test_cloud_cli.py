@@ -159,7 +159,8 @@ def test_dry_run_sizes_the_disk_from_a_local_model_folder_offline(fakes):
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     # 8.03B parameters: 2 x 16.1 GB bf16 + 30 GB, rounded up to 10.
-    assert plan["launch_request"]["json"]["disk"] == 70
+    mounts = plan["launch_request"]["json"]["mounts"]
+    assert mounts == {"persistent": {"size": 70, "path": "/workspace"}}
     assert plan["offer_search"]["params"]["cloud"] == "SECURE"
     assert "default 150 GB" not in result.stderr
     assert vast.requests == [] and runpod.requests == []

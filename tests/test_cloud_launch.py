@@ -50,7 +50,8 @@ def test_runpod_uses_the_secret_reference_not_the_token():
                        n_params=8_000_000_000, hf_token=TOKEN, dry_run=True)
     body = plan.describe(client)["launch_request"]["json"]
     assert body["env"]["HF_TOKEN"] == "{{ RUNPOD_SECRET_hf_token }}"
-    assert body["gpu"]["id"] == "NVIDIA A100-SXM4-80GB" and body["disk"] == 70
+    assert body["gpu"]["id"] == "NVIDIA A100-SXM4-80GB" and body["disk"] == 30
+    assert body["mounts"] == {"persistent": {"size": 70, "path": "/workspace"}}
     assert "args" not in body
 
 
@@ -72,3 +73,12 @@ def test_choose_offer():
         choose_offer(offers, opts(offer_id="3"))
     with pytest.raises(CloudError, match="No vast offer"):
         choose_offer([], opts(max_price=0.5))
+
+
+def test_without_upload_the_launch_warns_that_the_machine_keeps_billing():
+    client = VastClient(None, base_url="http://127.0.0.1:9/api/v0")
+    plan = plan_launch(opts(), client, n_params=None, hf_token=TOKEN, dry_run=True)
+    assert any("No --upload" in w and "heretic cloud stop" in w for w in plan.warnings)
+    uploaded = plan_launch(opts(upload="me/out"), client, n_params=None, hf_token=TOKEN,
+                           dry_run=True)
+    assert not any("No --upload" in w for w in uploaded.warnings)

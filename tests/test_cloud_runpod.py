@@ -54,7 +54,7 @@ def test_launch_body_keeps_the_entrypoint_and_uses_the_secret(fake):
     pod = c.launch(offer, spec)
     body = fake.calls("POST", "/v2/pods")[0].body
     assert "args" not in body and "command" not in body
-    assert body["image"] == "ghcr.io/x/heretic:1" and body["disk"] == 90
+    assert body["image"] == "ghcr.io/x/heretic:1" and body["disk"] == 30
     assert body["gpu"] == {"id": "NVIDIA A100 80GB PCIe", "count": 1, "minCudaVersion": "12.8"}
     assert body["env"] == env and body["cloud"] == "SECURE"
     assert body["startSsh"] is False and body["startJupyter"] is False
@@ -107,3 +107,14 @@ def test_422_quotes_each_validation_error(fake):
     assert "HTTP 422" in info.value.message
     assert "gpu.minCudaVersion: does not match pattern" in info.value.message
     assert len(fake.calls("POST", "/v2/pods")) == 1
+
+
+def test_workspace_survives_container_restarts_without_a_network_volume(fake):
+    # RunPod wipes the container disk on every restart; the study and the done marker live
+    # in /workspace, so it must be a pod volume sized for the run.
+    c = client(fake)
+    offer = c.search(OfferQuery(gpu=A100))[0]
+    c.launch(offer, LaunchSpec(image="i", env={}, disk_gb=120, label="l"))
+    body = fake.calls("POST", "/v2/pods")[0].body
+    assert body["mounts"] == {"persistent": {"size": 120, "path": "/workspace"}}
+    assert body["disk"] == 30

@@ -72,6 +72,8 @@ def test_launch_runpod_script(tmp_path):
         body = runpod.calls("POST", "/v2/pods")[0].body
         assert body["gpu"]["id"] == "NVIDIA A100 80GB PCIe" and "args" not in body
         assert body["env"]["HF_TOKEN"] == "{{ RUNPOD_SECRET_hf_token }}"
+        # /workspace must outlive RunPod's container restarts (it wipes the container disk).
+        assert body["mounts"] == {"persistent": {"size": 150, "path": "/workspace"}}
 
 
 @needs_tools
@@ -100,6 +102,7 @@ def test_templates_run_the_image_unchanged():
     runpod = json.loads((ROOT / "scripts/templates/runpod-template.json").read_text())
     assert "args" not in runpod and "dockerStartCmd" not in runpod
     assert runpod["env"]["HF_TOKEN"] == "{{ RUNPOD_SECRET_hf_token }}"
+    assert runpod["mounts"]["persistent"]["path"] == "/workspace"
 
 
 def test_skypilot_task_starts_workers_on_a_shared_study():

@@ -167,6 +167,11 @@ def plan_launch(opts: LaunchOptions, client: Provider, *, n_params: int | None,
     env = settings_env(opts)
     tokens, secrets, warnings = token_env(opts, hf_token, dry_run)
     env.update(tokens)
+    if not opts.upload:
+        # The image ends the machine only after a confirmed upload (see `heretic run`).
+        warnings.append("No --upload: the finished model stays on the machine, which keeps "
+                        "running and billing until you copy the output and run `heretic "
+                        "cloud stop`.")
     if opts.disk_gb is None and n_params is None:
         warnings.append(f"Disk sized at the default {DEFAULT_DISK_GB} GB (the model's size "
                         "is unknown); pass --disk GB for large models.")

@@ -7,7 +7,10 @@ image's own entrypoint and command run); GET /pods/{id}; GET /pods/{id}/logs is 
 Events stream of {"source", "line", "ts"} objects; DELETE /pods/{id} terminates. Errors are
 RFC 9457 problem documents. Stock is a level, not a reservation: a create can still fail.
 RunPod restarts a container whose main process exits, so the image must terminate its own
-pod when done (HERETIC_SHUTDOWN_AFTER=true) or it runs again.
+pod when done (HERETIC_SHUTDOWN_AFTER=true) or it runs again. The container disk is wiped on
+every restart, so /workspace (Hub cache, study, done marker, failure count) is always a mount:
+the network volume given, else a persistent pod volume of the run's disk size; only then does
+a restart resume the study or stop at the done marker instead of starting over.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from heretic.cloud.models import Instance, LaunchSpec, Offer, OfferQuery, State
 DEFAULT_URL = "https://api.runpod.io/v2"
 URL_ENV = "HERETIC_RUNPOD_API_URL"
 LEVELS = {"NONE": 0, "LOW": 1, "MEDIUM": 2, "HIGH": 3}
+CONTAINER_DISK_GB = 30  # root filesystem and /tmp only: the run's data lives in /workspace
+WORKSPACE = "/workspace"  # the image's HF_HOME and HERETIC_OUTPUT are under it
 
 _STATES: dict[str, State] = {
     "PROVISIONING": "pending", "STARTING": "pending", "RUNNING": "running",
@@ -114,13 +119,15 @@ class RunPodClient:
             # No "args": the image's own entrypoint and command run unchanged.
             "gpu": {"id": offer.offer_id, "count": offer.num_gpus, "minCudaVersion": spec.min_cuda},
             "cloud": spec.cloud,
-            "disk": spec.disk_gb,
+            "disk": min(spec.disk_gb, CONTAINER_DISK_GB),
             "env": dict(spec.env),
             "startSsh": False,
             "startJupyter": False,
         }
         if spec.volume_id:
-            body["mounts"] = {"network": [{"volumeId": spec.volume_id, "path": "/workspace"}]}
+            body["mounts"] = {"network": [{"volumeId": spec.volume_id, "path": WORKSPACE}]}
+        else:
+            body["mounts"] = {"persistent": {"size": max(spec.disk_gb, 10), "path": WORKSPACE}}
         return self.api.prepare("POST", "/pods", body=body)
 
     def launch(self, offer: Offer, spec: LaunchSpec) -> Instance:
