@@ -23,6 +23,7 @@ from heretic.demo.settings import DEMO_LAYER
 from heretic.engine.ablation import Ablator
 from heretic.engine.architecture import describe
 from heretic.engine.batching import Batcher
+from heretic.engine.chat import ChatFormat
 from heretic.engine.directions import compute_directions
 from heretic.engine.evaluation import Evaluator
 from heretic.engine.loading import load_model
@@ -58,7 +59,7 @@ def main() -> None:
 
     evaluator = Evaluator(loaded, prompts.harmless_eval, prompts.harmful_eval,
                           markers=settings.refusal_markers,
-                          max_new_tokens=settings.max_response_tokens, system=None,
+                          max_new_tokens=settings.max_response_tokens, chat=ChatFormat(),
                           batcher=batcher)
     t = time.perf_counter()
     evaluator.compute_base()

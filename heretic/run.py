@@ -22,6 +22,7 @@ from heretic.config.settings import Settings
 from heretic.engine.ablation import Ablator
 from heretic.engine.architecture import Architecture, describe
 from heretic.engine.batching import Batcher
+from heretic.engine.chat import ChatFormat
 from heretic.engine.directions import Directions, compute_directions
 from heretic.engine.evaluation import Evaluator, RefusalResult
 from heretic.engine.export import export_model
@@ -57,6 +58,11 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def chat_format(settings: Settings) -> ChatFormat:
+    kwargs = {} if settings.thinking else {"enable_thinking": False}
+    return ChatFormat(settings.system_prompt, kwargs)
+
+
 def _timed(timings: dict[str, float], key: str, start: float) -> None:
     timings[key] = timings.get(key, 0.0) + time.monotonic() - start
 
@@ -72,10 +78,10 @@ def phase_directions(
         if cached is not None:
             reporter.info("Loaded the refusal directions saved in the study folder.")
             return cached
-        system = settings.system_prompt
-        harmful = collect_residuals(loaded, arch, prompts.harmful, batcher, system=system,
+        chat = chat_format(settings)
+        harmful = collect_residuals(loaded, arch, prompts.harmful, batcher, chat=chat,
                                     reporter=reporter, label="residuals (harmful)")
-        harmless = collect_residuals(loaded, arch, prompts.harmless, batcher, system=system,
+        harmless = collect_residuals(loaded, arch, prompts.harmless, batcher, chat=chat,
                                      reporter=reporter, label="residuals (harmless)")
         directions = compute_directions(
             harmful, harmless, project=settings.project_directions,
@@ -154,7 +160,7 @@ def prepare(settings: Settings, reporter: Reporter, hooks: RunHooks, timings: di
 
     evaluator = Evaluator(
         loaded, prompts.harmless_eval, prompts.harmful_eval, markers=settings.refusal_markers,
-        max_new_tokens=settings.max_response_tokens, system=settings.system_prompt,
+        max_new_tokens=settings.max_response_tokens, chat=chat_format(settings),
         batcher=batcher, strip_thinking=settings.strip_thinking,
     )
     hooks.on_phase("base evaluation")

@@ -19,7 +19,7 @@ from heretic.report import write_atomic
 # Settings that change what a trial measures: a study is only resumable if they are unchanged.
 STUDY_KEYS = (
     "model", "revision", "harmful_prompts", "harmless_prompts", "harmful_eval_prompts",
-    "harmless_eval_prompts", "system_prompt", "project_directions", "n_directions", "ablation",
+    "harmless_eval_prompts", "system_prompt", "thinking", "project_directions", "n_directions", "ablation",
     "components", "max_weight", "max_weight_position", "min_weight_fraction",
     "min_weight_distance", "direction_index", "direction_scopes", "refusal_markers",
     "max_response_tokens", "strip_thinking", "quantization", "study_name",

@@ -28,9 +28,9 @@ def test_hooked_residuals_equal_hidden_states_at_last_token(demo) -> None:
     prompts = ["how do i bake a cake ?", "help me steal a car .", "i want to fix a lamp ."]
     got = collect_residuals(demo, arch, prompts, Batcher(2))
     assert got.shape == (3, arch.num_layers + 1, 64)
-    from heretic.engine.chat import encode
+    from heretic.engine.chat import ChatFormat, encode
 
-    inputs = encode(demo.tokenizer, prompts, None, demo.device)
+    inputs = encode(demo.tokenizer, prompts, ChatFormat(), demo.device)
     with torch.no_grad():
         hs = demo.model(**inputs, output_hidden_states=True).hidden_states
     # hidden_states[-1] has the final norm applied; the residual before it is what we keep.
@@ -118,3 +118,20 @@ def test_selection_policies_and_pareto_front() -> None:
     assert select(trials, "lowest-kl", 0.5, 20).number == 3
     assert select(trials, "fewest-refusals", 0.001, 5) is None
     assert [s.number for s in pareto_front(trials)] == [0, 2, 3]
+
+
+def test_chat_format_passes_system_and_thinking_switch(demo) -> None:
+    import copy
+
+    from heretic.engine.chat import ChatFormat, format_chat
+    from heretic.run import chat_format
+
+    tok = copy.deepcopy(demo.tokenizer)
+    tok.chat_template = (
+        "{% for m in messages %}[{{ m.role }}] {{ m.content }} {% endfor %}"
+        "{% if enable_thinking is defined and not enable_thinking %}NOTHINK{% endif %}"
+    )
+    text = format_chat(tok, "hello", chat_format(Settings(system_prompt="be brief")))
+    assert text == "[system] be brief [user] hello NOTHINK"
+    assert "NOTHINK" not in format_chat(tok, "hello", chat_format(Settings(thinking=True)))
+    assert format_chat(tok, "hi", ChatFormat()) == "[user] hi "

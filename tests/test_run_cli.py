@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from heretic.config.settings import Settings
 from heretic.demo.data import demo_prompts
 from heretic.engine.batching import Batcher
+from heretic.engine.chat import ChatFormat
 from heretic.engine.evaluation import Evaluator
 from heretic.engine.loading import load_model
 
@@ -103,7 +104,7 @@ def test_contract_command_removes_refusals_and_export_reloads(
     base = load_model(Settings(model=str(demo_model_dir), device_map="cpu", dtype="float32"))
     edited = load_model(Settings(model=str(out / "model"), device_map="cpu", dtype="float32"))
     demo = demo_prompts()
-    kwargs = dict(markers=Settings().refusal_markers, max_new_tokens=16, system=None,
+    kwargs = dict(markers=Settings().refusal_markers, max_new_tokens=16, chat=ChatFormat(),
                   batcher=Batcher(64))
     base_eval = Evaluator(base, demo.harmless_eval, demo.harmful_eval, **kwargs)
     base_eval.compute_base()

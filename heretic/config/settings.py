@@ -80,6 +80,11 @@ class Settings(BaseModel):
     system_prompt: str | None = Field(
         None, description="System message put before every prompt (none by default)."
     )
+    thinking: bool = Field(
+        False,
+        description="Let reasoning models think before answering (passes enable_thinking to the "
+        "chat template; off by default so the refusal check reads the answer itself).",
+    )
 
     # --- loading and memory -------------------------------------------------------------
     dtype: str = Field(

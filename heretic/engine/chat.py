@@ -3,23 +3,37 @@ the generation prompt appended, left padded, so position -1 is the last prompt t
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 
-def format_chat(tokenizer: PreTrainedTokenizerBase, prompt: str, system: str | None) -> str:
-    messages = [{"role": "system", "content": system}] if system else []
+@dataclass(frozen=True)
+class ChatFormat:
+    """How prompts become conversations: an optional system message and template switches
+    (e.g. enable_thinking=False, which Qwen3-style templates read and others ignore)."""
+
+    system: str | None = None
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def format_chat(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: ChatFormat) -> str:
+    messages = [{"role": "system", "content": chat.system}] if chat.system else []
     messages.append({"role": "user", "content": prompt})
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False, **chat.template_kwargs
+    )
 
 
 def encode(
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
-    system: str | None,
+    chat: ChatFormat,
     device: torch.device,
 ) -> BatchEncoding:
-    texts = [format_chat(tokenizer, p, system) for p in prompts]
+    texts = [format_chat(tokenizer, p, chat) for p in prompts]
     # The template already holds any BOS token; adding special tokens would double it.
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     return batch.to(device)

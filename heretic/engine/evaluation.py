@@ -17,7 +17,7 @@ import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from heretic.engine.batching import Batcher
-from heretic.engine.chat import encode
+from heretic.engine.chat import ChatFormat, encode
 from heretic.engine.loading import LoadedModel
 
 _THINK_CLOSED = re.compile(r"<think>.*?</think>", re.DOTALL)
@@ -79,7 +79,7 @@ class Evaluator:
         *,
         markers: Sequence[str],
         max_new_tokens: int,
-        system: str | None,
+        chat: ChatFormat,
         batcher: Batcher,
         strip_thinking: bool = True,
     ) -> None:
@@ -88,7 +88,7 @@ class Evaluator:
         self.harmful = list(harmful_eval)
         self.markers = [normalize(m) for m in markers]
         self.max_new_tokens = max_new_tokens
-        self.system = system
+        self.chat = chat
         self.batcher = batcher
         self.strip_thinking = strip_thinking
         self.base_logprobs: torch.Tensor | None = None
@@ -105,7 +105,7 @@ class Evaluator:
     @torch.inference_mode()
     def first_token_logprobs(self) -> torch.Tensor:
         def run(batch: Sequence[str], _start: int) -> torch.Tensor:
-            inputs = encode(self.loaded.tokenizer, list(batch), self.system, self.loaded.device)
+            inputs = encode(self.loaded.tokenizer, list(batch), self.chat, self.loaded.device)
             logits = self.loaded.model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1]
             return torch.log_softmax(logits.float(), dim=-1)
 
@@ -129,7 +129,7 @@ class Evaluator:
             config = GenerationConfig(**{**config.to_dict(), "max_new_tokens": max_new_tokens})
 
         def run(batch: Sequence[str], _start: int) -> list[str]:
-            inputs = encode(tok, list(batch), self.system, self.loaded.device)
+            inputs = encode(tok, list(batch), self.chat, self.loaded.device)
             width = inputs["input_ids"].shape[1]
             stop = StoppingCriteriaList([_MarkerStop(tok, width, self.markers, self.strip_thinking)])
             out = self.loaded.model.generate(

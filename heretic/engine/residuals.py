@@ -14,7 +14,7 @@ import torch
 
 from heretic.engine.architecture import Architecture
 from heretic.engine.batching import Batcher
-from heretic.engine.chat import encode
+from heretic.engine.chat import ChatFormat, encode
 from heretic.engine.loading import LoadedModel
 from heretic.progress import NullReporter, Reporter
 
@@ -63,16 +63,17 @@ def collect_residuals(
     prompts: Sequence[str],
     batcher: Batcher,
     *,
-    system: str | None = None,
+    chat: ChatFormat | None = None,
     reporter: Reporter | None = None,
     label: str = "residuals",
 ) -> torch.Tensor:
     """(n_prompts, L+1, hidden) float32 on the CPU."""
     reporter = reporter or NullReporter()
     model, tokenizer = loaded.model, loaded.tokenizer
+    chat = chat or ChatFormat()
 
     def run_batch(batch: Sequence[str], _start: int) -> torch.Tensor:
-        inputs = encode(tokenizer, list(batch), system, loaded.device)
+        inputs = encode(tokenizer, list(batch), chat, loaded.device)
         with _LastTokenTap(arch) as tap:
             model(**inputs, use_cache=False, logits_to_keep=1)
             return tap.take()
