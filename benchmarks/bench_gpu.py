@@ -1,0 +1,140 @@
+"""GPU benchmark on random-weight models of real shapes (no download): residual-pass time and
+per-trial time with the engine's own code, in bf16 and in 4-bit, both ablation variants.
+
+    python benchmarks/bench_gpu.py --config tests/fixtures/configs/llama3-8b/config.json \
+        [--prompts 400] [--eval 100] [--tokens 48] [--trials 5] [--json OUT.json]
+
+Random weights never say a refusal marker or end a sequence, so every refusal check runs to
+the full token budget: the per-trial figure is the worst case for that budget. The prompts are
+the demo prompt sets (repeated to the asked count) through the demo tokenizer; their ids are
+valid in any vocabulary of 129 tokens or more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
+
+from heretic.demo.data import demo_prompts
+from heretic.demo.model import build_tokenizer
+from heretic.engine.ablation import Ablator
+from heretic.engine.architecture import describe
+from heretic.engine.batching import Batcher
+from heretic.engine.chat import ChatFormat
+from heretic.engine.directions import compute_directions
+from heretic.engine.evaluation import Evaluator
+from heretic.engine.loading import LoadedModel
+from heretic.engine.parameters import AblationParams, Kernel
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def build(config_path: Path, quantized: bool, device: str) -> LoadedModel:
+    config = AutoConfig.from_pretrained(config_path.parent)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
+    model.requires_grad_(False)
+    if quantized:
+        # Quantize through a save/load round trip: the path users take.
+        tmp = Path("/tmp/heretic-bench-model")
+        model.save_pretrained(tmp)
+        del model
+        model = AutoModelForCausalLM.from_pretrained(
+            tmp, device_map=device,
+            quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                   bnb_4bit_compute_dtype=torch.bfloat16))
+    else:
+        model = model.to(device)
+    tokenizer = build_tokenizer()
+    return LoadedModel(model, tokenizer, config_path.parent.name, str(config_path.parent),
+                       torch.bfloat16, quantized)
+
+
+def repeat(items: list[str], n: int) -> list[str]:
+    return [items[i % len(items)] for i in range(n)]
+
+
+def bench(loaded: LoadedModel, args: argparse.Namespace, variant: str) -> dict[str, float]:
+    from heretic.engine.residuals import collect_residuals
+
+    arch = describe(loaded.model, ["attention", "mlp"])
+    demo = demo_prompts()
+    batcher = Batcher(args.batch)
+    _sync()
+    t = time.perf_counter()
+    harmful = collect_residuals(loaded, arch, repeat(demo.harmful, args.prompts), batcher)
+    harmless = collect_residuals(loaded, arch, repeat(demo.harmless, args.prompts), batcher)
+    directions = compute_directions(harmful, harmless, device=loaded.device)
+    _sync()
+    residual_s = time.perf_counter() - t
+    evaluator = Evaluator(loaded, repeat(demo.harmless_eval, args.eval),
+                          repeat(demo.harmful_eval, args.eval), markers=["sorry"],
+                          max_new_tokens=args.tokens, chat=ChatFormat(), batcher=batcher)
+    evaluator.compute_base()
+    ablator = Ablator(arch, directions, variant).install()
+    last = arch.num_layers - 1
+    params = AblationParams({c: Kernel(1.0, 0.7 * last, 0.5, 0.4 * last)
+                             for c in ("attention", "mlp")}, "global", 0.6 * last + 1)
+    times = []
+    for _ in range(args.trials):
+        _sync()
+        t = time.perf_counter()
+        with ablator.applied(params):
+            evaluator.kl_divergence()
+            evaluator.refusals()
+        _sync()
+        times.append(time.perf_counter() - t)
+    ablator.remove()
+    return {"residual_s": residual_s, "trial_median_s": statistics.median(times),
+            "batch_size": batcher.batch_size,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available()
+            else 0.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--prompts", type=int, default=400)
+    parser.add_argument("--eval", type=int, default=100)
+    parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--modes", default="bf16,4bit")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--device", default="cuda:0", help="cpu works for a smoke test")
+    args = parser.parse_args()
+    rows = []
+    on_gpu = args.device.startswith("cuda")
+    name = torch.cuda.get_device_name(0) if on_gpu else "CPU"
+    print(f"device: {name}, torch {torch.__version__}")
+    for mode in args.modes.split(","):
+        loaded = build(args.config, quantized=(mode == "4bit"), device=args.device)
+        for variant in ("standard", "norm-preserving"):
+            if on_gpu:
+                torch.cuda.reset_peak_memory_stats()
+            row = {"model": args.config.parent.name, "mode": mode, "variant": variant,
+                   **bench(loaded, args, variant)}
+            rows.append(row)
+            print(f"{row['model']:>14} {mode:>5} {variant:>16}: residuals "
+                  f"{row['residual_s']:.1f} s ({2 * args.prompts} prompts, batch "
+                  f"{row['batch_size']}), trial {row['trial_median_s']:.2f} s "
+                  f"({args.eval}+{args.eval} prompts, {args.tokens} tokens), "
+                  f"peak {row['peak_gib']:.1f} GiB", flush=True)
+        del loaded
+        if on_gpu:
+            torch.cuda.empty_cache()
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
