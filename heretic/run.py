@@ -34,7 +34,7 @@ from heretic.engine.selection import score, select
 from heretic.engine.space import SearchSpace
 from heretic.engine import workers
 from heretic.engine.study import completed_trials, count, open_study, run_trials
-from heretic.errors import NoAcceptableTrialError
+from heretic.errors import InterruptedRun, NoAcceptableTrialError
 from heretic.progress import NullReporter, Reporter
 from heretic.report import RunRecord, write_run_files
 from heretic.study_files import check_or_record_settings, load_directions, save_directions
@@ -98,6 +98,20 @@ def phase_base(evaluator: Evaluator, reporter: Reporter) -> RefusalResult:
     return base
 
 
+def best_so_far(trials: list[optuna.trial.FrozenTrial], settings: Settings) -> dict[str, Any] | None:
+    """The trial the selection policy would take now (or, if none qualifies yet, the one with
+    the fewest refusals), for progress displays."""
+    chosen = select(trials, settings.selection, settings.kl_cap, settings.refusal_cap)
+    if chosen is None and trials:
+        chosen = min(trials, key=lambda t: (score(t).refusals, score(t).kl))
+    if chosen is None:
+        return None
+    s = score(chosen)
+    return {"trial": s.number, "refusals": s.refusals, "kl_divergence": s.kl,
+            "meets_policy": select([chosen], settings.selection, settings.kl_cap,
+                                   settings.refusal_cap) is not None}
+
+
 def phase_search(
     study: optuna.Study, objective: TrialObjective, settings: Settings, study_dir: Path,
     hooks: RunHooks, reporter: Reporter,
@@ -109,16 +123,15 @@ def phase_search(
         return
     if already:
         reporter.info(f"Resuming the study: {already}/{total} trials already completed.")
-    started, durations = time.monotonic(), []
+    started = time.monotonic()
 
     with reporter.task("trials", total - already) as advance:
         def on_complete(trial: optuna.trial.FrozenTrial) -> None:
-            durations.append(trial.user_attrs.get("duration_s", 0.0))
-            done = count(study, optuna.trial.TrialState.COMPLETE)
-            eta = (time.monotonic() - started) / len(durations) * max(total - done, 0)
-            s = score(trial)
-            best = {"trial": s.number, "refusals": s.refusals, "kl_divergence": s.kl}
-            hooks.on_trial(done, total, eta, best)
+            finished = completed_trials(study)
+            done = len(finished)
+            # Study-wide pace since this start, so other workers' trials count too.
+            eta = (time.monotonic() - started) / max(done - already, 1) * max(total - done, 0)
+            hooks.on_trial(done, total, eta, best_so_far(finished, settings))
             advance(1)
 
         run_trials(study, study_dir, total, objective, should_stop=hooks.should_stop,
@@ -137,23 +150,31 @@ class Prepared:
     base: RefusalResult | None
 
 
+def _enter(hooks: RunHooks, phase: str) -> None:
+    """A phase boundary: the place to honour a stop request made during a long phase."""
+    if hooks.should_stop():
+        raise InterruptedRun(f"Stopped on request before the {phase} phase; the study is saved.",
+                             "Run the same command again to resume.")
+    hooks.on_phase(phase)
+
+
 def prepare(settings: Settings, reporter: Reporter, hooks: RunHooks, timings: dict[str, float],
             *, worker_index: int = 0) -> Prepared:
     """Everything a trial needs: prompts, model, directions, base scores, the study."""
     study_dir = settings.resolved_study_dir
-    hooks.on_phase("prompts")
+    _enter(hooks, "prompts")
     prompts = load_prompt_sets(settings)
     if worker_index == 0:
         check_or_record_settings(study_dir, settings)
 
-    hooks.on_phase("load")
+    _enter(hooks, "load")
     t = time.monotonic()
     loaded = load_model(settings, reporter)
     arch = describe(loaded.model, list(settings.components))
     _timed(timings, "load", t)
 
     batcher = Batcher(settings.batch_size or settings.max_batch_size, "the forward passes")
-    hooks.on_phase("residuals")
+    _enter(hooks, "residuals")
     t = time.monotonic()
     directions = phase_directions(loaded, arch, prompts, settings, batcher, study_dir, reporter)
     _timed(timings, "residuals", t)
@@ -163,7 +184,7 @@ def prepare(settings: Settings, reporter: Reporter, hooks: RunHooks, timings: di
         max_new_tokens=settings.max_response_tokens, chat=chat_format(settings),
         batcher=batcher, strip_thinking=settings.strip_thinking,
     )
-    hooks.on_phase("base evaluation")
+    _enter(hooks, "base evaluation")
     base: RefusalResult | None = None
     if worker_index == 0:
         base = phase_base(evaluator, reporter)
@@ -190,7 +211,7 @@ def run(settings: Settings, reporter: Reporter | None = None,
     settings = workers.parent_device_map(settings)
     prep = prepare(settings, reporter, hooks, timings)
 
-    hooks.on_phase("search")
+    _enter(hooks, "search")
     t = time.monotonic()
     procs = workers.start_workers(settings) if settings.workers > 1 else []
     study_dir = settings.resolved_study_dir
