@@ -116,3 +116,33 @@ def test_unknown_architecture_is_a_clear_error_naming_it() -> None:
     assert "oddformer" in err.value.message and "mlp" in err.value.message
     # Attention alone is found on every layer, so restricting components works.
     assert describe(_Odd(), ["attention"]).num_layers == 2
+
+
+@pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
+def test_export_reloads_with_plain_transformers_and_matches_the_hooks(model_type, tmp_path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from heretic.demo.model import build_tokenizer
+    from heretic.engine.export import export_model
+    from heretic.engine.loading import load_model
+
+    source = tmp_path / "source"
+    tiny_model(model_type).save_pretrained(source)
+    build_tokenizer().save_pretrained(source)
+    settings = Settings(model=str(source), device_map="cpu", dtype="float32")
+    loaded = load_model(settings)
+    arch = describe(loaded.model, ["attention", "mlp"])
+    directions = random_directions(arch.num_layers, 32)
+    ids = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(3))
+    ablator = Ablator(arch, directions, "standard").install()
+    with torch.no_grad(), ablator.applied(PARAMS[1]):
+        hooked = loaded.model(ids).logits
+    ablator.remove()
+    target = export_model(loaded, directions, PARAMS[1], settings, tmp_path / "model")
+    assert list(target.glob("*.safetensors"))
+    reloaded = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, hooked, rtol=1e-4, atol=1e-4)
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}],
+                                         add_generation_prompt=True, tokenize=False)
