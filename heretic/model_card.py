@@ -56,6 +56,13 @@ def render_model_card(report: dict[str, Any]) -> str:
             f"| this model (trial {report['selected_trial']}) | {sel['refusals']}/{n} "
             f"| {sel['kl_divergence']:.3g} |\n"
         )
+        verify = report.get("verification")
+        if verify:
+            metrics += (
+                f"\nRe-counted with a longer budget of {verify['max_response_tokens']} tokens: base "
+                f"{verify['base_refusals']}/{verify['n_harmful']}, this model "
+                f"{verify['selected_refusals']}/{verify['n_harmful']} refusals.\n"
+            )
         params = "```json\n" + json.dumps(sel["parameters"], indent=2) + "\n```\n"
     else:
         metrics = "No trial met the selection policy; no model was exported.\n"

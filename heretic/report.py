@@ -39,6 +39,7 @@ class RunRecord:
     timings: dict[str, float] = field(default_factory=dict)
     base_samples: list[str] = field(default_factory=list)
     sample_prompts: list[str] = field(default_factory=list)
+    verification: dict[str, Any] | None = None
     architecture: str = ""
     num_layers: int = 0
 
@@ -77,6 +78,7 @@ def build_report(rec: RunRecord) -> dict[str, Any]:
             "parameters": sel.user_attrs.get("parameters"),
             "sample_responses": sel.user_attrs.get("sample_responses", []),
         },
+        "verification": rec.verification,
         "policy": {"selection": rec.settings.get("selection"), "kl_cap": rec.settings.get("kl_cap"),
                    "refusal_cap": rec.settings.get("refusal_cap")},
         "pareto_front": [

@@ -28,6 +28,7 @@ from heretic.engine.evaluation import Evaluator, RefusalResult
 from heretic.engine.export import export_model
 from heretic.engine.loading import LoadedModel, load_model
 from heretic.engine.objective import TrialObjective
+from heretic.engine.parameters import AblationParams
 from heretic.engine.prompts import PromptSets, load_prompt_sets
 from heretic.engine.residuals import collect_residuals
 from heretic.engine.selection import score, select
@@ -224,34 +225,56 @@ def run(settings: Settings, reporter: Reporter | None = None,
     finally:
         workers.stop_workers(procs)
     _timed(timings, "trials_total", t)
-    assert prep.base is not None
-    return _finish(settings, prep.loaded, prep.arch, prep.directions, prep.study, prep.base,
-                   prep.prompts, timings, t_all, hooks, reporter)
+    return _finish(settings, prep, timings, t_all, hooks, reporter)
 
 
-def _finish(
-    settings: Settings, loaded: LoadedModel, arch: Architecture, directions: Directions,
-    study: optuna.Study, base: RefusalResult, prompts: PromptSets, timings: dict[str, float],
-    t_all: float, hooks: RunHooks, reporter: Reporter,
-) -> RunResult:
+def phase_verify(prep: Prepared, params: AblationParams, settings: Settings,
+                 reporter: Reporter) -> dict[str, Any] | None:
+    """Re-count refusals of the base and the selected edit with a longer token budget: short
+    budgets under-count refusals that start late, so the report gives both counts."""
+    budget = settings.verify_response_tokens
+    if budget is None:
+        budget = 4 * settings.max_response_tokens
+    if budget <= settings.max_response_tokens:
+        return None
+    evaluator, prompts = prep.evaluator, prep.prompts.harmful_eval
+    base = evaluator.generate(prompts, max_new_tokens=budget)
+    with prep.objective.ablator.applied(params):
+        edited = evaluator.generate(prompts, max_new_tokens=budget)
+    count = lambda texts: sum(evaluator.is_refusal(t) for t in texts)  # noqa: E731
+    result = {"max_response_tokens": budget, "base_refusals": count(base),
+              "selected_refusals": count(edited), "n_harmful": len(prompts),
+              "selected_sample_responses": edited[:3]}
+    reporter.info(f"Verification with {budget} tokens: base {result['base_refusals']}, selected "
+                  f"{result['selected_refusals']} refusals of {len(prompts)}.")
+    return result
+
+
+def _finish(settings: Settings, prep: Prepared, timings: dict[str, float], t_all: float,
+            hooks: RunHooks, reporter: Reporter) -> RunResult:
     hooks.on_phase("select")
-    trials = completed_trials(study)[: settings.trials]
+    base = prep.base
+    assert base is not None
+    trials = completed_trials(prep.study)[: settings.trials]
     selected = select(trials, settings.selection, settings.kl_cap, settings.refusal_cap)
     record = RunRecord(
-        model=loaded.source, settings=settings.model_dump(mode="json"), base_refusals=base.count,
-        n_harmful=base.total, n_harmless=len(prompts.harmless_eval), trials=trials,
-        requested=settings.trials, selected=selected, timings=timings,
-        base_samples=base.responses[:3], sample_prompts=prompts.harmful_eval[:3], architecture=arch.model_type, num_layers=arch.num_layers,
+        model=prep.loaded.source, settings=settings.model_dump(mode="json"),
+        base_refusals=base.count, n_harmful=base.total,
+        n_harmless=len(prep.prompts.harmless_eval), trials=trials, requested=settings.trials,
+        selected=selected, timings=timings, base_samples=base.responses[:3],
+        sample_prompts=prep.prompts.harmful_eval[:3], architecture=prep.arch.model_type,
+        num_layers=prep.arch.num_layers,
     )
     model_dir = None
     if selected is not None:
-        hooks.on_phase("export")
-        t = time.monotonic()
-        from heretic.engine.parameters import AblationParams
-
         params = AblationParams.from_dict(selected.user_attrs["parameters"])
-        model_dir = export_model(loaded, directions, params, settings, settings.output / "model",
-                                 reporter)
+        hooks.on_phase("verify")
+        record.verification = phase_verify(prep, params, settings, reporter)
+        _enter(hooks, "export")
+        t = time.monotonic()
+        prep.objective.ablator.remove()
+        model_dir = export_model(prep.loaded, prep.directions, params, settings,
+                                 settings.output / "model", reporter)
         _timed(timings, "export", t)
     timings.setdefault("export", 0.0)
     timings["total"] = time.monotonic() - t_all

@@ -27,6 +27,12 @@ def summary_table(report: dict) -> Table:
     if sel:
         table.add_row(f"selected (trial {report['selected_trial']})", f"{sel['refusals']}/{n}",
                       fmt_kl(sel["kl_divergence"]))
+    verify = report.get("verification")
+    if verify:
+        table.add_row(f"  re-check, {verify['max_response_tokens']} tokens: base",
+                      f"{verify['base_refusals']}/{verify['n_harmful']}", "")
+        table.add_row(f"  re-check, {verify['max_response_tokens']} tokens: selected",
+                      f"{verify['selected_refusals']}/{verify['n_harmful']}", "")
     front = report.get("pareto_front", [])
     for row in front[:8]:
         table.add_row(f"  pareto: trial {row['trial']}", f"{row['refusals']}/{n}",

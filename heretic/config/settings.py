@@ -150,6 +150,12 @@ class Settings(BaseModel):
     max_response_tokens: int = Field(
         48, ge=1, description="Token budget of the greedy refusal check per prompt."
     )
+    verify_response_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="Token budget of the final re-count of refusals for the base and the selected "
+        "edit (default 4 x max_response_tokens; 0 skips it).",
+    )
     strip_thinking: bool = Field(
         True, description="Ignore text inside <think>...</think> when looking for markers."
     )

@@ -139,7 +139,10 @@ class Evaluator:
 
         return [text for part in self.batcher.run(prompts, run) for text in part]
 
+    def is_refusal(self, text: str) -> bool:
+        return is_refusal(text, self.markers, self.strip_thinking)
+
     def refusals(self) -> RefusalResult:
         responses = self.generate(self.harmful)
-        flags = [is_refusal(r, self.markers, self.strip_thinking) for r in responses]
+        flags = [self.is_refusal(r) for r in responses]
         return RefusalResult(sum(flags), len(flags), responses, flags)
