@@ -135,3 +135,45 @@ def test_chat_format_passes_system_and_thinking_switch(demo) -> None:
     assert text == "[system] be brief [user] hello NOTHINK"
     assert "NOTHINK" not in format_chat(tok, "hello", chat_format(Settings(thinking=True)))
     assert format_chat(tok, "hi", ChatFormat()) == "[user] hi "
+
+
+def test_refusal_check_stops_as_soon_as_every_sequence_is_decided(demo) -> None:
+    from heretic.demo.data import demo_prompts
+    from heretic.engine.chat import ChatFormat
+    from heretic.engine.evaluation import Evaluator
+
+    calls = []
+    handle = demo.model.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        evaluator = Evaluator(demo, [], demo_prompts().harmful_eval[:8],
+                              markers=Settings().refusal_markers, max_new_tokens=40,
+                              chat=ChatFormat(), batcher=Batcher(8))
+        result = evaluator.refusals()
+    finally:
+        handle.remove()
+    assert result.count == 8
+    # "i am sorry" holds the marker after 3 tokens: far fewer steps than the 40-token budget.
+    assert len(calls) <= 5, len(calls)
+    assert all(r.startswith("i am sorry") for r in result.responses)
+
+
+def test_export_is_sharded_when_asked(demo_model_dir, tmp_path) -> None:
+    import json
+
+    from heretic.engine.directions import Directions
+    from heretic.engine.export import export_model
+    from heretic.engine.parameters import AblationParams, Kernel
+
+    directions = Directions(basis=torch.nn.functional.normalize(torch.randn(7, 1, 64), dim=-1),
+                            harmful_mean=torch.zeros(7, 64), harmless_mean=torch.zeros(7, 64))
+    params = AblationParams({"mlp": Kernel(1.0, 2.0, 1.0, 1.0)}, "per-layer")
+    own = load_model(Settings(model=str(demo_model_dir), device_map="cpu", dtype="float32"))
+    target = export_model(own, directions, params, Settings(max_shard_size="100KB"),
+                          tmp_path / "model")
+    shards = sorted(target.glob("*.safetensors"))
+    assert len(shards) > 1
+    index = json.loads((target / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == {p.name for p in shards}
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(target).config.num_hidden_layers == 6
