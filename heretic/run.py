@@ -38,7 +38,12 @@ from heretic.engine.study import completed_trials, count, open_study, run_trials
 from heretic.errors import InterruptedRun, NoAcceptableTrialError
 from heretic.progress import NullReporter, Reporter
 from heretic.report import RunRecord, write_run_files
-from heretic.study_files import check_or_record_settings, load_directions, save_directions
+from heretic.study_files import (
+    check_or_record_in_study,
+    check_or_record_settings,
+    load_directions,
+    save_directions,
+)
 
 
 @dataclass
@@ -54,7 +59,7 @@ class RunHooks:
 
 @dataclass
 class RunResult:
-    report: dict[str, Any]
+    report: dict[str, Any] | None
     model_dir: Path | None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -196,6 +201,7 @@ def prepare(settings: Settings, reporter: Reporter, hooks: RunHooks, timings: di
                        seed=settings.seed,
                        startup_trials=min(settings.startup_trials, settings.trials // 3),
                        worker_index=worker_index)
+    check_or_record_in_study(study, settings)
     objective = TrialObjective(ablator, evaluator, SearchSpace(settings, arch.num_layers))
     return Prepared(loaded, arch, prompts, directions, evaluator, study, objective, base)
 
@@ -225,6 +231,10 @@ def run(settings: Settings, reporter: Reporter | None = None,
     finally:
         workers.stop_workers(procs)
     _timed(timings, "trials_total", t)
+    if settings.search_only:
+        reporter.info("Trials done (search only): run once without search_only to select, "
+                      "export and upload.")
+        return RunResult(report=None, model_dir=None, timings=timings)
     return _finish(settings, prep, timings, t_all, hooks, reporter)
 
 
@@ -258,7 +268,7 @@ def _finish(settings: Settings, prep: Prepared, timings: dict[str, float], t_all
     trials = completed_trials(prep.study)[: settings.trials]
     selected = select(trials, settings.selection, settings.kl_cap, settings.refusal_cap)
     record = RunRecord(
-        model=prep.loaded.source, settings=settings.model_dump(mode="json"),
+        model=prep.loaded.source, settings=settings.public_dump(),
         base_refusals=base.count, n_harmful=base.total,
         n_harmless=len(prep.prompts.harmless_eval), trials=trials, requested=settings.trials,
         selected=selected, timings=timings, base_samples=base.responses[:3],

@@ -27,7 +27,8 @@ from heretic.progress import Reporter, default_reporter
 class Outcome:
     exit_code: int
     report: dict[str, Any] | None = None
-    message: str = ""
+    message: str = ""  # why the run failed (printed as an error)
+    notice: str = ""  # something to say on success
     model_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -112,7 +113,7 @@ def _locked(cli: Mapping[str, Any], config_path: Path | None, assignments: list[
     with RunLifecycle(settings, reporter, environ=environ) as life:
         if life.already_done:
             return Outcome(int(ExitCode.OK), _read_report(settings.output),
-                           "This run had already finished; nothing was redone.")
+                           notice="This run had already finished; nothing was redone.")
         gpus = [g.key for g in gpus_for_device_map(settings.device_map, inventory)]
         with acquire_gpu_locks(gpus):
             _validate_inputs(settings)
@@ -130,5 +131,8 @@ def _engine(settings: Settings, life: Any) -> Outcome:
     except NoAcceptableTrialError as exc:
         life.fail(int(exc.exit_code), exc.paragraph())
         return Outcome(int(exc.exit_code), _read_report(settings.output), exc.paragraph())
+    if settings.search_only:
+        return Outcome(int(ExitCode.OK), None, notice="Search-only run: this machine's trials "
+                       "are done; the study is finished by a run without search_only.")
     info = life.finish({"model_dir": str(result.model_dir)})
     return Outcome(int(ExitCode.OK), result.report, "", result.model_dir, info)

@@ -43,8 +43,25 @@ def check_or_record_settings(study_dir: Path, settings: Settings) -> None:
                 f"({', '.join(changed)}); resuming would mix incomparable trials.",
                 "Use the original settings, or a new --output / --study-dir for a new study.",
             )
-    payload = {"identity": identity, "resolved": settings.model_dump(mode="json")}
+    payload = {"identity": identity, "resolved": settings.public_dump()}
     write_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def check_or_record_in_study(study: Any, settings: Settings) -> None:
+    """The same check inside the study itself, so machines sharing one --storage study cannot
+    mix trials of different settings either."""
+    identity = study_identity(settings)
+    recorded = study.user_attrs.get("heretic_identity")
+    if recorded is None:
+        study.set_user_attr("heretic_identity", identity)
+        return
+    changed = sorted(k for k in identity if recorded.get(k) != identity[k])
+    if changed:
+        raise StudyError(
+            f"The study '{settings.study_name}' in its storage was started with different "
+            f"settings ({', '.join(changed)}); joining it would mix incomparable trials.",
+            "Use the study's settings, or another --study-name.",
+        )
 
 
 def save_directions(path: Path, directions: Directions) -> None:

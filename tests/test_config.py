@@ -55,3 +55,27 @@ def test_unknown_keys_in_a_config_file_are_errors(tmp_path) -> None:
     assert "trails" in err.value.message
     with pytest.raises(ConfigError):
         parse_value("nope", "1")
+
+
+def test_secrets_are_masked_in_dumps_written_to_disk(tmp_path) -> None:
+    from heretic.config.settings import Settings
+    from heretic.engine.workers import settings_file, worker_settings
+
+    s = Settings(notify="https://discord.com/api/webhooks/123/SECRET",
+                 storage="postgresql://heretic:pa55word@db.example:5432/study", workers=2)
+    dumped = str(s.public_dump())
+    assert "SECRET" not in dumped and "pa55word" not in dumped
+    assert s.public_dump()["storage"] == "postgresql://heretic:****@db.example:5432/study"
+    data = worker_settings(s)
+    assert "pa55word" not in str(data) and "SECRET" not in str(data)
+    path = tmp_path / "w.json"
+    import json
+
+    path.write_text(json.dumps(data))
+    import os
+
+    os.environ["HERETIC_STORAGE"] = s.storage or ""
+    try:
+        assert settings_file(path).storage == s.storage  # the worker gets it by environment
+    finally:
+        del os.environ["HERETIC_STORAGE"]

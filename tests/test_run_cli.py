@@ -259,3 +259,21 @@ def test_run_with_upload_publishes_and_never_writes_the_token(demo_model_dir, cl
     for path in out.rglob("*"):
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
+
+
+def test_search_only_then_a_finishing_run_on_a_shared_storage(demo_model_dir, cli_env, tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    common = ["run", "--trials", "6", "--storage", url, "--study-name", "shared"]
+    worker = run_cli([*common, "--output", str(tmp_path / "machine-a"), "--set", "search_only=true"],
+                     cli_env)
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    assert "Search-only" in worker.stderr
+    assert not (tmp_path / "machine-a" / "report.json").exists()
+    final = run_cli([*common, "--output", str(tmp_path / "final"), "--set", "kl_cap=100"], cli_env)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert "no new trials" in final.stderr
+    report = json.loads((tmp_path / "final" / "report.json").read_text())
+    assert report["trials"] == {"requested": 6, "completed": 6}
+    other = run_cli([*common, "--output", str(tmp_path / "other"), "--set", "max_weight=0.5,0.6"],
+                    cli_env)
+    assert other.returncode == 14 and "max_weight" in other.stderr  # no mixing across machines

@@ -53,6 +53,8 @@ def print_summary(outcome: Outcome, *, as_json: bool) -> None:
         console.print(summary_table(outcome.report))
     if outcome.model_dir:
         console.print(f"Model: {outcome.model_dir}", markup=False)
+    if outcome.notice:
+        console.print(outcome.notice, markup=False)
     if outcome.message:
         sys.stderr.write(f"error: {outcome.message}\n")
     if as_json and outcome.report:

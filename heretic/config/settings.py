@@ -7,7 +7,8 @@ and validates them. Unknown keys are errors everywhere.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+import re
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -68,7 +69,7 @@ class Settings(BaseModel):
 
     # --- prompts ------------------------------------------------------------------------
     harmful_prompts: str | None = Field(
-        None, description="Harmful prompts for the directions (SRC: file, or hub:ID:SPLIT:COLUMN)."
+        None, description="Harmful prompts for the directions (a file, or hub:<id>:<split>:<column>)."
     )
     harmless_prompts: str | None = Field(None, description="Harmless prompts for the directions.")
     harmful_eval_prompts: str | None = Field(
@@ -97,6 +98,9 @@ class Settings(BaseModel):
     )
     quantization: Literal["none", "bnb-4bit", "bnb-8bit"] = Field(
         "none", description="Load weights quantized with bitsandbytes during the search."
+    )
+    allow_offload: bool = Field(
+        False, description="Accept a GPU device map that puts layers on the CPU or disk (slow)."
     )
     batch_size: int = Field(0, ge=0, description="Prompts per forward pass; 0 finds it automatically.")
     max_batch_size: int = Field(64, ge=1, description="Upper bound for the automatic batch size.")
@@ -173,6 +177,11 @@ class Settings(BaseModel):
         "file in the study folder.",
     )
     workers: int = Field(1, ge=1, description="Worker processes on this machine sharing the study.")
+    search_only: bool = Field(
+        False,
+        description="Run trials only (a machine joining a shared --storage study): no selection, "
+        "export or upload; one run without it finishes the study.",
+    )
 
     # --- selection ----------------------------------------------------------------------
     selection: Literal["fewest-refusals", "lowest-kl"] = Field(
@@ -210,9 +219,21 @@ class Settings(BaseModel):
             raise ValueError("components must name at least one of attention, mlp")
         if not self.direction_scopes:
             raise ValueError("direction_scopes must name at least one of global, per-layer")
+        if self.search_only and self.upload:
+            raise ValueError("search_only runs no export, so it cannot upload: drop one of them")
         if any(not m.strip() for m in self.refusal_markers):
             raise ValueError("refusal_markers must not contain empty strings")
         return self
+
+    def public_dump(self) -> dict[str, Any]:
+        """The settings as JSON, with secrets masked: a webhook URL lets anyone post to its
+        channel, and a storage URL may carry a password. For reports and files on disk."""
+        data = self.model_dump(mode="json")
+        if data.get("notify"):
+            data["notify"] = "****"
+        if data.get("storage"):
+            data["storage"] = _mask_url_password(data["storage"])
+        return data
 
     @property
     def is_demo(self) -> bool:
@@ -221,6 +242,11 @@ class Settings(BaseModel):
     @property
     def resolved_study_dir(self) -> Path:
         return self.study_dir if self.study_dir is not None else self.output / "study"
+
+
+def _mask_url_password(url: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:****@host/db"""
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1****@", url)
 
 
 def field_help() -> dict[str, str]:

@@ -111,6 +111,22 @@ def load_tokenizer(path: str, settings: Settings) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def _refuse_offload(model: torch.nn.Module, settings: Settings, source: str) -> None:
+    """accelerate quietly puts what does not fit on the GPUs on the CPU or disk, which makes
+    every trial many times slower (one cause of the 30-hour run in the field notes)."""
+    placement = getattr(model, "hf_device_map", None) or {}
+    offloaded = sorted(name for name, where in placement.items() if str(where) in ("cpu", "disk"))
+    if not offloaded or settings.device_map == "cpu" or settings.allow_offload:
+        return
+    raise OutOfMemoryError(
+        f"{source} does not fit on the GPUs with device map '{settings.device_map}': accelerate "
+        f"put {len(offloaded)} module(s) on the CPU or disk ({', '.join(offloaded[:4])}...), "
+        "which would make every trial many times slower.",
+        "Use --profile auto (it picks 4-bit or a split that fits), --quantization bnb-4bit, more "
+        "GPUs, or --set allow_offload=true to accept the slow run.",
+    )
+
+
 def load_model(settings: Settings, reporter: Reporter | None = None) -> LoadedModel:
     reporter = reporter or NullReporter()
     source, path = resolve_model_source(settings, reporter)
@@ -137,6 +153,7 @@ def load_model(settings: Settings, reporter: Reporter | None = None) -> LoadedMo
             errors.append(f"{dtype}: {str(exc).splitlines()[0]}")
             reporter.warn(f"Loading with dtype {dtype} failed; trying the next dtype.")
             continue
+        _refuse_offload(model, settings, source)
         model.eval()
         model.requires_grad_(False)
         weight = model.get_input_embeddings().weight

@@ -1,11 +1,15 @@
 """The Optuna study: storage, resume, and a trial loop that ends at exactly N completed trials.
 
 - Storage: a journal file in the study folder by default (safe for several processes on one
-  machine), or any Optuna storage URL (PostgreSQL for several machines, with heartbeats).
+  machine), or an Optuna RDB URL (PostgreSQL for several machines; SQLite works too). RDB
+  studies record a heartbeat per running trial, so a trial of a machine that vanished (spot
+  preemption) is failed after the grace period and re-run with the same parameters.
 - Resume: a trial left RUNNING by a process that is gone is marked FAIL and its parameters are
   enqueued, so it is re-run; completed trials are never repeated.
 - Exactness: a worker claims a trial only while `completed + running < N`, under a file lock in
-  the study folder, so N is reached exactly even with several workers.
+  the study folder, so N is reached exactly by any number of workers on one machine. Across
+  machines the lock is per machine, so the last round can add up to (machines - 1) extra
+  trials; selection always takes the first N.
 - Each trial records its owner (host, pid, process start time) so a live worker's trial is never
   mistaken for a dead one.
 """
@@ -15,6 +19,8 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +28,7 @@ from pathlib import Path
 import optuna
 import psutil
 from optuna.storages import BaseStorage
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from heretic.errors import InterruptedRun, StudyError
@@ -29,6 +36,11 @@ from heretic.errors import InterruptedRun, StudyError
 OWNER_KEY = "heretic_owner"
 RERUN_KEY = "heretic_rerun_of"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# The ask/tell loop records heartbeats itself (see _heartbeat), which Optuna warns about, and
+# fail_stale_trials is marked experimental; neither warning is news to a user.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed", category=UserWarning)
+warnings.filterwarnings("ignore", message=".*fail_stale_trials is experimental",
+                        category=optuna.exceptions.ExperimentalWarning)
 
 
 def owner_id(pid: int | None = None) -> str:
@@ -49,14 +61,21 @@ def owner_alive(owner: str) -> bool:
         return False
 
 
-def make_storage(study_dir: Path, url: str | None) -> BaseStorage | str:
+HEARTBEAT_S = 60
+GRACE_S = 180
+
+
+def make_storage(study_dir: Path, url: str | None, *, heartbeat_s: int = HEARTBEAT_S,
+                 grace_s: int = GRACE_S) -> BaseStorage | str:
     if url:
-        if url.startswith(("postgresql", "mysql")):
+        if url.startswith(("postgresql", "mysql", "sqlite")):
             return optuna.storages.RDBStorage(
                 url,
-                heartbeat_interval=60,
-                grace_period=180,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
+                heartbeat_interval=heartbeat_s,
+                grace_period=grace_s,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=3
+                ),
             )
         return url
     from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -73,8 +92,9 @@ def open_study(
     seed: int,
     startup_trials: int,
     worker_index: int = 0,
+    storage: BaseStorage | str | None = None,
 ) -> optuna.Study:
-    storage = make_storage(study_dir, storage_url)
+    storage = storage or make_storage(study_dir, storage_url)
     # Seed with the trial count so a resumed sampler does not replay the same random start.
     probe = optuna.create_study(
         storage=storage, study_name=name, directions=["minimize", "minimize"], load_if_exists=True
@@ -118,6 +138,8 @@ def _claim_lock(study_dir: Path) -> Iterator[None]:
 def claim_trial(study: optuna.Study, study_dir: Path, n_trials: int) -> optuna.Trial | None:
     """A new trial owned by this process, or None when the study has (or will have) N trials."""
     with _claim_lock(study_dir):
+        if _heartbeat_storage(study) is not None:
+            optuna.storages.fail_stale_trials(study)  # other machines' vanished trials
         recover_abandoned(study)
         busy = count(study, TrialState.COMPLETE, TrialState.RUNNING)
         if busy >= n_trials:
@@ -151,7 +173,8 @@ def run_trials(
         if trial is None:
             return ran
         try:
-            values = objective(trial)
+            with _heartbeat(study, trial):
+                values = objective(trial)
         except BaseException:
             # The trial is abandoned: fail it and enqueue its parameters so a resume re-runs it.
             study.tell(trial, state=TrialState.FAIL)
@@ -160,6 +183,39 @@ def run_trials(
         frozen = study.tell(trial, list(values))
         ran += 1
         on_complete(frozen)
+
+
+def _heartbeat_storage(study: optuna.Study) -> BaseHeartbeat | None:
+    storage = study._storage
+    if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
+        return storage
+    return None
+
+
+@contextmanager
+def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Record the trial's heartbeat while it runs (RDB storages only): Optuna does this inside
+    study.optimize, which this ask/tell loop does not use."""
+    storage = _heartbeat_storage(study)
+    if storage is None:
+        yield
+        return
+    interval = float(storage.get_heartbeat_interval() or HEARTBEAT_S)
+    done = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)
+            if done.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name="heretic-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def completed_trials(study: optuna.Study) -> list[FrozenTrial]:

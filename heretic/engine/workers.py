@@ -20,6 +20,7 @@ from heretic.config.settings import Settings
 from heretic.report import write_atomic
 
 WORKER_ENV = "HERETIC_WORKER_INDEX"
+STORAGE_ENV = "HERETIC_STORAGE"
 
 
 def visible_gpu_ids() -> list[str]:
@@ -39,7 +40,9 @@ def one_gpu_each(workers: int) -> bool:
 
 def worker_settings(settings: Settings) -> dict[str, object]:
     data = settings.model_dump(mode="json")
-    data.update(workers=1, skip_preflight=True, upload=None, shutdown_after=False, notify=None)
+    # No secrets in the file: the storage URL (it may hold a password) goes by environment.
+    data.update(workers=1, skip_preflight=True, upload=None, shutdown_after=False, notify=None,
+                storage=None)
     if one_gpu_each(settings.workers):
         data["device_map"] = "cuda:0"
     return data
@@ -54,6 +57,8 @@ def start_workers(settings: Settings) -> list[subprocess.Popen]:
     procs = []
     for index in range(1, settings.workers):
         env = dict(os.environ, **{WORKER_ENV: str(index), "OMP_NUM_THREADS": str(threads)})
+        if settings.storage:
+            env[STORAGE_ENV] = settings.storage
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[index]
         procs.append(subprocess.Popen(
@@ -89,4 +94,6 @@ def parent_device_map(settings: Settings) -> Settings:
 
 
 def settings_file(path: Path) -> Settings:
-    return Settings.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["storage"] = os.environ.get(STORAGE_ENV) or None
+    return Settings.model_validate(data)
