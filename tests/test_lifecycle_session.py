@@ -186,24 +186,26 @@ def test_returned_failure_and_hook_callbacks(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("policy", "expected_trial"), [("fewest-refusals", 1), ("lowest-kl", 2)])
-def test_best_so_far_follows_the_selection_policy(tmp_path: Path, policy: str,
-                                                  expected_trial: int) -> None:
-    # The engine reports each trial as it completes; progress.json must keep the best one.
-    settings = Settings(output=tmp_path / "out", selection=policy, kl_cap=0.5, refusal_cap=5)
-    scores = [
-        {"trial": 0, "refusals": 40, "kl_divergence": 0.01},
-        {"trial": 1, "refusals": 1, "kl_divergence": 0.30},
-        {"trial": 2, "refusals": 4, "kl_divergence": 0.02},
-        {"trial": 3, "refusals": 0, "kl_divergence": 2.0},  # over kl_cap: never the best
-        {"trial": 4, "refusals": 50, "kl_divergence": 0.001},  # latest, and worst
-    ]
-    with RunLifecycle(settings) as life:
-        for i, score in enumerate(scores, start=1):
-            life.on_trial(i, 10, 5.0, score)
-    with RunLifecycle(settings) as life:  # a restart keeps the recorded best
-        life.on_trial(6, 10, 4.0, {"trial": 5, "refusals": 45, "kl_divergence": 0.4})
-    best = RunState(tmp_path / "out" / "study").read()["progress"]["trials"]["best"]
-    assert best["trial"] == expected_trial, best
+def test_best_so_far_follows_the_selection_policy(policy: str, expected_trial: int) -> None:
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from heretic.run import best_so_far
+
+    def trial(number: int, refusals: int, kl: float):
+        t = create_trial(values=[refusals, kl], params={"x": 0.0},
+                         distributions={"x": FloatDistribution(0, 1)}, state=TrialState.COMPLETE)
+        t.number = number
+        return t
+
+    trials = [trial(0, 40, 0.01), trial(1, 1, 0.30), trial(2, 4, 0.02),
+              trial(3, 0, 2.0),  # over kl_cap: never the best
+              trial(4, 50, 0.001)]  # latest, and worst
+    settings = Settings(selection=policy, kl_cap=0.5, refusal_cap=5)
+    best = best_so_far(trials, settings)
+    assert best is not None and best["trial"] == expected_trial and best["meets_policy"]
+    nothing = best_so_far([trial(0, 9, 0.9)], Settings(kl_cap=0.5))
+    assert nothing is not None and nothing["meets_policy"] is False
 
 
 def test_done_marker_records_absolute_paths(monkeypatch: pytest.MonkeyPatch,

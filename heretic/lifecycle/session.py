@@ -27,7 +27,6 @@ from types import TracebackType
 from typing import Any
 
 from heretic.errors import ExitCode, HereticError, StudyError
-from heretic.lifecycle.best import better
 from heretic.lifecycle.logfile import LoggedReporter, attach_log_file, detach_log_file
 from heretic.lifecycle.notify import build_payload, send_notification
 from heretic.lifecycle.shutdown import shutdown_self
@@ -137,9 +136,9 @@ class RunLifecycle:
 
     def on_trial(self, completed: int, requested: int, eta_s: float | None,
                  best: dict | None) -> None:
-        # The engine passes the trial just completed; keep the one the policy would pick.
-        recorded = (self.state.read()["progress"].get("trials") or {}).get("best")
-        self.state.set_trials(completed, requested, eta_s, better(recorded, best, self.settings))
+        # `best` is the trial the selection policy would take now, over the whole study
+        # (heretic.run.best_so_far), so restarts and other workers' trials are counted.
+        self.state.set_trials(completed, requested, eta_s, best)
 
     def should_stop(self) -> bool:
         return self.stop.requested
