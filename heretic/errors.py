@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     CLOUD = 12
     OUT_OF_MEMORY = 13
     STUDY = 14
+    DISK_FULL = 15
     INTERRUPTED = 75  # EX_TEMPFAIL: "try again", which is exactly what a resume does
 
 
@@ -85,6 +86,10 @@ class OutOfMemoryError(HereticError):
 
 class StudyError(HereticError):
     exit_code = ExitCode.STUDY
+
+
+class DiskFullError(HereticError):
+    exit_code = ExitCode.DISK_FULL
 
 
 class InterruptedRun(HereticError):

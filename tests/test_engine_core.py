@@ -177,3 +177,30 @@ def test_export_is_sharded_when_asked(demo_model_dir, tmp_path) -> None:
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(target).config.num_hidden_layers == 6
+
+
+def test_a_full_disk_during_export_is_a_clear_error_and_leaves_nothing(demo_model_dir, tmp_path) -> None:
+    import subprocess
+
+    from heretic.engine.directions import Directions
+    from heretic.engine.export import export_model
+    from heretic.engine.parameters import AblationParams, Kernel
+    from heretic.errors import DiskFullError
+
+    small = tmp_path / "small-disk"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("a tiny tmpfs cannot be mounted here (needs root)")
+    try:
+        own = load_model(Settings(model=str(demo_model_dir), device_map="cpu", dtype="float32"))
+        directions = Directions(basis=torch.nn.functional.normalize(torch.ones(7, 1, 64), dim=-1),
+                                harmful_mean=torch.zeros(7, 64), harmless_mean=torch.zeros(7, 64))
+        params = AblationParams({"mlp": Kernel(1.0, 2.0, 1.0, 1.0)}, "per-layer")
+        with pytest.raises(DiskFullError) as err:
+            export_model(own, directions, params, Settings(), small / "model")
+        assert "filled up" in err.value.message
+        assert list(small.iterdir()) == []  # no half-written export, and the space is back
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

@@ -11,11 +11,13 @@ half-written export.
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from heretic.config.settings import Settings
 from heretic.engine.ablation import Ablator, fold_into_linear
@@ -23,6 +25,7 @@ from heretic.engine.architecture import describe
 from heretic.engine.directions import Directions
 from heretic.engine.loading import LoadedModel
 from heretic.engine.parameters import AblationParams
+from heretic.errors import DiskFullError
 from heretic.progress import NullReporter, Reporter
 
 
@@ -68,6 +71,11 @@ def existing_export(target: Path, params: AblationParams) -> bool:
     return json.loads(marker.read_text(encoding="utf-8")).get("parameters") == params.to_dict()
 
 
+def _disk_full(exc: BaseException) -> bool:
+    # safetensors reports ENOSPC as a SafetensorError carrying the OS message, not an OSError.
+    return getattr(exc, "errno", None) == errno.ENOSPC or "os error 28" in str(exc)
+
+
 def export_model(
     loaded: LoadedModel,
     directions: Directions,
@@ -90,9 +98,19 @@ def export_model(
         model = model.to(getattr(torch, settings.export_dtype))
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging, max_shard_size=settings.max_shard_size)
-    loaded.tokenizer.save_pretrained(staging)
-    (staging / MARKER).write_text(json.dumps({"parameters": params.to_dict()}, indent=2))
+    try:
+        model.save_pretrained(staging, max_shard_size=settings.max_shard_size)
+        loaded.tokenizer.save_pretrained(staging)
+        (staging / MARKER).write_text(json.dumps({"parameters": params.to_dict()}, indent=2))
+    except (OSError, SafetensorError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)  # give the space back
+        if not _disk_full(exc):
+            raise
+        raise DiskFullError(
+            f"The disk holding {target.parent} filled up while the model was exported.",
+            "Free space or move --output to a larger disk, then run the same command again: "
+            "the study is complete, so only the export is redone.",
+        ) from exc
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     reporter.info(f"Exported the abliterated model to {target}.")
