@@ -130,9 +130,9 @@ def _engine(settings: Settings, life: Any) -> Outcome:
         result = run(settings, life.reporter, hooks)
     except NoAcceptableTrialError as exc:
         life.fail(int(exc.exit_code), exc.paragraph())
-        return Outcome(int(exc.exit_code), _read_report(settings.output), exc.paragraph())
+        return Outcome(int(exc.exit_code), _read_report(settings.output), message=exc.paragraph())
     if settings.search_only:
         return Outcome(int(ExitCode.OK), None, notice="Search-only run: this machine's trials "
                        "are done; the study is finished by a run without search_only.")
     info = life.finish({"model_dir": str(result.model_dir)})
-    return Outcome(int(ExitCode.OK), result.report, "", result.model_dir, info)
+    return Outcome(int(ExitCode.OK), result.report, model_dir=result.model_dir, extra=info)

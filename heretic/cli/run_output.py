@@ -51,10 +51,13 @@ def print_summary(outcome: Outcome, *, as_json: bool) -> None:
     console = Console(stderr=True)
     if outcome.report:
         console.print(summary_table(outcome.report))
+    # Plain writes: paths and URLs must not be wrapped or styled in logs.
     if outcome.model_dir:
-        console.print(f"Model: {outcome.model_dir}", markup=False)
+        sys.stderr.write(f"Model: {outcome.model_dir}\n")
+    if outcome.extra.get("upload_url"):
+        sys.stderr.write(f"Uploaded: {outcome.extra['upload_url']}\n")
     if outcome.notice:
-        console.print(outcome.notice, markup=False)
+        sys.stderr.write(f"{outcome.notice}\n")
     if outcome.message:
         sys.stderr.write(f"error: {outcome.message}\n")
     if as_json and outcome.report:
