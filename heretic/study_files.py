@@ -31,18 +31,24 @@ def study_identity(settings: Settings) -> dict[str, Any]:
     return {key: dumped[key] for key in STUDY_KEYS}
 
 
+def _require_same(recorded: dict[str, Any] | None, identity: dict[str, Any], where: str,
+                  hint: str) -> None:
+    changed = sorted(k for k in identity if (recorded or {}).get(k) != identity[k])
+    if recorded is not None and changed:
+        raise StudyError(
+            f"{where} was started with different settings ({', '.join(changed)}); going on "
+            "would mix incomparable trials.",
+            hint,
+        )
+
+
 def check_or_record_settings(study_dir: Path, settings: Settings) -> None:
     path = study_dir / "settings.json"
     identity = study_identity(settings)
     if path.is_file():
         recorded = json.loads(path.read_text(encoding="utf-8")).get("identity", {})
-        changed = sorted(k for k in identity if recorded.get(k) != identity[k])
-        if changed:
-            raise StudyError(
-                f"The study in {study_dir} was started with different settings "
-                f"({', '.join(changed)}); resuming would mix incomparable trials.",
-                "Use the original settings, or a new --output / --study-dir for a new study.",
-            )
+        _require_same(recorded, identity, f"The study in {study_dir}",
+                      "Use the original settings, or a new --output / --study-dir.")
     payload = {"identity": identity, "resolved": settings.public_dump()}
     write_atomic(path, json.dumps(payload, indent=2) + "\n")
 
@@ -52,16 +58,10 @@ def check_or_record_in_study(study: Any, settings: Settings) -> None:
     mix trials of different settings either."""
     identity = study_identity(settings)
     recorded = study.user_attrs.get("heretic_identity")
+    _require_same(recorded, identity, f"The study '{settings.study_name}' in its storage",
+                  "Use the study's settings, or another --study-name.")
     if recorded is None:
         study.set_user_attr("heretic_identity", identity)
-        return
-    changed = sorted(k for k in identity if recorded.get(k) != identity[k])
-    if changed:
-        raise StudyError(
-            f"The study '{settings.study_name}' in its storage was started with different "
-            f"settings ({', '.join(changed)}); joining it would mix incomparable trials.",
-            "Use the study's settings, or another --study-name.",
-        )
 
 
 def save_directions(path: Path, directions: Directions) -> None:

@@ -6,31 +6,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlparse
+
+from fakes.loopback import Loopback
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-class FakeDatasets:
+class FakeDatasets(Loopback):
     def __init__(self, files: dict[str, dict[str, bytes]]) -> None:
         self.files = files  # repo id -> path -> content
         self.requests: list[str] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FakeDatasets:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(_handler(self))
 
 
 def _handler(fake: FakeDatasets) -> type[BaseHTTPRequestHandler]:

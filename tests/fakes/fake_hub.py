@@ -20,9 +20,11 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from fakes.loopback import Loopback
 
 _MODEL_ROUTE = re.compile(r"^/api/models/(?P<ns>[^/]+)/(?P<name>[^/]+)(?P<rest>/.*)?$")
 
@@ -43,7 +45,7 @@ class Seen:
     body: bytes
 
 
-class FakeHub:
+class FakeHub(Loopback):
     """Start with `with FakeHub(token) as hub:`; `hub.url` is the HF_ENDPOINT to use."""
 
     def __init__(self, token: str) -> None:
@@ -53,22 +55,7 @@ class FakeHub:
         self._once: dict[str, list[int]] = {}
         self._always: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> FakeHub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve(_handler_for(self))
 
     def fail(self, route: str, *statuses: int) -> None:
         self._once.setdefault(route, []).extend(statuses)

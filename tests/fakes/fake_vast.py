@@ -8,12 +8,13 @@ error answers served before normal handling; `search_script` scripts successive 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from fakes.loopback import Loopback
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Reply:
     raw: bytes | None = None  # sent as-is (event streams, log files)
 
 
-class LoopbackServer:
+class LoopbackServer(Loopback):
     """Runs `route(Recorded) -> Reply` on 127.0.0.1 in a thread; use as a context manager."""
 
     def __init__(self, route: Callable[[Recorded], Reply]) -> None:
@@ -67,19 +68,7 @@ class LoopbackServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,),
-                                        daemon=True)
-
-    def __enter__(self) -> LoopbackServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join(timeout=5)
+        self._serve(Handler)
 
     def calls(self, method: str, prefix: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and r.path.startswith(prefix)]

@@ -11,8 +11,10 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from fakes.loopback import Loopback
 
 
 @dataclass
@@ -26,7 +28,7 @@ class Recorded:
         return json.loads(self.body)
 
 
-class Recorder:
+class Recorder(Loopback):
     def __init__(self, answers: list[tuple[int, Any]] | None = None,
                  default: tuple[int, Any] = (200, {"success": True}),
                  on_request: Callable[[Recorded], None] | None = None) -> None:
@@ -35,22 +37,7 @@ class Recorder:
         self.on_request = on_request
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> Recorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve(self._handler())
 
     def _next(self) -> tuple[int, Any]:
         with self._lock:
