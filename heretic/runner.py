@@ -113,7 +113,9 @@ def _locked(cli: Mapping[str, Any], config_path: Path | None, assignments: list[
     with RunLifecycle(settings, reporter, environ=environ) as life:
         if life.already_done:
             return Outcome(int(ExitCode.OK), _read_report(settings.output),
-                           notice="This run had already finished; nothing was redone.")
+                           notice="This run had already finished; nothing was redone. To run "
+                           f"more trials, delete {settings.resolved_study_dir / 'DONE.json'} "
+                           "and run again: the study resumes.")
         gpus = [g.key for g in gpus_for_device_map(settings.device_map, inventory)]
         with acquire_gpu_locks(gpus):
             _validate_inputs(settings)

@@ -279,3 +279,14 @@ def test_search_only_then_a_finishing_run_on_a_shared_storage(demo_model_dir, cl
     other = run_cli([*common, "--output", str(tmp_path / "other"), "--set", "max_weight=0.5,0.6"],
                     cli_env)
     assert other.returncode == 14 and "max_weight" in other.stderr  # no mixing across machines
+
+
+def test_resuming_with_other_search_settings_is_refused(demo_model_dir, cli_env, tmp_path) -> None:
+    out = tmp_path / "out"
+    first = run_cli(["run", "--trials", "3", "--output", str(out), "--set", "kl_cap=1e-12"],
+                    cli_env)
+    assert first.returncode == 9, first.stderr[-2000:]  # not finished: no done marker
+    again = run_cli(["run", "--trials", "5", "--output", str(out), "--set", "kl_cap=1e-12",
+                     "--max-response-tokens", "9"], cli_env)
+    assert again.returncode == 14
+    assert "max_response_tokens" in again.stderr and "Traceback" not in again.stderr
