@@ -37,10 +37,9 @@ OWNER_KEY = "heretic_owner"
 RERUN_KEY = "heretic_rerun_of"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # The ask/tell loop records heartbeats itself (see _heartbeat), which Optuna warns about, and
-# fail_stale_trials is marked experimental; neither warning is news to a user.
+# its heartbeat API is marked experimental; neither warning is news to a user.
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed", category=UserWarning)
-warnings.filterwarnings("ignore", message=".*fail_stale_trials is experimental",
-                        category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def owner_id(pid: int | None = None) -> str:
