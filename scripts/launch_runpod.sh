@@ -64,23 +64,10 @@ if [ "$dry_run" -eq 1 ]; then
 fi
 [ -n "${RUNPOD_API_KEY:-}" ] || { echo "launch_runpod: set RUNPOD_API_KEY" >&2; exit 3; }
 
-headers=$(mktemp)
-trap 'rm -f "$headers"' EXIT
-chmod 600 "$headers"
-printf 'Authorization: Bearer %s\n' "$RUNPOD_API_KEY" >"$headers"
-
-call() { # METHOD PATH [BODY] -> prints the answer; fails on HTTP errors with the problem shown
-    local out status
-    out=$(curl -sS --max-time 60 --retry 3 --retry-delay 5 -X "$1" -H @"$headers" \
-        -H 'Content-Type: application/json' ${3:+--data "$3"} -w '\n%{http_code}' "$api$2") || return 5
-    status=${out##*$'\n'}
-    out=${out%$'\n'*}
-    if [ "$status" -ge 400 ]; then
-        echo "launch_runpod: RunPod answered HTTP $status to $1 $2: $out" >&2
-        return 5
-    fi
-    printf '%s\n' "$out"
-}
+# shellcheck source-path=SCRIPTDIR source=lib/api.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/api.sh"
+api_auth "$RUNPOD_API_KEY"
+call() { api_call "launch_runpod: RunPod" "$@"; }
 
 if [ -z "$gpu_id" ]; then
     tier=$(echo "$cloud" | tr '[:upper:]' '[:lower:]')

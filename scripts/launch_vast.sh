@@ -69,23 +69,10 @@ fi
 [ -n "${HF_TOKEN:-}" ] || echo "launch_vast: warning: HF_TOKEN not set (gated models and uploads fail)" >&2
 [ -z "${HF_TOKEN:-}" ] || echo "launch_vast: warning: HF_TOKEN is visible in the Vast instance details" >&2
 
-headers=$(mktemp)
-trap 'rm -f "$headers"' EXIT
-chmod 600 "$headers"
-printf 'Authorization: Bearer %s\n' "$key" >"$headers"
-
-call() { # METHOD PATH [BODY] -> prints the answer; fails on HTTP errors with the body shown
-    local out status
-    out=$(curl -sS --max-time 60 --retry 3 --retry-delay 5 -X "$1" -H @"$headers" \
-        -H 'Content-Type: application/json' ${3:+--data "$3"} -w '\n%{http_code}' "$api$2") || return 5
-    status=${out##*$'\n'}
-    out=${out%$'\n'*}
-    if [ "$status" -ge 400 ]; then
-        echo "launch_vast: Vast answered HTTP $status to $1 $2: $out" >&2
-        return 5
-    fi
-    printf '%s\n' "$out"
-}
+# shellcheck source-path=SCRIPTDIR source=lib/api.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/api.sh"
+api_auth "$key"
+call() { api_call "launch_vast: Vast" "$@"; }
 
 if [ -z "$offer" ]; then
     offer=$(call POST /bundles/ "$search" | jq -r '.offers[0].id // empty') || exit 5

@@ -49,6 +49,6 @@ echo "hadolint Dockerfile"
 hadolint Dockerfile || status=1
 echo "shellcheck ${#scripts[@]} script(s): ${scripts[*]}"
 if [ "${#scripts[@]}" -gt 0 ]; then
-    shellcheck "${scripts[@]}" || status=1
+    shellcheck -x "${scripts[@]}" || status=1
 fi
 exit "$status"
