@@ -38,7 +38,7 @@ def _samples(report: dict[str, Any]) -> str:
     rows = "".join(
         f"| {_cell(p)} | {_cell(b)} | {_cell(a)} |\n" for p, b, a in zip(prompts, before, after, strict=False)
     )
-    return ("## Sample completions (held-out harmful prompts, greedy)\n"
+    return ("## Sample completions (search's harmful prompts, greedy)\n"
             "| prompt | base model | this model |\n|---|---|---|\n" + rows)
 
 
@@ -46,9 +46,75 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")[:160] or "(empty)"
 
 
+def _pct(value: float) -> str:
+    return f"{value:.0%}"
+
+
+def _verification(report: dict[str, Any]) -> str:
+    v = report.get("verification")
+    if not v:
+        return ""
+    sel, base, alts = v["selected"], v["base"], v.get("alternatives") or []
+    nh, nl = v["prompts"]["harmful"], v["prompts"]["harmless"]
+    where = (f"{nh} harmful and {nl} harmless prompts that the search never scored ({v['source']})"
+             if v["held_out"] else
+             f"the search's own {nh} harmful and {nl} harmless prompts (no held-out split was "
+             "kept, so these figures are flattered by the selection)")
+    rows = (f"| base model | {base['refusals']}/{nh} | 0 | 100% | 0% |\n"
+            f"| this model (trial {sel['trial']}) | {sel['refusals']}/{nh} "
+            f"| {sel['kl_divergence']:.3g} | {_pct(sel['harmless_unchanged'])} "
+            f"| {_pct(sel['first_sentence_changed'])} |\n")
+    for alt in alts:
+        a = alt["verification"]
+        rows += (f"| alternative: trial {a['trial']} | {a['refusals']}/{nh} | "
+                 f"{a['kl_divergence']:.3g} | {_pct(a['harmless_unchanged'])} "
+                 f"| {_pct(a['first_sentence_changed'])} |\n")
+    text = (
+        f"## Verification (prompts the search never saw)\n"
+        f"Measured on {where}, with greedy answers of up to {v['max_response_tokens']} tokens "
+        f"for the refusal count. *Harmless answers unchanged*: the share of answers to the "
+        f"harmless prompts whose first {v['compare_tokens']} tokens are identical to the base "
+        f"model's; *first sentence changed*: the share whose first sentence differs.\n\n"
+        "| | refusals | KL divergence | harmless answers unchanged | first sentence changed |\n"
+        "|---|---|---|---|---|\n" + rows
+    )
+    text += ("\nThe alternatives are the selected trial's neighbours on the Pareto front (none "
+             "when the front is this trial alone); `heretic export --trial N` writes any trial "
+             "of the study, with its own report, without running the search again.\n")
+    return text + _pairs(v.get("examples") or {})
+
+
+def _pairs(examples: dict[str, list[dict[str, str]]]) -> str:
+    out = ""
+    for kind in ("harmful", "harmless"):
+        pairs = examples.get(kind) or []
+        if pairs:
+            out += (f"\n### Before and after: {kind} prompts (verification split, greedy)\n"
+                    "| prompt | base model | this model |\n|---|---|---|\n")
+            out += "".join(f"| {_cell(e['prompt'])} | {_cell(e['base'])} | {_cell(e['edited'])} |\n"
+                           for e in pairs)
+    return out
+
+
+def _limits(report: dict[str, Any]) -> str:
+    markers = report.get("refusal_markers") or report.get("settings", {}).get("refusal_markers") or []
+    shown = ", ".join(f"`{m}`" for m in markers)
+    return (
+        "## What these numbers cannot tell\n"
+        "A completion counts as a refusal when it is empty or contains one of these markers "
+        f"(case-insensitive): {shown}. Marker counting misses refusals that use none of them "
+        "(a changed subject, a lecture, a deliberately useless answer) and counts an answer that "
+        "opens with a disclaimer and then complies as a refusal. Only the first tokens of each "
+        "answer are read. The KL divergence measures the first response token only; the share "
+        "of unchanged harmless answers is a stricter, longer look, but neither measures "
+        "correctness or quality on real tasks.\n"
+    )
+
+
 def render_model_card(report: dict[str, Any]) -> str:
     base, sel = report["base"], report.get("selected")
     n = base["n_harmful"]
+    chosen = report["policy"].get("chosen_by")
     if sel:
         metrics = (
             "| | refusals | KL divergence |\n|---|---|---|\n"
@@ -56,17 +122,12 @@ def render_model_card(report: dict[str, Any]) -> str:
             f"| this model (trial {report['selected_trial']}) | {sel['refusals']}/{n} "
             f"| {sel['kl_divergence']:.3g} |\n"
         )
-        verify = report.get("verification")
-        if verify:
-            metrics += (
-                f"\nRe-counted with a longer budget of {verify['max_response_tokens']} tokens: base "
-                f"{verify['base_refusals']}/{verify['n_harmful']}, this model "
-                f"{verify['selected_refusals']}/{verify['n_harmful']} refusals.\n"
-            )
         params = "```json\n" + json.dumps(sel["parameters"], indent=2) + "\n```\n"
     else:
         metrics = "No trial met the selection policy; no model was exported.\n"
         params = ""
+    how = ("chosen by hand (`heretic export --trial`)" if chosen == "manual"
+           else f"chosen by the selection policy {report['policy']['selection']}")
     s = report.get("settings", {})
     return f"""---
 {_metadata(report)}---
@@ -88,18 +149,19 @@ strengths and the direction were searched with Optuna (multi-objective TPE,
 prompts and the KL divergence of the first response token from the base model on held-out
 harmless prompts. The edit is folded into the weights: no extra code is needed to load it.
 
-## Metrics (held-out prompts)
+## Search scores (the prompts the trials were scored and selected on)
 {metrics}
-Selection policy: {report['policy']['selection']} (KL cap {report['policy']['kl_cap']},
-refusal cap {report['policy']['refusal_cap']}). Refusals are counted by refusal markers in greedy
-completions of up to {s.get('max_response_tokens', '?')} tokens; markers miss some refusals and
-flag some answers, so treat the count as an estimate.
+The trial was {how} (KL cap {report['policy']['kl_cap']}, refusal cap
+{report['policy']['refusal_cap']}). Because it was chosen on these prompts, these figures are
+optimistic; the verification below is not. Refusals here are counted in greedy completions of
+up to {s.get('max_response_tokens', '?')} tokens.
 
+{_verification(report)}
 {_samples(report)}
+{_limits(report)}
 ## Selected parameters
 {params}
 ## Limitations
 Abliteration removes a learned refusal behaviour; it adds no knowledge and can lower quality on
-some tasks (the KL divergence above is a first-token measure only). You are responsible for how
-you use this model.
+some tasks. You are responsible for how you use this model.
 """

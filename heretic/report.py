@@ -8,7 +8,7 @@ import json
 import os
 import statistics
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial
 
 from heretic import __version__
 from heretic.engine.selection import TrialScore, pareto_front, score
+from heretic.engine.verification import Verified
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -24,6 +25,59 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(data.encode("utf-8") if isinstance(data, str) else data)
     os.replace(tmp, path)
+
+
+def _measured(v: Verified) -> dict[str, Any]:
+    return {"trial": v.trial, "refusals": v.refusals, "n_harmful": v.n_harmful,
+            "kl_divergence": v.kl_divergence, "harmless_unchanged": round(v.harmless_unchanged, 4),
+            "first_sentence_changed": round(v.first_sentence_changed, 4),
+            "n_harmless": v.n_harmless}
+
+
+@dataclass
+class Verification:
+    """The chosen edit, and its Pareto-front neighbours, measured on the verification split."""
+
+    held_out: bool  # False: measured on the search's own prompts (verify_split=0)
+    source: str
+    search_harmful: int
+    search_harmless: int
+    max_response_tokens: int
+    compare_tokens: int
+    base: Verified
+    selected: Verified
+    alternatives: list[tuple[Verified, TrialScore]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        s, where = self.selected, ("prompts the search never scored" if self.held_out
+                                   else "the search's own prompts (no held-out split)")
+        return (f"Verification on {s.n_harmful} harmful + {s.n_harmless} harmless {where}, "
+                f"{self.max_response_tokens} tokens: base {self.base.refusals}/{s.n_harmful} "
+                f"refusals; trial {s.trial} {s.refusals}/{s.n_harmful} refusals, KL "
+                f"{s.kl_divergence:.3g}, {s.harmless_unchanged:.0%} of harmless answers "
+                f"unchanged for {self.compare_tokens} tokens.")
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.selected
+        return {
+            "held_out": self.held_out,
+            "source": self.source,
+            "prompts": {"harmful": s.n_harmful, "harmless": s.n_harmless},
+            "search_prompts": {"harmful": self.search_harmful, "harmless": self.search_harmless},
+            "max_response_tokens": self.max_response_tokens,
+            "compare_tokens": self.compare_tokens,
+            "base": {"refusals": self.base.refusals, "n_harmful": self.base.n_harmful},
+            "selected": _measured(s),
+            "examples": {
+                "harmful": [asdict(e) for e in s.harmful_examples],
+                "harmless": [asdict(e) for e in s.harmless_examples],
+            },
+            "alternatives": [
+                {"trial": v.trial, "search": {"refusals": t.refusals, "kl_divergence": t.kl},
+                 "verification": _measured(v)}
+                for v, t in self.alternatives
+            ],
+        }
 
 
 @dataclass
@@ -39,9 +93,10 @@ class RunRecord:
     timings: dict[str, float] = field(default_factory=dict)
     base_samples: list[str] = field(default_factory=list)
     sample_prompts: list[str] = field(default_factory=list)
-    verification: dict[str, Any] | None = None
+    verification: Verification | None = None
     architecture: str = ""
     num_layers: int = 0
+    chosen_by: str = ""  # the selection policy, or "manual" for heretic export --trial N
 
 
 def trial_row(t: FrozenTrial) -> dict[str, Any]:
@@ -78,9 +133,11 @@ def build_report(rec: RunRecord) -> dict[str, Any]:
             "parameters": sel.user_attrs.get("parameters"),
             "sample_responses": sel.user_attrs.get("sample_responses", []),
         },
-        "verification": rec.verification,
+        "verification": rec.verification.to_dict() if rec.verification else None,
         "policy": {"selection": rec.settings.get("selection"), "kl_cap": rec.settings.get("kl_cap"),
-                   "refusal_cap": rec.settings.get("refusal_cap")},
+                   "refusal_cap": rec.settings.get("refusal_cap"),
+                   "chosen_by": rec.chosen_by or rec.settings.get("selection")},
+        "refusal_markers": rec.settings.get("refusal_markers", []),
         "pareto_front": [
             {"trial": s.number, "refusals": s.refusals, "kl_divergence": s.kl}
             for s in pareto_front(rec.trials)

@@ -31,13 +31,14 @@ from heretic.engine.objective import TrialObjective
 from heretic.engine.parameters import AblationParams
 from heretic.engine.prompts import PromptSets, load_prompt_sets
 from heretic.engine.residuals import collect_residuals
-from heretic.engine.selection import score, select
+from heretic.engine.selection import front_neighbours, pareto_front, score, select
 from heretic.engine.space import SearchSpace
 from heretic.engine import workers
 from heretic.engine.study import completed_trials, count, open_study, run_trials
-from heretic.errors import InterruptedRun, NoAcceptableTrialError
+from heretic.engine.verification import Verified, Verifier
+from heretic.errors import InterruptedRun, NoAcceptableTrialError, StudyError
 from heretic.progress import NullReporter, Reporter
-from heretic.report import RunRecord, write_run_files
+from heretic.report import RunRecord, Verification, write_run_files
 from heretic.study_files import (
     check_or_record_in_study,
     check_or_record_settings,
@@ -238,64 +239,115 @@ def run(settings: Settings, reporter: Reporter | None = None,
     return _finish(settings, prep, timings, t_all, hooks, reporter)
 
 
-def phase_verify(prep: Prepared, params: AblationParams, settings: Settings,
-                 reporter: Reporter) -> dict[str, Any] | None:
-    """Re-count refusals of the base and the selected edit with a longer token budget: short
-    budgets under-count refusals that start late, so the report gives both counts."""
+def verification_evaluator(prep: Prepared, settings: Settings) -> Evaluator | None:
+    """An evaluator over the verification split (the evaluation sets when there is none), with
+    the longer verification budget; None when verification is switched off."""
     budget = settings.verify_response_tokens
     if budget is None:
         budget = 4 * settings.max_response_tokens
-    if budget <= settings.max_response_tokens:
+    if budget == 0:
         return None
-    evaluator, prompts = prep.evaluator, prep.prompts.harmful_eval
-    base = evaluator.generate(prompts, max_new_tokens=budget)
-    with prep.objective.ablator.applied(params):
-        edited = evaluator.generate(prompts, max_new_tokens=budget)
-    count = lambda texts: sum(evaluator.is_refusal(t) for t in texts)  # noqa: E731
-    result = {"max_response_tokens": budget, "base_refusals": count(base),
-              "selected_refusals": count(edited), "n_harmful": len(prompts),
-              "selected_sample_responses": edited[:3]}
-    reporter.info(f"Verification with {budget} tokens: base {result['base_refusals']}, selected "
-                  f"{result['selected_refusals']} refusals of {len(prompts)}.")
+    p = prep.prompts
+    held_out = bool(p.harmful_verify and p.harmless_verify)
+    return Evaluator(
+        prep.loaded, p.harmless_verify if held_out else p.harmless_eval,
+        p.harmful_verify if held_out else p.harmful_eval,
+        markers=settings.refusal_markers, max_new_tokens=budget, chat=chat_format(settings),
+        batcher=prep.evaluator.batcher, strip_thinking=settings.strip_thinking,
+    )
+
+
+def phase_verify(prep: Prepared, trials: list[optuna.trial.FrozenTrial],
+                 chosen: optuna.trial.FrozenTrial, settings: Settings,
+                 reporter: Reporter) -> Verification | None:
+    """Measure the chosen edit and its Pareto-front neighbours on prompts the search never
+    scored, against the base model, with a longer token budget than the search's."""
+    evaluator = verification_evaluator(prep, settings)
+    if evaluator is None:
+        return None
+    verifier = Verifier(evaluator, compare_tokens=settings.verify_compare_tokens)
+    by_number = {t.number: t for t in trials} | {chosen.number: chosen}
+    neighbours = front_neighbours(list(by_number.values()), chosen.number,
+                                  settings.verify_alternatives)
+
+    def measure(number: int) -> Verified:
+        params = AblationParams.from_dict(by_number[number].user_attrs["parameters"])
+        return verifier.edit(prep.objective.ablator, params, number)
+
+    base = verifier.base()
+    p = prep.prompts
+    result = Verification(
+        held_out=bool(p.harmful_verify and p.harmless_verify), source=p.verify_source,
+        search_harmful=len(p.harmful_eval), search_harmless=len(p.harmless_eval),
+        max_response_tokens=evaluator.max_new_tokens,
+        compare_tokens=settings.verify_compare_tokens, base=base,
+        selected=measure(chosen.number),
+        alternatives=[(measure(n), score(by_number[n])) for n in neighbours],
+    )
+    reporter.info(result.summary())
     return result
 
 
 def _finish(settings: Settings, prep: Prepared, timings: dict[str, float], t_all: float,
-            hooks: RunHooks, reporter: Reporter) -> RunResult:
+            hooks: RunHooks, reporter: Reporter, *,
+            chosen: optuna.trial.FrozenTrial | None = None, output: Path | None = None) -> RunResult:
+    """Select (or take `chosen`), verify, export and write the run files into `output`."""
     hooks.on_phase("select")
     base = prep.base
     assert base is not None
+    output = output or settings.output
     trials = completed_trials(prep.study)[: settings.trials]
-    selected = select(trials, settings.selection, settings.kl_cap, settings.refusal_cap)
+    selected = chosen or select(trials, settings.selection, settings.kl_cap, settings.refusal_cap)
     record = RunRecord(
         model=prep.loaded.source, settings=settings.public_dump(),
         base_refusals=base.count, n_harmful=base.total,
         n_harmless=len(prep.prompts.harmless_eval), trials=trials, requested=settings.trials,
         selected=selected, timings=timings, base_samples=base.responses[:3],
         sample_prompts=prep.prompts.harmful_eval[:3], architecture=prep.arch.model_type,
-        num_layers=prep.arch.num_layers,
+        num_layers=prep.arch.num_layers, chosen_by="manual" if chosen else settings.selection,
     )
     model_dir = None
     if selected is not None:
         params = AblationParams.from_dict(selected.user_attrs["parameters"])
         hooks.on_phase("verify")
-        record.verification = phase_verify(prep, params, settings, reporter)
+        record.verification = phase_verify(prep, trials, selected, settings, reporter)
         _enter(hooks, "export")
         t = time.monotonic()
         prep.objective.ablator.remove()
         model_dir = export_model(prep.loaded, prep.directions, params, settings,
-                                 settings.output / "model", reporter)
+                                 output / "model", reporter)
         _timed(timings, "export", t)
     timings.setdefault("export", 0.0)
     timings["total"] = time.monotonic() - t_all
-    report = write_run_files(record, settings.output)
+    report = write_run_files(record, output)
     if selected is None:
         raise NoAcceptableTrialError(
             f"No trial met the selection policy ({settings.selection}, KL cap {settings.kl_cap},"
-            f" refusal cap {settings.refusal_cap}); the report is in {settings.output}.",
-            "Run more trials (--trials, the study resumes), or relax --kl-cap / the policy.",
+            f" refusal cap {settings.refusal_cap}); the report is in {output}.",
+            "Run more trials (--trials, the study resumes), or relax --kl-cap / the policy; "
+            "`heretic export --trial N` exports any trial of the study as it is.",
         )
     return RunResult(report=report, model_dir=model_dir, timings=timings)
+
+
+def export_trial(settings: Settings, number: int, dest: Path,
+                 reporter: Reporter | None = None) -> RunResult:
+    """Export trial `number` of an existing study with its report into `dest`, running no
+    trial: the same load, directions and verification as a finished run, another choice."""
+    reporter = reporter or NullReporter()
+    timings: dict[str, float] = {}
+    t_all = time.monotonic()
+    prep = prepare(settings, reporter, RunHooks(), timings)
+    found = {t.number: t for t in completed_trials(prep.study)}
+    if number not in found:
+        front = ", ".join(str(s.number) for s in pareto_front(list(found.values())))
+        raise StudyError(
+            f"The study in {settings.resolved_study_dir} has no completed trial {number} "
+            f"({len(found)} completed trials; Pareto front: {front or 'none'}).",
+            "Pick a completed trial: report.json lists the front and trials.jsonl every trial.",
+        )
+    return _finish(settings, prep, timings, t_all, RunHooks(), reporter, chosen=found[number],
+                   output=dest)
 
 
 def free_memory() -> None:

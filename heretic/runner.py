@@ -138,3 +138,19 @@ def _engine(settings: Settings, life: Any) -> Outcome:
                        "are done; the study is finished by a run without search_only.")
     info = life.finish({"model_dir": str(result.model_dir)})
     return Outcome(int(ExitCode.OK), result.report, model_dir=result.model_dir, extra=info)
+
+
+def export_from_study(output: Path, trial: int, *, dest: Path | None = None,
+                      storage: str | None = None, reporter: Reporter | None = None) -> Outcome:
+    """`heretic export --trial N`: write trial N of a finished study as a model with its own
+    report, under the study's run lock, running no trial."""
+    from heretic.preflight.lock import acquire_run_lock
+    from heretic.run import export_trial
+    from heretic.study_files import settings_of_study
+
+    reporter = reporter or default_reporter()
+    settings = settings_of_study(output, storage=storage)
+    dest = dest or output / f"trial-{trial}"
+    with acquire_run_lock(settings.resolved_study_dir):
+        result = export_trial(settings, trial, dest, reporter)
+    return Outcome(int(ExitCode.OK), result.report, model_dir=result.model_dir)

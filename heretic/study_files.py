@@ -23,7 +23,12 @@ STUDY_KEYS = (
     "components", "max_weight", "max_weight_position", "min_weight_fraction",
     "min_weight_distance", "direction_index", "direction_scopes", "refusal_markers",
     "max_response_tokens", "strip_thinking", "quantization", "study_name",
+    # The split decides which evaluation prompts the trials are scored on.
+    "verify_split", "verify_harmful_prompts", "verify_harmless_prompts",
 )
+# What a study recorded before a key existed ran with: heretic 0.1 scored trials on the whole
+# evaluation sets, as verify_split=0 does, so such a study resumes with --set verify_split=0.
+BEFORE_KEY_EXISTED: dict[str, Any] = {"verify_split": 0.0}
 
 
 def study_identity(settings: Settings) -> dict[str, Any]:
@@ -33,7 +38,8 @@ def study_identity(settings: Settings) -> dict[str, Any]:
 
 def _require_same(recorded: dict[str, Any] | None, identity: dict[str, Any], where: str,
                   hint: str) -> None:
-    changed = sorted(k for k in identity if (recorded or {}).get(k) != identity[k])
+    changed = sorted(k for k in identity
+                     if (recorded or {}).get(k, BEFORE_KEY_EXISTED.get(k)) != identity[k])
     if recorded is not None and changed:
         raise StudyError(
             f"{where} was started with different settings ({', '.join(changed)}); going on "
@@ -51,6 +57,30 @@ def check_or_record_settings(study_dir: Path, settings: Settings) -> None:
                       "Use the original settings, or a new --output / --study-dir.")
     payload = {"identity": identity, "resolved": settings.public_dump()}
     write_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def settings_of_study(output: Path, *, storage: str | None = None) -> Settings:
+    """The settings a study in OUTPUT/study ran with, as saved at its start, for work on the
+    finished study (exporting another trial). Secrets were masked when they were saved: a
+    masked storage URL must be given again; a webhook or upload target is not reused."""
+    path = output / "study" / "settings.json"
+    if not path.is_file():
+        raise StudyError(
+            f"{output} holds no study ({path} is missing).",
+            "Give the output folder of a heretic run (the folder with report.json and study/).",
+        )
+    resolved = dict(json.loads(path.read_text(encoding="utf-8")).get("resolved") or {})
+    resolved.update(output=str(output), study_dir=None, notify=None, upload=None,
+                    shutdown_after=False, workers=1, search_only=False)
+    if storage is not None:
+        resolved["storage"] = storage
+    elif "****" in (resolved.get("storage") or ""):
+        raise StudyError(
+            "The study lives in a database whose password was masked when the settings were "
+            "saved, so it cannot be read back from the study folder.",
+            "Give the storage URL again with --storage.",
+        )
+    return Settings.model_validate(resolved)
 
 
 def check_or_record_in_study(study: Any, settings: Settings) -> None:

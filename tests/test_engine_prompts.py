@@ -66,7 +66,7 @@ def test_split_files_match_common_layouts() -> None:
 
 def test_defaults_demo_sets_for_demo_and_hub_sets_for_real_models(tmp_path) -> None:
     demo = load_prompt_sets(Settings())
-    assert len(demo.harmful) == 64 and len(demo.harmful_eval) == 50
+    assert len(demo.harmful) == 64 and len(demo.harmful_eval) + len(demo.harmful_verify) == 50
     assert not set(demo.harmful) & set(demo.harmful_eval)
     specs = resolve_prompt_specs(Settings(model="org/model"))
     assert specs["harmful"] == "hub:mlabonne/harmful_behaviors:train[:400]:text"

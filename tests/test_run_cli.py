@@ -20,6 +20,7 @@ from heretic.engine.batching import Batcher
 from heretic.engine.chat import ChatFormat
 from heretic.engine.evaluation import Evaluator
 from heretic.engine.loading import load_model
+from heretic.engine.prompts import split_for_verification
 
 HERETIC = [sys.executable, "-m", "heretic"]
 
@@ -107,9 +108,12 @@ def test_contract_command_removes_refusals_and_export_reloads(
     demo = demo_prompts()
     kwargs = dict(markers=Settings().refusal_markers, max_new_tokens=16, chat=ChatFormat(),
                   batcher=Batcher(64))
-    base_eval = Evaluator(base, demo.harmless_eval, demo.harmful_eval, **kwargs)
+    # The search scores the part of each evaluation file that is not held back for verification.
+    harmless = split_for_verification(demo.harmless_eval, 0.3, "harmless")[0]
+    harmful = split_for_verification(demo.harmful_eval, 0.3, "harmful")[0]
+    base_eval = Evaluator(base, harmless, harmful, **kwargs)
     base_eval.compute_base()
-    edited_eval = Evaluator(edited, demo.harmless_eval, demo.harmful_eval, **kwargs)
+    edited_eval = Evaluator(edited, harmless, harmful, **kwargs)
     edited_eval.base_logprobs = base_eval.base_logprobs
     refusals = edited_eval.refusals()
     kl = edited_eval.kl_divergence()

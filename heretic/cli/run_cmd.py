@@ -88,6 +88,33 @@ def _execute(cli: dict[str, Any], config: Path | None, assignments: list[str] | 
         raise typer.Exit(code)
 
 
+def export_command(
+    trial: Annotated[int, typer.Option("--trial", "-t", help="Number of the completed trial to "
+                                       "export (report.json lists the Pareto front).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder of the finished "
+                                         "run (holds study/).")] = Path("heretic-output"),
+    to: Annotated[Path | None, typer.Option("--to", help="Where to write the model and its "
+                                            "report (default OUTPUT/trial-N).",
+                                            show_default=False)] = None,
+    storage: Annotated[str | None, _opt("storage", "--storage")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export one trial of a finished study (a gentler or stronger edit than the selected one)
+    as a model with its own verified report, without running the search again."""
+    from heretic.cli.run_output import print_summary
+    from heretic.runner import export_from_study
+
+    def go() -> int:
+        outcome = export_from_study(output, trial, dest=to, storage=storage)
+        print_summary(outcome, as_json=as_json)
+        return outcome.exit_code
+
+    code = guarded(go)
+    if code:
+        raise typer.Exit(code)
+
+
 def register(app: typer.Typer) -> None:
     app.command("run")(run_command)
     app.command("demo")(demo_command)
+    app.command("export")(export_command)

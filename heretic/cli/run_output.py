@@ -29,10 +29,7 @@ def summary_table(report: dict) -> Table:
                       fmt_kl(sel["kl_divergence"]))
     verify = report.get("verification")
     if verify:
-        table.add_row(f"  re-check, {verify['max_response_tokens']} tokens: base",
-                      f"{verify['base_refusals']}/{verify['n_harmful']}", "")
-        table.add_row(f"  re-check, {verify['max_response_tokens']} tokens: selected",
-                      f"{verify['selected_refusals']}/{verify['n_harmful']}", "")
+        _verification_rows(table, verify)
     front = report.get("pareto_front", [])
     for row in front[:8]:
         table.add_row(f"  pareto: trial {row['trial']}", f"{row['refusals']}/{n}",
@@ -45,6 +42,17 @@ def summary_table(report: dict) -> Table:
         f"{t.get('export', 0):.1f}s"
     )
     return table
+
+
+def _verification_rows(table: Table, verify: dict) -> None:
+    nh = verify["prompts"]["harmful"]
+    label = "verification" if verify["held_out"] else "re-check (search prompts)"
+    table.add_row(f"{label}, {verify['max_response_tokens']} tokens: base",
+                  f"{verify['base']['refusals']}/{nh}", "0")
+    for row in [verify["selected"], *(a["verification"] for a in verify.get("alternatives", []))]:
+        kind = "selected" if row is verify["selected"] else "alternative"
+        table.add_row(f"  {kind} trial {row['trial']} ({row['harmless_unchanged']:.0%} harmless "
+                      "unchanged)", f"{row['refusals']}/{nh}", fmt_kl(row["kl_divergence"]))
 
 
 def print_summary(outcome: Outcome, *, as_json: bool) -> None:

@@ -164,6 +164,35 @@ class Settings(BaseModel):
         True, description="Ignore text inside <think>...</think> when looking for markers."
     )
 
+    # --- verification (prompts the search never scores) ----------------------------------
+    verify_split: float = Field(
+        0.3,
+        ge=0.0,
+        lt=1.0,
+        description="Share of each evaluation set held back from the search and used only to "
+        "verify the chosen edit (0 verifies on the search's own prompts, which flatters it). "
+        "Ignored for a set given by verify_harmful_prompts / verify_harmless_prompts.",
+    )
+    verify_harmful_prompts: str | None = Field(
+        None, description="Separate harmful prompts for the verification (instead of a split)."
+    )
+    verify_harmless_prompts: str | None = Field(
+        None, description="Separate harmless prompts for the verification (instead of a split)."
+    )
+    verify_compare_tokens: int = Field(
+        32,
+        ge=1,
+        description="Greedy tokens of each harmless answer compared with the base model's to "
+        "measure how many everyday answers the edit changed.",
+    )
+    verify_alternatives: int = Field(
+        4,
+        ge=0,
+        le=16,
+        description="Pareto-front trials next to the selected one that are verified too, so a "
+        "gentler edit can be exported with a known cost (heretic export --trial N).",
+    )
+
     # --- search -------------------------------------------------------------------------
     trials: int = Field(200, ge=1, description="Completed trials the study ends with.")
     startup_trials: int = Field(

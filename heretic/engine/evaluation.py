@@ -122,7 +122,10 @@ class Evaluator:
         return max(0.0, float(kl))
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str], max_new_tokens: int | None = None) -> list[str]:
+    def generate(self, prompts: Sequence[str], max_new_tokens: int | None = None, *,
+                 stop_at_markers: bool = True) -> list[str]:
+        """Greedy answers. With stop_at_markers a row ends at its first refusal marker (enough
+        to count it); without, every answer runs to end of sequence or the budget."""
         tok = self.loaded.tokenizer
         config = self.generation_config
         if max_new_tokens is not None:
@@ -131,7 +134,9 @@ class Evaluator:
         def run(batch: Sequence[str], _start: int) -> list[str]:
             inputs = encode(tok, list(batch), self.chat, self.loaded.device)
             width = inputs["input_ids"].shape[1]
-            stop = StoppingCriteriaList([_MarkerStop(tok, width, self.markers, self.strip_thinking)])
+            stop = StoppingCriteriaList(
+                [_MarkerStop(tok, width, self.markers, self.strip_thinking)] if stop_at_markers else []
+            )
             out = self.loaded.model.generate(
                 **inputs, generation_config=config, stopping_criteria=stop
             )

@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from heretic.config.settings import (
@@ -29,10 +30,16 @@ PREFERRED_COLUMNS = ("text", "prompt", "instruction", "goal", "question")
 
 @dataclass(frozen=True)
 class PromptSets:
+    """harmful/harmless make the directions; *_eval score every trial; *_verify are never
+    scored by the search and only verify the chosen edit (empty when verify_split is 0)."""
+
     harmful: list[str]
     harmless: list[str]
     harmful_eval: list[str]
     harmless_eval: list[str]
+    harmful_verify: list[str] = field(default_factory=list)
+    harmless_verify: list[str] = field(default_factory=list)
+    verify_source: str = "none"
 
 
 def _slice(items: list[str], start: str | None, stop: str | None) -> list[str]:
@@ -156,6 +163,27 @@ def resolve_prompt_specs(settings: Settings) -> dict[str, str | None]:
     return {key: given[key] or defaults[key] for key in given}
 
 
+def split_for_verification(prompts: list[str], share: float, what: str) -> tuple[list[str], list[str]]:
+    """(search part, verification part): a fixed pseudo-random share of the prompts is held back.
+
+    The permutation's seed is fixed, not the search seed, so a resumed or re-seeded study keeps
+    scoring the same prompts. Both parts keep the source order."""
+    if share <= 0:
+        return prompts, []
+    n_verify = round(len(prompts) * share)
+    if n_verify < 1 or n_verify >= len(prompts):
+        raise PromptSourceError(
+            f"The {what} evaluation set has {len(prompts)} prompt(s): too few to hold back "
+            f"{share:.0%} for verification and still score the search on the rest.",
+            f"Give more {what} evaluation prompts, a separate verify_{what}_prompts set, or "
+            "--set verify_split=0 (the report then verifies on the search's own prompts).",
+        )
+    held = set(random.Random(len(prompts)).sample(range(len(prompts)), n_verify))
+    search = [p for i, p in enumerate(prompts) if i not in held]
+    verify = [p for i, p in enumerate(prompts) if i in held]
+    return search, verify
+
+
 def load_prompt_sets(settings: Settings) -> PromptSets:
     from heretic.demo.data import demo_prompts
 
@@ -163,4 +191,15 @@ def load_prompt_sets(settings: Settings) -> PromptSets:
     loaded = {}
     for key, spec in resolve_prompt_specs(settings).items():
         loaded[key] = load_prompts(spec) if spec else list(getattr(demo, key))
-    return PromptSets(**loaded)
+    given = {"harmful": settings.verify_harmful_prompts, "harmless": settings.verify_harmless_prompts}
+    sources = []
+    for what, spec in given.items():
+        if spec:
+            loaded[f"{what}_verify"] = load_prompts(spec)
+            sources.append(f"{what}: {spec}")
+        else:
+            loaded[f"{what}_eval"], loaded[f"{what}_verify"] = split_for_verification(
+                loaded[f"{what}_eval"], settings.verify_split, what)
+            if settings.verify_split > 0:
+                sources.append(f"{what}: {settings.verify_split:.0%} of the evaluation set held back")
+    return PromptSets(**loaded, verify_source="; ".join(sources) or "none")

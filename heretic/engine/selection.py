@@ -48,3 +48,14 @@ def pareto_front(trials: list[FrozenTrial]) -> list[TrialScore]:
         )
     ]
     return sorted(front, key=lambda s: (s.refusals, s.kl, s.number))
+
+
+def front_neighbours(trials: list[FrozenTrial], selected: int, k: int) -> list[int]:
+    """Up to k Pareto-front trials nearest the selected one along the front (gentler edits,
+    i.e. lower KL, first on ties), so a user can trade refusals for KL with known figures."""
+    front = [s.number for s in pareto_front(trials)]
+    if selected not in front or k <= 0:
+        return [n for n in front if n != selected][:k]
+    at = front.index(selected)
+    others = [(abs(i - at), -i, n) for i, n in enumerate(front) if n != selected]
+    return [n for _, _, n in sorted(others)[:k]]
