@@ -11,14 +11,15 @@
 # The key is read from VAST_API_KEY or ~/.config/vastai/vast_api_key and is passed to curl
 # through a private temporary file, never on the command line. HF_TOKEN is sent as an env
 # value, which Vast shows in the instance details: use a fine-grained token.
-# Exit status: 0 started, 2 bad usage, 3 no key, 4 no offer, 5 the API refused.
+# Exit status: 0 started, 2 bad usage, 3 no key, 4 no offer, 5 the API refused, 6 the
+# create's outcome is unknown (no answer or a 5xx; never retried): look in the Vast console.
 set -euo pipefail
 
 api=${HERETIC_VAST_API_URL:-${VAST_API_URL:-https://console.vast.ai/api/v0}}
 model="" upload="" max_price="" offer="" dry_run=0 disk=150
 image=ghcr.io/heretic-llm/heretic:latest
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [ "$#" -gt 0 ]; do
     case "$1" in
@@ -72,13 +73,13 @@ fi
 # shellcheck source-path=SCRIPTDIR source=lib/api.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/api.sh"
 api_auth "$key"
-call() { api_call "launch_vast: Vast" "$@"; }
-
 if [ -z "$offer" ]; then
-    offer=$(call POST /bundles/ "$search" | jq -r '.offers[0].id // empty') || exit 5
+    found=$(api_read "launch_vast: Vast" POST /bundles/ "$search") || exit 5
+    offer=$(echo "$found" | jq -r '.offers[0].id // empty')
     [ -n "$offer" ] || { echo "launch_vast: no matching offer right now" >&2; exit 4; }
 fi
-answer=$(call PUT "/asks/$offer/" "$create") || exit 5
+# The create is sent once: see api_call.
+answer=$(api_call "launch_vast: Vast" PUT "/asks/$offer/" "$create") || exit $?
 instance=$(echo "$answer" | jq -r '.new_contract // empty')
 [ -n "$instance" ] || { echo "launch_vast: Vast did not create an instance: $answer" >&2; exit 5; }
 echo "$instance"

@@ -113,3 +113,46 @@ def test_skypilot_task_starts_workers_on_a_shared_study():
     assert task["resources"]["image_id"].startswith("docker:")
     assert '--storage "$STUDY_STORAGE"' in task["run"] and "--study-name" in task["run"]
     assert set(task["secrets"]) == {"HF_TOKEN", "STUDY_STORAGE"}
+
+
+@needs_tools
+@pytest.mark.parametrize("provider", ["vast", "runpod"])
+def test_a_create_answered_502_after_it_was_carried_out_is_not_sent_again(provider, tmp_path):
+    """The provider rents the machine, then a proxy answers 502: a retry would rent a second
+    one. The scripts send the create once, say the outcome is unknown and exit 6."""
+    from fakes.fake_vast import Reply
+
+    fake = FakeVast() if provider == "vast" else FakeRunPod()
+    with fake:
+        fake.lost_queue = [Reply(502, raw=b"<html>502 Bad Gateway</html>",
+                                 headers={"Content-Type": "text/html"})]
+        if provider == "vast":
+            env = {"HERETIC_VAST_API_URL": fake.base, "VAST_API_KEY": VAST_KEY, "HOME": str(tmp_path)}
+            result = run("launch_vast.sh", "--model", "org/m", "--offer", "102", env=env)
+            creates = fake.calls("PUT", "/api/v0/asks/")
+        else:
+            env = {"HERETIC_RUNPOD_API_URL": fake.base, "RUNPOD_API_KEY": RUNPOD_KEY,
+                   "HOME": str(tmp_path)}
+            result = run("launch_runpod.sh", "--model", "org/m", "--gpu-id",
+                         "NVIDIA A100 80GB PCIe", env=env)
+            creates = fake.calls("POST", "/v2/pods")
+    assert len(creates) == 1 and len(fake.created) == 1  # one machine, never a second
+    assert result.returncode == 6, result.stderr
+    assert "HTTP 502" in result.stderr and "console" in result.stderr
+    assert result.stdout == ""
+
+
+@needs_tools
+def test_offer_search_is_retried_after_a_plain_text_429(tmp_path):
+    """Vast's documented rate limit: a plain-text 429 with no Retry-After. A search changes
+    nothing, so it is retried."""
+    from fakes.fake_vast import Reply
+
+    with FakeVast() as vast:
+        vast.fail_queue = [Reply(429, raw=b"API requests too frequent endpoint threshold=1.2",
+                                 headers={"Content-Type": "text/plain"})]
+        env = {"HERETIC_VAST_API_URL": vast.base, "VAST_API_KEY": VAST_KEY, "HOME": str(tmp_path)}
+        result = run("launch_vast.sh", "--model", "org/m", env=env, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert len(vast.calls("POST", "/api/v0/bundles/")) == 2
+        assert len(vast.calls("PUT", "/api/v0/asks/")) == 1

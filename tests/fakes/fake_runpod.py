@@ -67,6 +67,7 @@ class FakeRunPod(LoopbackServer):
             gpus = self.search_script.pop(0) if self.search_script else self.gpus
             return Reply(200, {"gpus": gpus})
         if r.method == "POST" and path == "/pods":
+            self.created.append("pod_abc123")
             return Reply(201, self._pod("pod_abc123", r.body))
         if path.startswith("/pods/") and path.endswith("/logs"):
             events = "".join(

@@ -2,7 +2,10 @@
 public API reference), plus the small threaded-server base the RunPod fake shares.
 
 Requests are recorded (method, path, query, headers, JSON body). `fail_queue` holds scripted
-error answers served before normal handling; `search_script` scripts successive offer lists.
+error answers served before normal handling (nothing is carried out); `lost_queue` holds
+answers served AFTER normal handling, in place of its answer (the request was carried out and
+the answer lost: a 502 from a proxy after the create); `search_script` scripts successive
+offer lists. `created` lists what the creates made.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class LoopbackServer(Loopback):
     def __init__(self, route: Callable[[Recorded], Reply]) -> None:
         self.requests: list[Recorded] = []
         self.fail_queue: list[Reply] = []
+        self.lost_queue: list[Reply] = []
+        self.created: list[Any] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,6 +60,8 @@ class LoopbackServer(Loopback):
                                {k.lower(): v for k, v in self.headers.items()}, body)
                 outer.requests.append(rec)
                 reply = outer.fail_queue.pop(0) if outer.fail_queue else route(rec)
+                if outer.lost_queue and not outer.fail_queue and reply.status < 400:
+                    reply = outer.lost_queue.pop(0)
                 data = reply.raw if reply.raw is not None else (
                     b"" if reply.body is None else json.dumps(reply.body).encode())
                 self.send_response(reply.status)
@@ -122,7 +129,8 @@ class FakeVast(LoopbackServer):
             ordered = sorted(offers, key=lambda o: o["dph_total"])
             return Reply(200, {"offers": ordered})
         if r.method == "PUT" and path.startswith("/asks/"):
-            return Reply(200, {"success": True, "new_contract": 7777})
+            self.created.append(7777 + len(self.created))
+            return Reply(200, {"success": True, "new_contract": self.created[-1]})
         if r.method == "PUT" and path.startswith("/instances/request_logs/"):
             iid = path.rstrip("/").split("/")[-1]
             return Reply(200, {"success": True, "result_url": f"{self.url}/logs/{iid}.log"})
