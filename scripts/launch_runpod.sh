@@ -3,7 +3,7 @@
 #
 #   RUNPOD_API_KEY=... scripts/launch_runpod.sh --model ORG/NAME [--upload ORG/REPO]
 #       [--max-price USD_PER_HOUR] [--image IMAGE] [--disk GB] [--gpu-id ID]
-#       [--cloud SECURE|COMMUNITY] [--secret hf_token] [--dry-run]
+#       [--cloud SECURE|COMMUNITY] [--secret hf_token] [--min-cuda 12.8] [--dry-run]
 #
 # It reads the GPU catalog with availability, picks the cheapest A100 80GB type in stock (at
 # or under --max-price), and creates a pod without a command override, so the image's own
@@ -20,6 +20,7 @@ set -euo pipefail
 
 api=${HERETIC_RUNPOD_API_URL:-${RUNPOD_API_URL:-https://api.runpod.io/v2}}
 model="" upload="" max_price="" gpu_id="" dry_run=0 disk=150 cloud=SECURE secret=hf_token
+min_cuda=12.8
 image=ghcr.io/heretic-llm/heretic:latest
 
 usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
@@ -32,6 +33,7 @@ while [ "$#" -gt 0 ]; do
         --image) image=${2:?}; shift 2 ;;
         --disk) disk=${2:?}; shift 2 ;;
         --gpu-id) gpu_id=${2:?}; shift 2 ;;
+        --min-cuda) min_cuda=${2:?}; shift 2 ;;
         --cloud) cloud=${2:?}; shift 2 ;;
         --secret) secret=${2:?}; shift 2 ;;
         --dry-run) dry_run=1; shift ;;
@@ -45,12 +47,15 @@ for tool in curl jq; do
     command -v "$tool" >/dev/null || { echo "launch_runpod: $tool is required" >&2; exit 2; }
 done
 
-query="include=AVAILABILITY&product=POD&cloud=$cloud&count=1&minCudaVersion=12.8"
+# shellcheck source-path=SCRIPTDIR source=lib/offers.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/offers.sh"
+query=$(runpod_catalog_query "$cloud" "$min_cuda")
 body() { # GPU_ID -> the create body
     jq -n --arg name "heretic-${model##*/}" --arg image "$image" --arg gpu "$1" \
         --arg cloud "$cloud" --argjson disk "$disk" --arg model "$model" --arg upload "$upload" \
+        --arg cuda "$min_cuda" \
         --arg secret "{{ RUNPOD_SECRET_$secret }}" '{name: $name, image: $image,
-        gpu: {id: $gpu, count: 1, minCudaVersion: "12.8"}, cloud: $cloud, disk: 30,
+        gpu: {id: $gpu, count: 1, minCudaVersion: $cuda}, cloud: $cloud, disk: 30,
         env: ({HERETIC_MODEL: $model, HERETIC_SHUTDOWN_AFTER: "true", HERETIC_PROFILE: "auto",
                HF_TOKEN: $secret} + (if $upload == "" then {} else {HERETIC_UPLOAD: $upload} end)),
         mounts: {persistent: {size: $disk, path: "/workspace"}},
@@ -71,15 +76,7 @@ api_auth "$RUNPOD_API_KEY"
 if [ -z "$gpu_id" ]; then
     tier=$(echo "$cloud" | tr '[:upper:]' '[:lower:]')
     catalog=$(api_read "launch_runpod: RunPod" GET "/catalog/gpus?$query") || exit 5
-    gpu_id=$(echo "$catalog" | jq -r --arg tier "$tier" --arg max "$max_price" '
-        [(.gpus // .)[]
-         | select(.id == "NVIDIA A100 80GB PCIe" or .id == "NVIDIA A100-SXM4-80GB")
-         | .stock = (.availability // ([.dataCenters[]?.availability]
-                     | if any(. == "HIGH") then "HIGH" elif any(. == "MEDIUM") then "MEDIUM"
-                       elif any(. == "LOW") then "LOW" else "NONE" end))
-         | select(.stock != "NONE" and .price[$tier] != null)
-         | select($max == "" or .price[$tier] <= ($max | tonumber))]
-        | sort_by(.price[$tier]) | .[0].id // empty')
+    gpu_id=$(echo "$catalog" | runpod_offers "$tier" "$max_price" | jq -r '.[0].id // empty')
     [ -n "$gpu_id" ] || { echo "launch_runpod: no A100 80GB in stock right now" >&2; exit 4; }
 fi
 # The create is sent once: see api_call.

@@ -2,9 +2,11 @@
 # Launch a heretic run on Vast.ai without the heretic CLI: only bash, curl and jq.
 #
 #   VAST_API_KEY=... HF_TOKEN=... scripts/launch_vast.sh --model ORG/NAME [--upload ORG/REPO]
-#       [--max-price USD_PER_HOUR] [--image IMAGE] [--disk GB] [--offer ID] [--dry-run]
+#       [--max-price USD_PER_HOUR] [--image IMAGE] [--disk GB] [--offer ID] [--min-cuda 12.8]
+#       [--dry-run]
 #
-# It searches for the cheapest verified single A100 80GB offer (at or under --max-price),
+# It searches for the cheapest verified single A100 80GB offer with the disk (at or under
+# --max-price, storage included: the filter of scripts/lib/offers.sh),
 # then creates an instance whose image runs its own entrypoint (runtype "args") with
 # HERETIC_MODEL, HERETIC_UPLOAD, HERETIC_SHUTDOWN_AFTER=true and HERETIC_PROFILE=auto, and
 # prints the instance id. --dry-run prints the search and the create body and sends nothing.
@@ -16,10 +18,10 @@
 set -euo pipefail
 
 api=${HERETIC_VAST_API_URL:-${VAST_API_URL:-https://console.vast.ai/api/v0}}
-model="" upload="" max_price="" offer="" dry_run=0 disk=150
+model="" upload="" max_price="" offer="" dry_run=0 disk=150 min_cuda=12.8
 image=ghcr.io/heretic-llm/heretic:latest
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [ "$#" -gt 0 ]; do
     case "$1" in
@@ -29,6 +31,7 @@ while [ "$#" -gt 0 ]; do
         --image) image=${2:?}; shift 2 ;;
         --disk) disk=${2:?}; shift 2 ;;
         --offer) offer=${2:?}; shift 2 ;;
+        --min-cuda) min_cuda=${2:?}; shift 2 ;;
         --dry-run) dry_run=1; shift ;;
         -h | --help) usage ;;
         *) echo "launch_vast: unknown option $1" >&2; usage ;;
@@ -44,12 +47,9 @@ if [ -z "$key" ] && [ -f "$HOME/.config/vastai/vast_api_key" ]; then
     key=$(tr -d '[:space:]' <"$HOME/.config/vastai/vast_api_key")
 fi
 
-search=$(jq -n --arg max "$max_price" --argjson disk "$disk" '{
-    gpu_name: {in: ["A100 SXM4", "A100 PCIE", "A100X"]}, gpu_ram: {gte: 79000},
-    num_gpus: {eq: 1}, rentable: {eq: true}, verified: {eq: true},
-    reliability: {gt: 0.98}, cuda_max_good: {gte: 12.8}, disk_space: {gte: $disk},
-    order: [["dph_total", "asc"]], type: "on-demand", limit: 20}
-    + (if $max == "" then {} else {dph_total: {lte: ($max | tonumber)}} end)')
+# shellcheck source-path=SCRIPTDIR source=lib/offers.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/offers.sh"
+search=$(vast_offer_filter "$max_price" "$disk" "$min_cuda")
 
 env_json=$(jq -n --arg model "$model" --arg upload "$upload" --arg token "${HF_TOKEN:-}" '{
     HERETIC_MODEL: $model, HERETIC_SHUTDOWN_AFTER: "true", HERETIC_PROFILE: "auto"}

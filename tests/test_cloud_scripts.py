@@ -156,3 +156,30 @@ def test_offer_search_is_retried_after_a_plain_text_429(tmp_path):
         assert result.returncode == 0, result.stderr
         assert len(vast.calls("POST", "/api/v0/bundles/")) == 2
         assert len(vast.calls("PUT", "/api/v0/asks/")) == 1
+
+
+@needs_tools
+@pytest.mark.parametrize("max_price,disk,cuda", [("2", 150, "12.8"), ("", 210, "13.0")])
+def test_the_scripts_filter_offers_as_the_cli_does(max_price, disk, cuda):
+    """scripts/lib/offers.sh and heretic/cloud/offer_filter.py are one filter in two
+    languages: the same search body for Vast, the same catalog query for RunPod."""
+    from urllib.parse import parse_qs
+
+    from heretic.cloud.gpus import gpu_kind
+    from heretic.cloud.offer_filter import offer_query
+    from heretic.cloud.runpod import RunPodClient
+    from heretic.cloud.vast import VastClient
+
+    lib = ROOT / "scripts" / "lib" / "offers.sh"
+    shell = subprocess.run(
+        ["bash", "-c", f'. "{lib}"; vast_offer_filter "$1" "$2" "$3"; echo; '
+                       f'runpod_catalog_query SECURE "$3"', "_", max_price, str(disk), cuda],
+        capture_output=True, text=True, check=True).stdout
+    vast_body, runpod_query = shell.rsplit("\n", 1)
+    query = offer_query(gpu_kind("A100-80GB"), max_price=float(max_price) if max_price else None,
+                        disk_gb=disk, min_cuda=cuda)
+    vast = VastClient("k", base_url="http://127.0.0.1:9").search_request(query)
+    assert json.loads(vast_body) == vast.body
+    assert vast.body["allocated_storage"] == disk and vast.body["disk_space"] == {"gte": disk}
+    runpod = RunPodClient("k", base_url="http://127.0.0.1:9").search_request(query)
+    assert {k: v[0] for k, v in parse_qs(runpod_query).items()} == runpod.params

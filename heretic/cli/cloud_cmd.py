@@ -72,13 +72,17 @@ def offers_cmd(
     profile: Annotated[str, typer.Option(help="Profile whose batch settings the estimate "
                                          "uses (auto: defaults).")] = "auto",
     trials: Annotated[int | None, typer.Option(min=1, help="Trials for the estimate.")] = None,
+    disk: Annotated[int | None, typer.Option(min=20, help="Disk in GB the run needs (default: "
+                                             "sized from --model, else 150); Vast prices "
+                                             "include it.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Current offers (Vast.ai) and availability (RunPod) with price per hour."""
+    """Current offers (Vast.ai) and availability (RunPod) with price per hour, filtered as
+    `launch` filters them (GPU, disk, CUDA version, price cap)."""
 
     def run() -> None:
         from heretic.cloud.gpus import gpu_kind
-        from heretic.cloud.models import OfferQuery
+        from heretic.cloud.offer_filter import offer_query
         from heretic.cloud.providers import make_client, provider_names
         from heretic.cloud.render import OFFER_COLUMNS, offer_row
         from heretic.errors import CloudError
@@ -86,13 +90,15 @@ def offers_cmd(
         kind = gpu_kind(gpu)
         names = provider_names(provider)
         est = _estimate(model, revision, profile, trials, kind)
+        # The launch's filter: the disk the run needs (Vast's price then includes it), CUDA.
+        query = offer_query(kind, max_price=max_price, disk_gb=disk or (est.disk_gb if est else None))
         rows: list[dict[str, Any]] = []
         failures: list[CloudError] = []
         for name in names:
             try:
                 client = make_client(name)
                 try:
-                    found = client.search(OfferQuery(gpu=kind, max_price=max_price))
+                    found = client.search(query)
                 finally:
                     client.close()
             except CloudError as exc:

@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from heretic.cloud.estimate import DEFAULT_DISK_GB, disk_for_params
+from heretic.cloud.estimate import DEFAULT_DISK_GB
 from heretic.cloud.gpus import GpuKind
 from heretic.cloud.models import Instance, LaunchSpec, Offer, OfferQuery, Provider
+from heretic.cloud.offer_filter import DEFAULT_MIN_CUDA, offer_query
 from heretic.errors import CloudError, ConfigError, TokenError
 
 DEFAULT_IMAGE = "ghcr.io/heretic-llm/heretic:latest"
@@ -42,7 +43,7 @@ class LaunchOptions:
     cloud: str = "SECURE"
     volume_id: str | None = None
     runpod_secret: str = "hf_token"
-    min_cuda: str = "12.8"
+    min_cuda: str = DEFAULT_MIN_CUDA
 
 
 @dataclass(frozen=True)
@@ -160,10 +161,9 @@ def plan_launch(opts: LaunchOptions, client: Provider, *, n_params: int | None,
                 offer: Offer | None = None) -> LaunchPlan:
     """Everything the launch will send. Searches offers unless `dry_run` or an `offer` seen
     moments ago (by the monitor) is given."""
-    disk = opts.disk_gb or (disk_for_params(n_params) if n_params else DEFAULT_DISK_GB)
-    query = OfferQuery(gpu=opts.gpu, max_price=opts.max_price, min_cuda=opts.min_cuda,
-                       cloud="COMMUNITY" if opts.cloud == "COMMUNITY" else "SECURE",
-                       min_disk_gb=disk)
+    query = offer_query(opts.gpu, max_price=opts.max_price, disk_gb=opts.disk_gb,
+                        n_params=n_params, min_cuda=opts.min_cuda, cloud=opts.cloud)
+    disk = query.min_disk_gb
     env = settings_env(opts)
     tokens, secrets, warnings = token_env(opts, hf_token, dry_run)
     env.update(tokens)

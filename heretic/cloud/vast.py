@@ -71,6 +71,9 @@ class VastClient:
             body["dph_total"] = {"lte": query.max_price}
         if query.min_disk_gb:
             body["disk_space"] = {"gte": query.min_disk_gb}
+            # The disk the instance will have: Vast then quotes dph_total with its storage
+            # cost (vast-cli's `search offers --storage`); without it the price is for ~5 GB.
+            body["allocated_storage"] = float(query.min_disk_gb)
         return self.api.prepare("POST", "/bundles/", body=body)
 
     def search(self, query: OfferQuery) -> list[Offer]:
