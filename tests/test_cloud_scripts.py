@@ -104,6 +104,10 @@ def test_templates_run_the_image_unchanged():
     assert "args" not in runpod and "dockerStartCmd" not in runpod
     assert runpod["env"]["HF_TOKEN"] == "{{ RUNPOD_SECRET_hf_token }}"
     assert runpod["mounts"]["persistent"]["path"] == "/workspace"
+    # POST /v2/templates would accept it (RunPod's published CreateTemplateRequest).
+    from fakes.provider_schemas import violations
+
+    assert violations("runpod", "POST", "/v2/templates", {}, runpod) == []
 
 
 def test_skypilot_task_starts_workers_on_a_shared_study():

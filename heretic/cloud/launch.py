@@ -128,6 +128,12 @@ def token_env(opts: LaunchOptions, hf_token: str | None, dry_run: bool
         "target repository, and revoke it after the run."]
 
 
+def check_provider_rents(opts: LaunchOptions) -> None:
+    if opts.provider == "runpod" and not opts.gpu.runpod_ids:
+        raise CloudError(f"RunPod does not rent {opts.gpu.name} (it is not among RunPod's "
+                         "published GPU types).", "Use --provider vast, or another --gpu.")
+
+
 def placeholder_offer(opts: LaunchOptions) -> Offer:
     if opts.provider == "runpod":
         gpu_id = opts.offer_id or opts.gpu.runpod_ids[0]
@@ -161,6 +167,7 @@ def plan_launch(opts: LaunchOptions, client: Provider, *, n_params: int | None,
                 offer: Offer | None = None) -> LaunchPlan:
     """Everything the launch will send. Searches offers unless `dry_run` or an `offer` seen
     moments ago (by the monitor) is given."""
+    check_provider_rents(opts)
     query = offer_query(opts.gpu, max_price=opts.max_price, disk_gb=opts.disk_gb,
                         n_params=n_params, min_cuda=opts.min_cuda, cloud=opts.cloud)
     disk = query.min_disk_gb

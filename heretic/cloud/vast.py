@@ -27,7 +27,9 @@ URL_ENV = "HERETIC_VAST_API_URL"
 _STATES: dict[str, State] = {
     "provisioning": "pending", "created": "pending", "loading": "pending",
     "scheduling": "pending", "rebooting": "pending",
-    "running": "running", "frozen": "exited", "stopped": "exited", "exited": "exited",
+    # frozen: paused with its GPU still reserved and billed, not "exited" (a stopped
+    # instance bills only its storage).
+    "running": "running", "frozen": "paused", "stopped": "exited", "exited": "exited",
     "offline": "failed", "error": "failed", "unknown": "unknown",
 }
 
