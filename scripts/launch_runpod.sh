@@ -3,7 +3,7 @@
 #
 #   RUNPOD_API_KEY=... scripts/launch_runpod.sh --model ORG/NAME [--upload ORG/REPO]
 #       [--max-price USD_PER_HOUR] [--image IMAGE] [--disk GB] [--gpu-id ID]
-#       [--cloud SECURE|COMMUNITY] [--secret hf_token] [--min-cuda 12.8] [--dry-run]
+#       [--cloud SECURE|COMMUNITY] [--secret hf_token] [--dry-run]
 #
 # It reads the GPU catalog with availability, picks the cheapest A100 80GB type in stock (at
 # or under --max-price), and creates a pod without a command override, so the image's own
@@ -33,7 +33,6 @@ while [ "$#" -gt 0 ]; do
         --image) image=${2:?}; shift 2 ;;
         --disk) disk=${2:?}; shift 2 ;;
         --gpu-id) gpu_id=${2:?}; shift 2 ;;
-        --min-cuda) min_cuda=${2:?}; shift 2 ;;
         --cloud) cloud=${2:?}; shift 2 ;;
         --secret) secret=${2:?}; shift 2 ;;
         --dry-run) dry_run=1; shift ;;

@@ -2,7 +2,7 @@
 # Launch a heretic run on Vast.ai without the heretic CLI: only bash, curl and jq.
 #
 #   VAST_API_KEY=... HF_TOKEN=... scripts/launch_vast.sh --model ORG/NAME [--upload ORG/REPO]
-#       [--max-price USD_PER_HOUR] [--image IMAGE] [--disk GB] [--offer ID] [--min-cuda 12.8]
+#       [--max-price USD_PER_HOUR] [--image IMAGE] [--disk GB] [--offer ID]
 #       [--dry-run]
 #
 # It searches for the cheapest verified single A100 80GB offer with the disk (at or under
@@ -31,7 +31,6 @@ while [ "$#" -gt 0 ]; do
         --image) image=${2:?}; shift 2 ;;
         --disk) disk=${2:?}; shift 2 ;;
         --offer) offer=${2:?}; shift 2 ;;
-        --min-cuda) min_cuda=${2:?}; shift 2 ;;
         --dry-run) dry_run=1; shift ;;
         -h | --help) usage ;;
         *) echo "launch_vast: unknown option $1" >&2; usage ;;

@@ -2,7 +2,7 @@
 # Watch Vast.ai and RunPod for A100 80GB capacity without the heretic CLI: bash, curl, jq.
 #
 #   VAST_API_KEY=... RUNPOD_API_KEY=... scripts/monitor_a100.sh [--max-price USD_PER_HOUR]
-#       [--disk GB] [--min-cuda 12.8] [--interval SECONDS] [--notify WEBHOOK_URL]
+#       [--disk GB] [--interval SECONDS] [--notify WEBHOOK_URL]
 #       [--state FILE] [--max-polls N]
 #
 # Offers are filtered as `heretic cloud launch` filters them (scripts/lib/offers.sh): the
@@ -27,7 +27,6 @@ while [ "$#" -gt 0 ]; do
         --max-price) max_price=${2:?}; shift 2 ;;
         --interval) interval=${2:?}; shift 2 ;;
         --disk) disk=${2:?}; shift 2 ;;
-        --min-cuda) min_cuda=${2:?}; shift 2 ;;
         --notify) notify=${2:?}; shift 2 ;;
         --state) state=${2:?}; shift 2 ;;
         --max-polls) max_polls=${2:?}; shift 2 ;;

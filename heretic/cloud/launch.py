@@ -44,6 +44,7 @@ class LaunchOptions:
     volume_id: str | None = None
     runpod_secret: str = "hf_token"
     min_cuda: str = DEFAULT_MIN_CUDA
+    vast_account_token: bool = False  # Vast: HF_TOKEN from the account's env vars, not sent
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,13 @@ def token_env(opts: LaunchOptions, hf_token: str | None, dry_run: bool
         return {"HF_TOKEN": f"{{{{ RUNPOD_SECRET_{opts.runpod_secret} }}}}"}, (), [
             f"The pod reads HF_TOKEN from the RunPod secret '{opts.runpod_secret}': create it "
             "under Settings > Secrets in the RunPod console if it does not exist."]
+    if opts.vast_account_token:
+        # Vast injects an account's environment variables (POST /api/v0/secrets/, stored
+        # encrypted) into its instances: the token never travels with the launch.
+        return {}, (), [
+            "HF_TOKEN is not sent: the instance takes it from your Vast account's environment "
+            "variables (set it once with `vastai create env-var HF_TOKEN hf_...`, or under "
+            "Account > Environment Variables); without it there, gated models and --upload fail."]
     if hf_token is None:
         if opts.upload and not dry_run:
             raise TokenError("--upload needs a Hugging Face token and none was found "
@@ -125,7 +133,8 @@ def token_env(opts: LaunchOptions, hf_token: str | None, dry_run: bool
     return {"HF_TOKEN": hf_token}, (hf_token,), [
         "Vast.ai shows environment values in the instance details: HF_TOKEN is visible to "
         "anyone with access to this Vast account. Use a fine-grained token limited to the "
-        "target repository, and revoke it after the run."]
+        "target repository and revoke it after the run, or store it as a Vast account "
+        "environment variable and launch with --vast-account-token."]
 
 
 def check_provider_rents(opts: LaunchOptions) -> None:

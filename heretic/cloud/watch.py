@@ -53,7 +53,7 @@ def _clients(choice: str, log: Callable[[str], None], sleep: Callable[[float], N
     clients: dict[str, Provider] = {}
     for name in provider_names(choice):
         try:
-            # Few retries: the next poll is the retry, and quotas are per day.
+            # Few retries: the next poll is the retry (Vast limits calls per endpoint).
             clients[name] = make_client(name, sleep=sleep, retries=2)
         except CloudError as exc:
             if choice != "all":
