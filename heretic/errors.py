@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     OUT_OF_MEMORY = 13
     STUDY = 14
     DISK_FULL = 15
+    STORAGE = 16
     INTERRUPTED = 75  # EX_TEMPFAIL: "try again", which is exactly what a resume does
 
 
@@ -90,6 +91,12 @@ class StudyError(HereticError):
 
 class DiskFullError(HereticError):
     exit_code = ExitCode.DISK_FULL
+
+
+class StorageError(HereticError):
+    """The shared study storage (--storage URL) cannot be used: driver, server or login."""
+
+    exit_code = ExitCode.STORAGE
 
 
 class InterruptedRun(HereticError):

@@ -201,7 +201,8 @@ def prepare(settings: Settings, reporter: Reporter, hooks: RunHooks, timings: di
     study = open_study(study_dir, name=settings.study_name, storage_url=settings.storage,
                        seed=settings.seed,
                        startup_trials=min(settings.startup_trials, settings.trials // 3),
-                       worker_index=worker_index)
+                       worker_index=worker_index, heartbeat_s=settings.heartbeat_interval_s,
+                       grace_s=settings.heartbeat_grace_s)
     check_or_record_in_study(study, settings)
     objective = TrialObjective(ablator, evaluator, SearchSpace(settings, arch.num_layers))
     return Prepared(loaded, arch, prompts, directions, evaluator, study, objective, base)

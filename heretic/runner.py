@@ -49,14 +49,18 @@ def _end_stale_first(settings: Settings, reporter: Reporter) -> None:
                       f"({len(result.killed)} needed SIGKILL).")
 
 
-def _validate_inputs(settings: Settings) -> None:
-    """Bad input gets its own exit code (missing model 5, bad prompts 4) before preflight."""
+def _validate_inputs(settings: Settings, reporter: Reporter) -> None:
+    """Bad input gets its own exit code (missing model 5, bad prompts 4, an unusable study
+    storage 16) before preflight and before any weight loads."""
     from heretic.engine.loading import check_model_exists
     from heretic.engine.prompts import load_prompt_sets
+    from heretic.preflight.storage import check_storage
 
     if not settings.is_demo:
         check_model_exists(str(settings.model), settings)
     load_prompt_sets(settings)
+    if settings.storage:
+        reporter.info(f"Study storage: {check_storage(settings.storage)}.")
 
 
 def _preflight(settings: Settings, inventory: Any, reporter: Reporter) -> None:
@@ -99,6 +103,7 @@ def execute(
 
 def _locked(cli: Mapping[str, Any], config_path: Path | None, assignments: list[str] | None,
             environ: Mapping[str, str] | None, reporter: Reporter) -> Outcome:
+    from heretic.lifecycle.secrets import add_secret, url_password
     from heretic.lifecycle.session import RunLifecycle
     from heretic.preflight.gpus import gpus_for_device_map, read_inventory
     from heretic.preflight.lock import acquire_gpu_locks
@@ -108,6 +113,9 @@ def _locked(cli: Mapping[str, Any], config_path: Path | None, assignments: list[
     resolved = resolve_settings(cli, config_path=config_path, environ=environ,
                                 inventory=inventory, assignments=assignments)
     settings = resolved.settings
+    # A storage password from a config file or the environment is masked in every log line,
+    # message and file this process writes from here on.
+    add_secret(url_password(settings.storage))
     if resolved.choice is not None:
         reporter.info(f"Profile: {resolved.choice.name or 'none'} ({resolved.choice.reason})")
     with RunLifecycle(settings, reporter, environ=environ) as life:
@@ -118,7 +126,7 @@ def _locked(cli: Mapping[str, Any], config_path: Path | None, assignments: list[
                            "and run again: the study resumes.")
         gpus = [g.key for g in gpus_for_device_map(settings.device_map, inventory)]
         with acquire_gpu_locks(gpus):
-            _validate_inputs(settings)
+            _validate_inputs(settings, life.reporter)
             if not settings.skip_preflight:
                 _preflight(settings, inventory, life.reporter)
             return _engine(settings, life)

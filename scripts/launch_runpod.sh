@@ -14,14 +14,16 @@
 # --disk sizes the pod volume mounted at /workspace (Hub cache, study, done marker): RunPod
 # wipes the container disk on every restart, and restarts a container whose process exits.
 # The key (RUNPOD_API_KEY) reaches curl through a private temporary file, never argv.
-# Exit status: 0 started, 2 bad usage, 3 no key, 4 no GPU in stock, 5 the API refused.
+# Exit status: 0 started, 2 bad usage, 3 no key, 4 no GPU in stock, 5 the API refused, 6 the
+# create's outcome is unknown (no answer or a 5xx; never retried): look in the RunPod console.
 set -euo pipefail
 
 api=${HERETIC_RUNPOD_API_URL:-${RUNPOD_API_URL:-https://api.runpod.io/v2}}
 model="" upload="" max_price="" gpu_id="" dry_run=0 disk=150 cloud=SECURE secret=hf_token
+min_cuda=12.8
 image=ghcr.io/heretic-llm/heretic:latest
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [ "$#" -gt 0 ]; do
     case "$1" in
@@ -44,12 +46,15 @@ for tool in curl jq; do
     command -v "$tool" >/dev/null || { echo "launch_runpod: $tool is required" >&2; exit 2; }
 done
 
-query="include=AVAILABILITY&product=POD&cloud=$cloud&count=1&minCudaVersion=12.8"
+# shellcheck source-path=SCRIPTDIR source=lib/offers.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/offers.sh"
+query=$(runpod_catalog_query "$cloud" "$min_cuda")
 body() { # GPU_ID -> the create body
     jq -n --arg name "heretic-${model##*/}" --arg image "$image" --arg gpu "$1" \
         --arg cloud "$cloud" --argjson disk "$disk" --arg model "$model" --arg upload "$upload" \
+        --arg cuda "$min_cuda" \
         --arg secret "{{ RUNPOD_SECRET_$secret }}" '{name: $name, image: $image,
-        gpu: {id: $gpu, count: 1, minCudaVersion: "12.8"}, cloud: $cloud, disk: 30,
+        gpu: {id: $gpu, count: 1, minCudaVersion: $cuda}, cloud: $cloud, disk: 30,
         env: ({HERETIC_MODEL: $model, HERETIC_SHUTDOWN_AFTER: "true", HERETIC_PROFILE: "auto",
                HF_TOKEN: $secret} + (if $upload == "" then {} else {HERETIC_UPLOAD: $upload} end)),
         mounts: {persistent: {size: $disk, path: "/workspace"}},
@@ -67,22 +72,15 @@ fi
 # shellcheck source-path=SCRIPTDIR source=lib/api.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/api.sh"
 api_auth "$RUNPOD_API_KEY"
-call() { api_call "launch_runpod: RunPod" "$@"; }
-
 if [ -z "$gpu_id" ]; then
     tier=$(echo "$cloud" | tr '[:upper:]' '[:lower:]')
-    gpu_id=$(call GET "/catalog/gpus?$query" | jq -r --arg tier "$tier" --arg max "$max_price" '
-        [(.gpus // .)[]
-         | select(.id == "NVIDIA A100 80GB PCIe" or .id == "NVIDIA A100-SXM4-80GB")
-         | .stock = (.availability // ([.dataCenters[]?.availability]
-                     | if any(. == "HIGH") then "HIGH" elif any(. == "MEDIUM") then "MEDIUM"
-                       elif any(. == "LOW") then "LOW" else "NONE" end))
-         | select(.stock != "NONE" and .price[$tier] != null)
-         | select($max == "" or .price[$tier] <= ($max | tonumber))]
-        | sort_by(.price[$tier]) | .[0].id // empty') || exit 5
+    catalog=$(api_read "launch_runpod: RunPod" GET "/catalog/gpus?$query") || exit 5
+    gpu_id=$(echo "$catalog" | runpod_offers "$tier" "$max_price" | jq -r '.[0].id // empty')
     [ -n "$gpu_id" ] || { echo "launch_runpod: no A100 80GB in stock right now" >&2; exit 4; }
 fi
-pod=$(call POST /pods "$(body "$gpu_id")" | jq -r '.id // empty') || exit 5
+# The create is sent once: see api_call.
+created=$(api_call "launch_runpod: RunPod" POST /pods "$(body "$gpu_id")") || exit $?
+pod=$(echo "$created" | jq -r '.id // empty')
 [ -n "$pod" ] || { echo "launch_runpod: RunPod did not return a pod id" >&2; exit 5; }
 echo "$pod"
 echo "Started RunPod pod $pod ($gpu_id). Follow it: heretic cloud logs --provider runpod $pod (or the RunPod console)." >&2

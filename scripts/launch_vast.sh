@@ -2,23 +2,26 @@
 # Launch a heretic run on Vast.ai without the heretic CLI: only bash, curl and jq.
 #
 #   VAST_API_KEY=... HF_TOKEN=... scripts/launch_vast.sh --model ORG/NAME [--upload ORG/REPO]
-#       [--max-price USD_PER_HOUR] [--image IMAGE] [--disk GB] [--offer ID] [--dry-run]
+#       [--max-price USD_PER_HOUR] [--image IMAGE] [--disk GB] [--offer ID]
+#       [--dry-run]
 #
-# It searches for the cheapest verified single A100 80GB offer (at or under --max-price),
+# It searches for the cheapest verified single A100 80GB offer with the disk (at or under
+# --max-price, storage included: the filter of scripts/lib/offers.sh),
 # then creates an instance whose image runs its own entrypoint (runtype "args") with
 # HERETIC_MODEL, HERETIC_UPLOAD, HERETIC_SHUTDOWN_AFTER=true and HERETIC_PROFILE=auto, and
 # prints the instance id. --dry-run prints the search and the create body and sends nothing.
 # The key is read from VAST_API_KEY or ~/.config/vastai/vast_api_key and is passed to curl
 # through a private temporary file, never on the command line. HF_TOKEN is sent as an env
 # value, which Vast shows in the instance details: use a fine-grained token.
-# Exit status: 0 started, 2 bad usage, 3 no key, 4 no offer, 5 the API refused.
+# Exit status: 0 started, 2 bad usage, 3 no key, 4 no offer, 5 the API refused, 6 the
+# create's outcome is unknown (no answer or a 5xx; never retried): look in the Vast console.
 set -euo pipefail
 
 api=${HERETIC_VAST_API_URL:-${VAST_API_URL:-https://console.vast.ai/api/v0}}
-model="" upload="" max_price="" offer="" dry_run=0 disk=150
+model="" upload="" max_price="" offer="" dry_run=0 disk=150 min_cuda=12.8
 image=ghcr.io/heretic-llm/heretic:latest
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [ "$#" -gt 0 ]; do
     case "$1" in
@@ -43,12 +46,9 @@ if [ -z "$key" ] && [ -f "$HOME/.config/vastai/vast_api_key" ]; then
     key=$(tr -d '[:space:]' <"$HOME/.config/vastai/vast_api_key")
 fi
 
-search=$(jq -n --arg max "$max_price" --argjson disk "$disk" '{
-    gpu_name: {in: ["A100 SXM4", "A100 PCIE", "A100X"]}, gpu_ram: {gte: 79000},
-    num_gpus: {eq: 1}, rentable: {eq: true}, verified: {eq: true},
-    reliability: {gt: 0.98}, cuda_max_good: {gte: 12.8}, disk_space: {gte: $disk},
-    order: [["dph_total", "asc"]], type: "on-demand", limit: 20}
-    + (if $max == "" then {} else {dph_total: {lte: ($max | tonumber)}} end)')
+# shellcheck source-path=SCRIPTDIR source=lib/offers.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/offers.sh"
+search=$(vast_offer_filter "$max_price" "$disk" "$min_cuda")
 
 env_json=$(jq -n --arg model "$model" --arg upload "$upload" --arg token "${HF_TOKEN:-}" '{
     HERETIC_MODEL: $model, HERETIC_SHUTDOWN_AFTER: "true", HERETIC_PROFILE: "auto"}
@@ -72,13 +72,13 @@ fi
 # shellcheck source-path=SCRIPTDIR source=lib/api.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/api.sh"
 api_auth "$key"
-call() { api_call "launch_vast: Vast" "$@"; }
-
 if [ -z "$offer" ]; then
-    offer=$(call POST /bundles/ "$search" | jq -r '.offers[0].id // empty') || exit 5
+    found=$(api_read "launch_vast: Vast" POST /bundles/ "$search") || exit 5
+    offer=$(echo "$found" | jq -r '.offers[0].id // empty')
     [ -n "$offer" ] || { echo "launch_vast: no matching offer right now" >&2; exit 4; }
 fi
-answer=$(call PUT "/asks/$offer/" "$create") || exit 5
+# The create is sent once: see api_call.
+answer=$(api_call "launch_vast: Vast" PUT "/asks/$offer/" "$create") || exit $?
 instance=$(echo "$answer" | jq -r '.new_contract // empty')
 [ -n "$instance" ] || { echo "launch_vast: Vast did not create an instance: $answer" >&2; exit 5; }
 echo "$instance"

@@ -2,10 +2,14 @@
 # Watch Vast.ai and RunPod for A100 80GB capacity without the heretic CLI: bash, curl, jq.
 #
 #   VAST_API_KEY=... RUNPOD_API_KEY=... scripts/monitor_a100.sh [--max-price USD_PER_HOUR]
-#       [--interval SECONDS] [--notify WEBHOOK_URL] [--state FILE] [--max-polls N]
+#       [--disk GB] [--interval SECONDS] [--notify WEBHOOK_URL]
+#       [--state FILE] [--max-polls N]
 #
+# Offers are filtered as `heretic cloud launch` filters them (scripts/lib/offers.sh): the
+# disk (default 150 GB; Vast's price then includes its storage), the CUDA version, the cap.
 # Each provider whose key is set is polled every --interval seconds (default 300, at least
-# 60: Vast's search has a daily quota), with +-10% jitter and doubled waits after failures.
+# 60: Vast limits how often each endpoint may be called), with +-10% jitter and doubled
+# waits after failures.
 # An alert (a log line on stderr, the terminal bell, and a JSON POST to --notify) is sent
 # only when a provider's availability changes; the last state is kept in --state (default
 # ~/.cache/heretic/monitor_a100.state) so a restart does not repeat alerts. A failed poll
@@ -14,14 +18,15 @@ set -uo pipefail
 
 vast_api=${HERETIC_VAST_API_URL:-${VAST_API_URL:-https://console.vast.ai/api/v0}}
 runpod_api=${HERETIC_RUNPOD_API_URL:-${RUNPOD_API_URL:-https://api.runpod.io/v2}}
-max_price="" interval=300 notify="" max_polls=0
+max_price="" interval=300 notify="" max_polls=0 disk=150 min_cuda=12.8
 state=${XDG_CACHE_HOME:-$HOME/.cache}/heretic/monitor_a100.state
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --max-price) max_price=${2:?}; shift 2 ;;
         --interval) interval=${2:?}; shift 2 ;;
+        --disk) disk=${2:?}; shift 2 ;;
         --notify) notify=${2:?}; shift 2 ;;
         --state) state=${2:?}; shift 2 ;;
         --max-polls) max_polls=${2:?}; shift 2 ;;
@@ -46,27 +51,22 @@ printf 'Authorization: Bearer %s\n' "${RUNPOD_API_KEY:-}" >"$workdir/runpod.h"
 mkdir -p "$(dirname "$state")"
 touch "$state"
 
+# shellcheck source-path=SCRIPTDIR source=lib/offers.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/offers.sh"
+
 log() { printf '[%s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 
 poll() { # PROVIDER -> prints "COUNT PRICE" (PRICE "-" when none); fails on any error
     local answer
     if [ "$1" = vast ]; then
-        answer=$(jq -n --arg max "$max_price" '{gpu_name: {in: ["A100 SXM4", "A100 PCIE", "A100X"]},
-            gpu_ram: {gte: 79000}, num_gpus: {eq: 1}, rentable: {eq: true}, verified: {eq: true},
-            reliability: {gt: 0.98}, order: [["dph_total", "asc"]], type: "on-demand", limit: 20}
-            + (if $max == "" then {} else {dph_total: {lte: ($max | tonumber)}} end)' |
+        answer=$(vast_offer_filter "$max_price" "$disk" "$min_cuda" |
             curl -sf --max-time 60 -X POST -H @"$workdir/vast.h" -H 'Content-Type: application/json' \
                 --data @- "$vast_api/bundles/") || return 1
         echo "$answer" | jq -r '[.offers[]?.dph_total] | "\(length) \(min // "-")"'
     else
         answer=$(curl -sf --max-time 60 -H @"$workdir/runpod.h" \
-            "$runpod_api/catalog/gpus?include=AVAILABILITY&product=POD&cloud=SECURE&count=1") || return 1
-        echo "$answer" | jq -r --arg max "$max_price" '[(.gpus // .)[]
-            | select(.id == "NVIDIA A100 80GB PCIe" or .id == "NVIDIA A100-SXM4-80GB")
-            | select((.availability // ([.dataCenters[]?.availability] | map(select(. != "NONE"))
-                      | if length > 0 then "SOME" else "NONE" end)) != "NONE")
-            | .price.secure | select(. != null) | select($max == "" or . <= ($max | tonumber))]
-            | "\(length) \(min // "-")"'
+            "$runpod_api/catalog/gpus?$(runpod_catalog_query SECURE "$min_cuda")") || return 1
+        echo "$answer" | runpod_offers secure "$max_price" | jq -r '[.[].price] | "\(length) \(min // "-")"'
     fi
 }
 

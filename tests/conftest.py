@@ -34,3 +34,17 @@ def cli_env(heretic_cache: Path) -> dict[str, str]:
     env.update(HERETIC_CACHE=str(heretic_cache), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
                OMP_NUM_THREADS="2")
     return env
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (see tests/postgres_server.py)."""
+    from postgres_server import start_server
+
+    server = start_server()
+    if isinstance(server, str):
+        if os.environ.get("HERETIC_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"HERETIC_REQUIRE_POSTGRES=1 but {server}")
+        pytest.skip(server)
+    yield server
+    server.stop()

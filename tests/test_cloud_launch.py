@@ -82,3 +82,13 @@ def test_without_upload_the_launch_warns_that_the_machine_keeps_billing():
     uploaded = plan_launch(opts(upload="me/out"), client, n_params=None, hf_token=TOKEN,
                            dry_run=True)
     assert not any("No --upload" in w for w in uploaded.warnings)
+
+
+def test_vast_account_token_sends_no_token():
+    """Vast has account-level environment variables (POST /api/v0/secrets/): with
+    --vast-account-token the launch sends no HF_TOKEN and needs none locally."""
+    client = VastClient(None, base_url="http://127.0.0.1:9/api/v0")
+    plan = plan_launch(opts(upload="me/out", vast_account_token=True), client, n_params=None,
+                       hf_token=None, offer=offer("1", 1.0))  # no local token: still planned
+    assert "HF_TOKEN" not in plan.spec.env and plan.spec.secrets == ()
+    assert any("account's environment variables" in w for w in plan.warnings)

@@ -231,3 +231,25 @@ def test_a_launch_that_may_have_happened_ends_the_watch(vast, tmp_path):
     with pytest.raises(CreateUncertain):
         mon.run(max_polls=3)
     assert len(calls) == 1  # never a second try that could rent a second machine
+
+
+def test_monitor_launch_watches_with_the_launch_filter(vast, tmp_path, monkeypatch):
+    """The monitor asks for what the launch needs (disk, CUDA, price with storage), so the
+    offer it launches on is one the launch can use: same disk in the search and the create."""
+    import io
+
+    from heretic.cloud.watch import WatchOptions, run_watch
+
+    monkeypatch.setenv("VAST_API_KEY", VAST_KEY)
+    monkeypatch.setenv("HERETIC_VAST_API_URL", vast.base)
+    monkeypatch.setenv("HF_TOKEN", "hf_monitorLaunchToken0123456789")
+    opts = WatchOptions(provider="vast", max_price=2.0, state_file=tmp_path / "s.json",
+                        max_polls=1, launch=True, model="org/m", upload="me/m", disk_gb=240,
+                        bell=False)
+    result = run_watch(opts, log=lambda line: None, bell_stream=io.StringIO(),
+                       sleep=lambda s: None)
+    assert result.launched is not None
+    search = vast.calls("POST", "/api/v0/bundles/")[0].body
+    assert search["disk_space"] == {"gte": 240} and search["allocated_storage"] == 240
+    assert search["cuda_max_good"] == {"gte": 12.8} and search["dph_total"] == {"lte": 2.0}
+    assert vast.calls("PUT", "/api/v0/asks/")[0].body["disk"] == 240

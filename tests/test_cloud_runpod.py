@@ -59,6 +59,9 @@ def test_launch_body_keeps_the_entrypoint_and_uses_the_secret(fake):
     assert body["env"] == env and body["cloud"] == "SECURE"
     assert body["startSsh"] is False and body["startJupyter"] is False
     assert body["mounts"] == {"network": [{"volumeId": "vol1", "path": "/workspace"}]}
+    # A network volume mounts only in its own data center: the create names it.
+    assert body["dataCenterIds"] == ["EU-RO-1"]
+    assert fake.calls("GET", "/v2/network-volumes/vol1")
     assert (pod.instance_id, pod.state) == ("pod_abc123", "running")
 
 
@@ -74,8 +77,46 @@ def test_status_logs_terminate(fake):
 
 def test_404_names_the_problem(fake):
     with pytest.raises(CloudError) as info:
-        client(fake).status("pod_gone")
+        client(fake).terminate("pod_gone")
     assert "HTTP 404" in info.value.message and "pod pod_gone not found" in info.value.message
+
+
+def test_a_terminated_pod_answers_404_and_shows_as_terminated(fake):
+    # v2 deletes a terminated pod: GET /v2/pods/{id} answers 404 (RunPod REST v2 OpenAPI).
+    inst = client(fake).status("pod_gone")
+    assert (inst.status, inst.state) == ("TERMINATED", "terminated")
+    assert "not found" in inst.message
+
+
+def test_status_message_comes_from_v2_fields(fake):
+    fake.pod_extra = {"dataCenterId": "US-TX-3", "cudaVersion": "12.8",
+                      "statusMessage": "not a v2 field"}
+    inst = client(fake).status("pod_abc123")
+    assert inst.message == "dataCenterId US-TX-3, cudaVersion 12.8"
+
+
+def test_gpu_ids_are_runpods_published_ones():
+    """RunPod's published GPU types (runpod/docs references/gpu-types.mdx, 2026-08-18): no
+    A100 40GB; the H200 NVL exists."""
+    assert gpu_kind("A100-40GB").runpod_ids == ()
+    assert "NVIDIA H200 NVL" in gpu_kind("H200").runpod_ids
+    assert "NVIDIA A100-SXM4-40GB" not in {i for k in ("A100-80GB", "A100-40GB", "H100-80GB",
+                                                       "H100-NVL", "H200", "L40S", "RTX-4090")
+                                           for i in gpu_kind(k).runpod_ids}
+
+
+def test_a_request_runpod_would_refuse_is_refused_by_the_fake(fake):
+    """The fake holds requests to RunPod's published schema: an unknown field is a 422."""
+    fake.allow_violations = True
+    c = client(fake)
+    offer = c.search(OfferQuery(gpu=A100))[0]
+    with pytest.raises(CloudError, match="HTTP 422"):
+        c.api.call("POST", "/pods", body={"name": "x", "image": "i", "statusMessage": "x"},
+                   idempotent=False)
+    with pytest.raises(CloudError, match="HTTP 422"):
+        # gpu.minCudaVersion must be major.minor on create (a bare major is refused).
+        c.launch(offer, LaunchSpec(image="i", env={}, disk_gb=50, label="l", min_cuda="12"))
+    assert len(fake.violations) == 2
 
 
 def test_429_is_retried(fake):
@@ -118,3 +159,12 @@ def test_workspace_survives_container_restarts_without_a_network_volume(fake):
     body = fake.calls("POST", "/v2/pods")[0].body
     assert body["mounts"] == {"persistent": {"size": 120, "path": "/workspace"}}
     assert body["disk"] == 30
+
+
+def test_a_kind_runpod_does_not_rent_is_refused_before_any_request():
+    from heretic.cloud.launch import LaunchOptions, plan_launch
+
+    opts = LaunchOptions(provider="runpod", gpu=gpu_kind("A100-40GB"), model="org/m")
+    with pytest.raises(CloudError, match="RunPod does not rent A100-40GB"):
+        plan_launch(opts, RunPodClient("k", base_url="http://127.0.0.1:9"), n_params=None,
+                    hf_token=None, dry_run=True)

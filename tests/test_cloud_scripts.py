@@ -104,12 +104,91 @@ def test_templates_run_the_image_unchanged():
     assert "args" not in runpod and "dockerStartCmd" not in runpod
     assert runpod["env"]["HF_TOKEN"] == "{{ RUNPOD_SECRET_hf_token }}"
     assert runpod["mounts"]["persistent"]["path"] == "/workspace"
+    # POST /v2/templates would accept it (RunPod's published CreateTemplateRequest).
+    from fakes.provider_schemas import violations
+
+    assert violations("runpod", "POST", "/v2/templates", {}, runpod) == []
 
 
-def test_skypilot_task_starts_workers_on_a_shared_study():
-    task = yaml.safe_load((ROOT / "scripts/skypilot-workers.yaml").read_text())
-    assert task["num_nodes"] >= 2
+def test_skypilot_task_is_one_worker_per_machine_on_a_shared_study():
+    """One task per worker machine: SkyPilot has no multi-node clusters on RunPod or Vast, so
+    the recipe launches the task once per worker (managed jobs) instead of num_nodes."""
+    text = (ROOT / "scripts/skypilot-workers.yaml").read_text()
+    task = yaml.safe_load(text)
+    assert task.get("num_nodes", 1) == 1
+    assert "sky jobs launch" in text and 'for i in' in text
     assert task["resources"]["accelerators"] == "A100-80GB:1"
     assert task["resources"]["image_id"].startswith("docker:")
-    assert '--storage "$STUDY_STORAGE"' in task["run"] and "--study-name" in task["run"]
+    assert 'HERETIC_STORAGE="$STUDY_STORAGE"' in task["run"] and "--study-name" in task["run"]
+    assert '--storage "' not in task["run"]  # the password stays off the command line
     assert set(task["secrets"]) == {"HF_TOKEN", "STUDY_STORAGE"}
+
+
+@needs_tools
+@pytest.mark.parametrize("provider", ["vast", "runpod"])
+def test_a_create_answered_502_after_it_was_carried_out_is_not_sent_again(provider, tmp_path):
+    """The provider rents the machine, then a proxy answers 502: a retry would rent a second
+    one. The scripts send the create once, say the outcome is unknown and exit 6."""
+    from fakes.fake_vast import Reply
+
+    fake = FakeVast() if provider == "vast" else FakeRunPod()
+    with fake:
+        fake.lost_queue = [Reply(502, raw=b"<html>502 Bad Gateway</html>",
+                                 headers={"Content-Type": "text/html"})]
+        if provider == "vast":
+            env = {"HERETIC_VAST_API_URL": fake.base, "VAST_API_KEY": VAST_KEY, "HOME": str(tmp_path)}
+            result = run("launch_vast.sh", "--model", "org/m", "--offer", "102", env=env)
+            creates = fake.calls("PUT", "/api/v0/asks/")
+        else:
+            env = {"HERETIC_RUNPOD_API_URL": fake.base, "RUNPOD_API_KEY": RUNPOD_KEY,
+                   "HOME": str(tmp_path)}
+            result = run("launch_runpod.sh", "--model", "org/m", "--gpu-id",
+                         "NVIDIA A100 80GB PCIe", env=env)
+            creates = fake.calls("POST", "/v2/pods")
+    assert len(creates) == 1 and len(fake.created) == 1  # one machine, never a second
+    assert result.returncode == 6, result.stderr
+    assert "HTTP 502" in result.stderr and "console" in result.stderr
+    assert result.stdout == ""
+
+
+@needs_tools
+def test_offer_search_is_retried_after_a_plain_text_429(tmp_path):
+    """Vast's documented rate limit: a plain-text 429 with no Retry-After. A search changes
+    nothing, so it is retried."""
+    from fakes.fake_vast import Reply
+
+    with FakeVast() as vast:
+        vast.fail_queue = [Reply(429, raw=b"API requests too frequent endpoint threshold=1.2",
+                                 headers={"Content-Type": "text/plain"})]
+        env = {"HERETIC_VAST_API_URL": vast.base, "VAST_API_KEY": VAST_KEY, "HOME": str(tmp_path)}
+        result = run("launch_vast.sh", "--model", "org/m", env=env, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert len(vast.calls("POST", "/api/v0/bundles/")) == 2
+        assert len(vast.calls("PUT", "/api/v0/asks/")) == 1
+
+
+@needs_tools
+@pytest.mark.parametrize("max_price,disk,cuda", [("2", 150, "12.8"), ("", 210, "13.0")])
+def test_the_scripts_filter_offers_as_the_cli_does(max_price, disk, cuda):
+    """scripts/lib/offers.sh and heretic/cloud/offer_filter.py are one filter in two
+    languages: the same search body for Vast, the same catalog query for RunPod."""
+    from urllib.parse import parse_qs
+
+    from heretic.cloud.gpus import gpu_kind
+    from heretic.cloud.offer_filter import offer_query
+    from heretic.cloud.runpod import RunPodClient
+    from heretic.cloud.vast import VastClient
+
+    lib = ROOT / "scripts" / "lib" / "offers.sh"
+    shell = subprocess.run(
+        ["bash", "-c", f'. "{lib}"; vast_offer_filter "$1" "$2" "$3"; echo; '
+                       f'runpod_catalog_query SECURE "$3"', "_", max_price, str(disk), cuda],
+        capture_output=True, text=True, check=True).stdout
+    vast_body, runpod_query = shell.rsplit("\n", 1)
+    query = offer_query(gpu_kind("A100-80GB"), max_price=float(max_price) if max_price else None,
+                        disk_gb=disk, min_cuda=cuda)
+    vast = VastClient("k", base_url="http://127.0.0.1:9").search_request(query)
+    assert json.loads(vast_body) == vast.body
+    assert vast.body["allocated_storage"] == disk and vast.body["disk_space"] == {"gte": disk}
+    runpod = RunPodClient("k", base_url="http://127.0.0.1:9").search_request(query)
+    assert {k: v[0] for k, v in parse_qs(runpod_query).items()} == runpod.params

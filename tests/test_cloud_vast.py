@@ -133,8 +133,9 @@ def test_status_while_provisioning_is_pending_not_the_contract_state(fake):
     fake.instance.update(actual_status=None, cur_state="running")
     inst = client(fake).status("555")
     assert (inst.status, inst.state) == ("provisioning", "pending")
+    # frozen: paused with the GPU still billed; not "exited" (which bills only storage).
     fake.instance.update(actual_status="frozen")
-    assert client(fake).status("555").state == "exited"
+    assert client(fake).status("555").state == "paused"
 
 
 def test_a_create_answered_with_a_5xx_is_uncertain(fake):
@@ -159,3 +160,37 @@ def test_a_create_whose_answer_is_lost_is_uncertain_and_not_retried():
     with pytest.raises(CreateUncertain, match="may or may not have acted"):
         c.launch(offer, LaunchSpec(image="i", env={}, disk_gb=50, label="l"))
     assert sent == ["PUT /api/v0/asks/102/"]
+
+
+def test_plain_text_429_without_retry_after_is_retried_with_back_off(fake):
+    """Vast's documented rate limit: a per-endpoint minimum interval, answered with a
+    plain-text 429 and no Retry-After."""
+    fake.fail_queue = [Reply(429, raw=b"API requests too frequent endpoint threshold=1.2",
+                             headers={"Content-Type": "text/plain"})] * 2
+    sleeps: list[float] = []
+    assert len(client(fake, sleeps=sleeps).search(OfferQuery(gpu=A100))) == 2
+    assert sleeps == [2.0, 4.0]
+
+
+def test_a_create_answered_429_is_retried_because_it_was_not_carried_out(fake):
+    fake.fail_queue = [Reply(429, raw=b"API requests too frequent",
+                             headers={"Content-Type": "text/plain"})]
+    c = client(fake)
+    offer = c.search(OfferQuery(gpu=A100))[0]
+    inst = c.launch(offer, LaunchSpec(image="i", env={}, disk_gb=50, label="l"))
+    assert inst.instance_id == "7777" and len(fake.created) == 1
+
+
+def test_a_request_vast_would_refuse_is_refused_by_the_fake(fake):
+    """The fake holds requests to Vast's documented fields and units."""
+    fake.allow_violations = True
+    c = client(fake)
+    for bad in ({"gpu_ram": {"gte": 80}},  # GB where Vast wants MB
+                {"gpu_name": {"eq": "A100"}, "gpu_memory": {"gte": 79000}},  # not a field
+                {"order": [["dph_total", "cheapest"]]}):
+        with pytest.raises(CloudError, match="HTTP 400"):
+            c.api.call("POST", "/bundles/", body=bad)
+    with pytest.raises(CloudError, match="HTTP 400"):
+        c.api.call("PUT", "/asks/102/", body={"image": "i", "runtype": "entrypoint"},
+                   idempotent=False)
+    assert len(fake.violations) == 4 and not fake.created

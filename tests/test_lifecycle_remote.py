@@ -71,3 +71,38 @@ def test_elsewhere_it_says_it_cannot() -> None:
     assert "keeps running" in result.message
     missing_key = shutdown_self({"RUNPOD_POD_ID": "p"})
     assert not missing_key.ok and "RUNPOD_API_KEY" in missing_key.message
+
+
+def _fake_runpodctl(folder, exit_code: int) -> str:
+    """A stand-in for RunPod's runpodctl (a client of RunPod's API) that records its
+    arguments; returns a PATH holding it."""
+    folder.mkdir()
+    script = folder / "runpodctl"
+    script.write_text(f'#!/bin/sh\necho "$@" >> "{folder}/calls"\nexit {exit_code}\n')
+    script.chmod(0o755)
+    return f"{folder}:/usr/bin:/bin"
+
+
+def test_a_refused_runpod_self_termination_falls_back_to_runpodctl(tmp_path) -> None:
+    """RunPod does not document that the pod-scoped key may DELETE its pod: on 401/403 the
+    documented route (`runpodctl pod delete $RUNPOD_POD_ID`) is taken, once."""
+    with Recorder(default=(403, {"title": "Forbidden", "status": 403,
+                                 "detail": "access denied"})) as runpod:
+        env = {"RUNPOD_POD_ID": "abc123", "RUNPOD_API_KEY": KEY,
+               "HERETIC_RUNPOD_API_URL": runpod.url + "/v2",
+               "PATH": _fake_runpodctl(tmp_path / "bin", 0)}
+        result = shutdown_self(env, sleep=lambda s: None)
+    assert result.ok and "runpodctl" in result.message
+    assert (tmp_path / "bin" / "calls").read_text() == "pod delete abc123\n"
+    assert len(runpod.requests) == 1  # a 403 is not retried
+
+
+def test_a_refused_runpod_self_termination_without_runpodctl_says_so(tmp_path) -> None:
+    with Recorder(default=(401, {"title": "Unauthorized", "status": 401,
+                                 "detail": "invalid key"})) as runpod:
+        env = {"RUNPOD_POD_ID": "abc123", "RUNPOD_API_KEY": KEY,
+               "HERETIC_RUNPOD_API_URL": runpod.url + "/v2", "PATH": str(tmp_path)}
+        result = shutdown_self(env, sleep=lambda s: None)
+    assert not result.ok and result.status == 401
+    assert "401" in result.message and "runpodctl" in result.message and KEY not in result.message
+    assert len(runpod.requests) == 1

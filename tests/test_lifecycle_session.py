@@ -216,3 +216,22 @@ def test_done_marker_records_absolute_paths(monkeypatch: pytest.MonkeyPatch,
     done = RunState(tmp_path / "out" / "study").done_info() or {}
     assert done["output_dir"] == str(tmp_path / "out")
     assert done["model_dir"] == str(tmp_path / "out" / "model")
+
+
+def test_a_refused_self_termination_is_notified_once_across_restarts(tmp_path: Path) -> None:
+    state = RunState(tmp_path / "out" / "study")
+    state.mark_done({"upload_url": "https://hf.co/x", "shutdown": {"ok": False}})
+    refused = (403, {"title": "Forbidden", "status": 403, "detail": "access denied"})
+    with Recorder(default=refused) as runpod, Recorder() as hook:
+        env = {"RUNPOD_POD_ID": "p1", "RUNPOD_API_KEY": "r" * 20,
+               "HERETIC_RUNPOD_API_URL": runpod.url, "PATH": str(tmp_path)}
+        settings = Settings(output=tmp_path / "out", shutdown_after=True, notify=hook.url)
+        for _ in range(2):  # RunPod restarts the container: two starts
+            with RunLifecycle(settings, environ=env) as life:
+                assert life.already_done
+        assert len(runpod.requests) == 2  # tried once per start, never in a loop
+        sent = [r.json() for r in hook.requests]
+    assert [p["status"] for p in sent] == ["shutdown-failed"]
+    assert "keeps billing" in sent[0]["text"]
+    assert state.done_info()["shutdown"] == {**state.done_info()["shutdown"], "ok": False,
+                                             "notified": True}

@@ -41,4 +41,7 @@ _register()
 
 
 def main() -> None:
+    from heretic.cli.argv_secrets import scrub_argv
+
+    scrub_argv()  # a storage password on the command line: re-exec without it
     app()

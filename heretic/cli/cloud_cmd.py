@@ -72,13 +72,17 @@ def offers_cmd(
     profile: Annotated[str, typer.Option(help="Profile whose batch settings the estimate "
                                          "uses (auto: defaults).")] = "auto",
     trials: Annotated[int | None, typer.Option(min=1, help="Trials for the estimate.")] = None,
+    disk: Annotated[int | None, typer.Option(min=20, help="Disk in GB the run needs (default: "
+                                             "sized from --model, else 150); Vast prices "
+                                             "include it.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Current offers (Vast.ai) and availability (RunPod) with price per hour."""
+    """Current offers (Vast.ai) and availability (RunPod) with price per hour, filtered as
+    `launch` filters them (GPU, disk, CUDA version, price cap)."""
 
     def run() -> None:
         from heretic.cloud.gpus import gpu_kind
-        from heretic.cloud.models import OfferQuery
+        from heretic.cloud.offer_filter import offer_query
         from heretic.cloud.providers import make_client, provider_names
         from heretic.cloud.render import OFFER_COLUMNS, offer_row
         from heretic.errors import CloudError
@@ -86,13 +90,15 @@ def offers_cmd(
         kind = gpu_kind(gpu)
         names = provider_names(provider)
         est = _estimate(model, revision, profile, trials, kind)
+        # The launch's filter: the disk the run needs (Vast's price then includes it), CUDA.
+        query = offer_query(kind, max_price=max_price, disk_gb=disk or (est.disk_gb if est else None))
         rows: list[dict[str, Any]] = []
         failures: list[CloudError] = []
         for name in names:
             try:
                 client = make_client(name)
                 try:
-                    found = client.search(OfferQuery(gpu=kind, max_price=max_price))
+                    found = client.search(query)
                 finally:
                     client.close()
             except CloudError as exc:
@@ -131,7 +137,8 @@ def _parse_sets(values: list[str]) -> dict[str, str]:
 def _launch_options(provider: str, gpu: str, model: str, upload: str | None,
                     max_price: float | None, image: str | None, offer: str | None,
                     disk: int | None, profile: str, sets: list[str], cloud_tier: str,
-                    volume_id: str | None, runpod_secret: str) -> Any:
+                    volume_id: str | None, runpod_secret: str,
+                    vast_account_token: bool = False) -> Any:
     from heretic.cloud.gpus import gpu_kind
     from heretic.cloud.launch import DEFAULT_IMAGE, LaunchOptions
     from heretic.cloud.providers import provider_names
@@ -141,7 +148,7 @@ def _launch_options(provider: str, gpu: str, model: str, upload: str | None,
         provider=provider, gpu=gpu_kind(gpu), model=model, image=image or DEFAULT_IMAGE,
         upload=upload, max_price=max_price, offer_id=offer, disk_gb=disk, profile=profile,
         settings=_parse_sets(sets), cloud=cloud_tier.upper(), volume_id=volume_id,
-        runpod_secret=runpod_secret)
+        runpod_secret=runpod_secret, vast_account_token=vast_account_token)
 
 
 def _count_quietly(model: str, disk: int | None) -> int | None:
@@ -178,6 +185,9 @@ def launch_cmd(
                                                   "/workspace.")] = None,
     runpod_secret: Annotated[str, typer.Option(help="Name of the RunPod secret holding the "
                                                "HF token.")] = "hf_token",
+    vast_account_token: Annotated[bool, typer.Option(
+        "--vast-account-token", help="Vast: send no HF_TOKEN; the instance takes it from your "
+        "Vast account's environment variables (vastai create env-var HF_TOKEN ...).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Send nothing: print the offer "
                                           "search and the launch request.")] = False,
     as_json: JsonOpt = False,
@@ -191,8 +201,10 @@ def launch_cmd(
         from heretic.cloud.render import instance_row
 
         opts = _launch_options(provider, gpu, model, upload, max_price, image, offer, disk,
-                               profile, set_ or [], cloud_tier, volume_id, runpod_secret)
-        token = hf_token_from_environment() if provider == "vast" else None
+                               profile, set_ or [], cloud_tier, volume_id, runpod_secret,
+                               vast_account_token)
+        token = (hf_token_from_environment()
+                 if provider == "vast" and not vast_account_token else None)
         client = make_client(provider, need_key=not dry_run)
         try:
             # A dry run stays offline: it sizes the disk only from a model folder on disk.
@@ -269,7 +281,7 @@ def monitor_cmd(
     max_price: PriceOpt = None,
     provider: Annotated[str, typer.Option(help="vast, runpod or all.")] = "all",
     interval: Annotated[float, typer.Option(min=60.0, help="Seconds between polls (jittered; "
-                                            "Vast's search has a daily quota).")] = 300.0,
+                                            "Vast limits how often an endpoint is called).")] = 300.0,
     notify: Annotated[str | None, typer.Option(help="Webhook URL for a JSON POST per "
                                                "alert.")] = None,
     bell: Annotated[bool, typer.Option(help="Ring the terminal bell on availability.")] = True,

@@ -23,7 +23,10 @@ def _debug() -> bool:
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    sys.stderr.write(f"error: {message}\n")
+    from heretic.lifecycle.secrets import redact
+
+    # A driver's or library's text may quote a URL with its password, or a token.
+    sys.stderr.write(f"error: {redact(message)}\n")
     sys.stderr.flush()
     return typer.Exit(code)
 

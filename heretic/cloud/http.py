@@ -33,6 +33,14 @@ class CreateUncertain(CloudError):
     """A create whose outcome is unknown: the provider may have rented the machine."""
 
 
+class ApiStatusError(CloudError):
+    """The provider answered with an HTTP error status (kept, so callers can tell 404 apart)."""
+
+    def __init__(self, message: str, hint: str = "", status: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class PreparedRequest:
     """A request as it would be sent; `describe()` is safe to print (the key is masked)."""
@@ -77,7 +85,10 @@ def _hint(provider: str, status: int) -> str:
     if status == 404:
         return "Check the id: the instance may already be gone."
     if status == 429:
-        return "The provider is rate-limiting this account; wait a few minutes and retry."
+        # Vast answers a plain-text 429 without Retry-After when an endpoint is called more
+        # often than its minimum interval; RunPod sends Retry-After (both are honoured).
+        return ("The provider is rate-limiting this account (too many calls to this endpoint "
+                "in a short time); wait a few minutes and retry.")
     if status >= 500:
         return "The provider is having trouble; retry later."
     return "Check the options given; the provider's message above says what it rejected."
@@ -120,13 +131,13 @@ class ApiClient:
                 return min(float(after), MAX_RETRY_AFTER_S)
         return min(self.backoff_s * (2 ** attempt), MAX_RETRY_AFTER_S)
 
-    def _error(self, req: PreparedRequest, detail: str, status: int | None) -> CloudError:
+    def _error(self, req: PreparedRequest, detail: str, status: int | None) -> ApiStatusError:
         where = f"{req.method} {req.url}"
         what = (f"{self.provider} answered HTTP {status} to {where}: {detail}" if status
                 else f"Could not reach {self.provider} ({where}): {detail}")
         hint = _hint(self.provider, status) if status else (
             "Check the network connection (and HERETIC_*_API_URL if you set one), then retry.")
-        return CloudError(redact(what, (self._key,)), hint)
+        return ApiStatusError(redact(what, (self._key,)), hint, status)
 
     def _uncertain(self, req: PreparedRequest, detail: str) -> CreateUncertain:
         return CreateUncertain(

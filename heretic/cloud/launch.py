@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from heretic.cloud.estimate import DEFAULT_DISK_GB, disk_for_params
+from heretic.cloud.estimate import DEFAULT_DISK_GB
 from heretic.cloud.gpus import GpuKind
 from heretic.cloud.models import Instance, LaunchSpec, Offer, OfferQuery, Provider
+from heretic.cloud.offer_filter import DEFAULT_MIN_CUDA, offer_query
 from heretic.errors import CloudError, ConfigError, TokenError
 
 DEFAULT_IMAGE = "ghcr.io/heretic-llm/heretic:latest"
@@ -42,7 +43,8 @@ class LaunchOptions:
     cloud: str = "SECURE"
     volume_id: str | None = None
     runpod_secret: str = "hf_token"
-    min_cuda: str = "12.8"
+    min_cuda: str = DEFAULT_MIN_CUDA
+    vast_account_token: bool = False  # Vast: HF_TOKEN from the account's env vars, not sent
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,13 @@ def token_env(opts: LaunchOptions, hf_token: str | None, dry_run: bool
         return {"HF_TOKEN": f"{{{{ RUNPOD_SECRET_{opts.runpod_secret} }}}}"}, (), [
             f"The pod reads HF_TOKEN from the RunPod secret '{opts.runpod_secret}': create it "
             "under Settings > Secrets in the RunPod console if it does not exist."]
+    if opts.vast_account_token:
+        # Vast injects an account's environment variables (POST /api/v0/secrets/, stored
+        # encrypted) into its instances: the token never travels with the launch.
+        return {}, (), [
+            "HF_TOKEN is not sent: the instance takes it from your Vast account's environment "
+            "variables (set it once with `vastai create env-var HF_TOKEN hf_...`, or under "
+            "Account > Environment Variables); without it there, gated models and --upload fail."]
     if hf_token is None:
         if opts.upload and not dry_run:
             raise TokenError("--upload needs a Hugging Face token and none was found "
@@ -124,7 +133,14 @@ def token_env(opts: LaunchOptions, hf_token: str | None, dry_run: bool
     return {"HF_TOKEN": hf_token}, (hf_token,), [
         "Vast.ai shows environment values in the instance details: HF_TOKEN is visible to "
         "anyone with access to this Vast account. Use a fine-grained token limited to the "
-        "target repository, and revoke it after the run."]
+        "target repository and revoke it after the run, or store it as a Vast account "
+        "environment variable and launch with --vast-account-token."]
+
+
+def check_provider_rents(opts: LaunchOptions) -> None:
+    if opts.provider == "runpod" and not opts.gpu.runpod_ids:
+        raise CloudError(f"RunPod does not rent {opts.gpu.name} (it is not among RunPod's "
+                         "published GPU types).", "Use --provider vast, or another --gpu.")
 
 
 def placeholder_offer(opts: LaunchOptions) -> Offer:
@@ -160,10 +176,10 @@ def plan_launch(opts: LaunchOptions, client: Provider, *, n_params: int | None,
                 offer: Offer | None = None) -> LaunchPlan:
     """Everything the launch will send. Searches offers unless `dry_run` or an `offer` seen
     moments ago (by the monitor) is given."""
-    disk = opts.disk_gb or (disk_for_params(n_params) if n_params else DEFAULT_DISK_GB)
-    query = OfferQuery(gpu=opts.gpu, max_price=opts.max_price, min_cuda=opts.min_cuda,
-                       cloud="COMMUNITY" if opts.cloud == "COMMUNITY" else "SECURE",
-                       min_disk_gb=disk)
+    check_provider_rents(opts)
+    query = offer_query(opts.gpu, max_price=opts.max_price, disk_gb=opts.disk_gb,
+                        n_params=n_params, min_cuda=opts.min_cuda, cloud=opts.cloud)
+    disk = query.min_disk_gb
     env = settings_env(opts)
     tokens, secrets, warnings = token_env(opts, hf_token, dry_run)
     env.update(tokens)

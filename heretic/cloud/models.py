@@ -16,8 +16,10 @@ from heretic.cloud.http import PreparedRequest
 ProviderName = Literal["vast", "runpod"]
 PROVIDERS: tuple[ProviderName, ...] = ("vast", "runpod")
 
-# Normalised instance states; the provider's own word is kept in Instance.status.
-State = Literal["pending", "running", "exited", "failed", "terminated", "unknown"]
+# Normalised instance states; the provider's own word is kept in Instance.status. "paused":
+# the container is not running but the machine (GPU included) is still held and billed
+# (Vast's frozen), unlike "exited", which bills only storage.
+State = Literal["pending", "running", "paused", "exited", "failed", "terminated", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class LaunchSpec:
     min_cuda: str = "12.8"
     cloud: Literal["SECURE", "COMMUNITY"] = "SECURE"
     volume_id: str | None = None  # RunPod network volume mounted at /workspace
+    data_center_id: str | None = None  # the volume's data center (looked up at launch)
     secrets: tuple[str, ...] = field(default=(), repr=False)  # values to mask when shown
 
 

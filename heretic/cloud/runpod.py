@@ -10,7 +10,12 @@ RunPod restarts a container whose main process exits, so the image must terminat
 pod when done (HERETIC_SHUTDOWN_AFTER=true) or it runs again. The container disk is wiped on
 every restart, so /workspace (Hub cache, study, done marker, failure count) is always a mount:
 the network volume given, else a persistent pod volume of the run's disk size; only then does
-a restart resume the study or stop at the done marker instead of starting over.
+a restart resume the study or stop at the done marker instead of starting over. A network
+volume mounts only on a pod in its own data center, so the create names that data center
+(`dataCenterIds`, looked up with GET /network-volumes/{id}). A terminated pod is deleted:
+GET /pods/{id} answers 404, which `status` reports as terminated.
+Shapes follow RunPod's published OpenAPI description of REST v2 (runpod/docs,
+api-reference-v2/openapi.json, info.version 2.0.0).
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
-from heretic.cloud.http import ApiClient, PreparedRequest, Sleep
+from heretic.cloud.http import ApiClient, ApiStatusError, PreparedRequest, Sleep
 from heretic.cloud.models import Instance, LaunchSpec, Offer, OfferQuery, State
+from heretic.errors import CloudError
 
 DEFAULT_URL = "https://api.runpod.io/v2"
 URL_ENV = "HERETIC_RUNPOD_API_URL"
@@ -126,27 +133,50 @@ class RunPodClient:
         }
         if spec.volume_id:
             body["mounts"] = {"network": [{"volumeId": spec.volume_id, "path": WORKSPACE}]}
+            if spec.data_center_id:
+                # A network volume mounts only on a pod in its own data center.
+                body["dataCenterIds"] = [spec.data_center_id]
         else:
             body["mounts"] = {"persistent": {"size": max(spec.disk_gb, 10), "path": WORKSPACE}}
         return self.api.prepare("POST", "/pods", body=body)
 
+    def volume_data_center(self, volume_id: str) -> str:
+        """The data center of a network volume (GET /v2/network-volumes/{id})."""
+        volume = self.api.call("GET", f"/network-volumes/{volume_id}") or {}
+        center = volume.get("dataCenter") if isinstance(volume, dict) else None
+        if not center:
+            raise CloudError(f"runpod gave no data center for network volume {volume_id}.",
+                             "Check the id under Storage in the RunPod console.")
+        return str(center)
+
     def launch(self, offer: Offer, spec: LaunchSpec) -> Instance:
+        if spec.volume_id and not spec.data_center_id:
+            spec = replace(spec, data_center_id=self.volume_data_center(spec.volume_id))
         req = self.launch_request(offer, spec)
         pod = self.api.call("POST", "/pods", body=req.body, idempotent=False) or {}
         return self._instance(pod, fallback_id="?")
 
     def status(self, instance_id: str) -> Instance:
-        return self._instance(self.api.call("GET", f"/pods/{instance_id}") or {}, instance_id)
+        try:
+            pod = self.api.call("GET", f"/pods/{instance_id}") or {}
+        except ApiStatusError as exc:
+            if exc.status != 404:
+                raise
+            # A terminated pod is deleted: v2 answers 404 for it (as for an unknown id).
+            return Instance("runpod", instance_id, "TERMINATED", "terminated",
+                            message="not found: terminated (or never existed)")
+        return self._instance(pod, instance_id)
 
     @staticmethod
     def _instance(pod: dict[str, Any], fallback_id: str) -> Instance:
         status = str(pod.get("status") or "unknown").upper()
         gpu = pod.get("gpu") if isinstance(pod.get("gpu"), dict) else {}
-        cost = pod.get("cost", pod.get("costPerHr"))
+        cost = pod.get("cost")
+        # v2 pods carry no status message; where and on what CUDA is what it tells.
+        where = ", ".join(f"{k} {pod[k]}" for k in ("dataCenterId", "cudaVersion") if pod.get(k))
         return Instance("runpod", str(pod.get("id") or fallback_id), status,
                         _STATES.get(status, "unknown"), str(gpu.get("id") or ""),
-                        float(cost) if cost else None, str(pod.get("name") or ""),
-                        str(pod.get("statusMessage") or pod.get("lastStatusChange") or "")[:300])
+                        float(cost) if cost else None, str(pod.get("name") or ""), where[:300])
 
     def logs(self, instance_id: str, tail: int = 200) -> str:
         req = self.api.prepare("GET", f"/pods/{instance_id}/logs",

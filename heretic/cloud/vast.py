@@ -27,7 +27,9 @@ URL_ENV = "HERETIC_VAST_API_URL"
 _STATES: dict[str, State] = {
     "provisioning": "pending", "created": "pending", "loading": "pending",
     "scheduling": "pending", "rebooting": "pending",
-    "running": "running", "frozen": "exited", "stopped": "exited", "exited": "exited",
+    # frozen: paused with its GPU still reserved and billed, not "exited" (a stopped
+    # instance bills only its storage).
+    "running": "running", "frozen": "paused", "stopped": "exited", "exited": "exited",
     "offline": "failed", "error": "failed", "unknown": "unknown",
 }
 
@@ -71,6 +73,9 @@ class VastClient:
             body["dph_total"] = {"lte": query.max_price}
         if query.min_disk_gb:
             body["disk_space"] = {"gte": query.min_disk_gb}
+            # The disk the instance will have: Vast then quotes dph_total with its storage
+            # cost (vast-cli's `search offers --storage`); without it the price is for ~5 GB.
+            body["allocated_storage"] = float(query.min_disk_gb)
         return self.api.prepare("POST", "/bundles/", body=body)
 
     def search(self, query: OfferQuery) -> list[Offer]:

@@ -16,8 +16,9 @@ from typing import TextIO
 from heretic.cloud.gpus import gpu_kind
 from heretic.cloud.launch import (DEFAULT_IMAGE, LaunchOptions, execute_launch,
                                   hf_token_from_environment, plan_launch)
-from heretic.cloud.models import Instance, Offer, OfferQuery, Provider
+from heretic.cloud.models import Instance, Offer, Provider
 from heretic.cloud.monitor import Monitor, MonitorResult
+from heretic.cloud.offer_filter import offer_query
 from heretic.cloud.notify import Sink, bell_sink, log_sink, webhook_sink
 from heretic.cloud.providers import make_client, provider_names
 from heretic.errors import CloudError, HereticError
@@ -52,7 +53,7 @@ def _clients(choice: str, log: Callable[[str], None], sleep: Callable[[float], N
     clients: dict[str, Provider] = {}
     for name in provider_names(choice):
         try:
-            # Few retries: the next poll is the retry, and quotas are per day.
+            # Few retries: the next poll is the retry (Vast limits calls per endpoint).
             clients[name] = make_client(name, sleep=sleep, retries=2)
         except CloudError as exc:
             if choice != "all":
@@ -64,18 +65,23 @@ def _clients(choice: str, log: Callable[[str], None], sleep: Callable[[float], N
     return clients
 
 
-def _launcher(opts: WatchOptions, clients: Mapping[str, Provider],
+def _model_params(opts: WatchOptions, log: Callable[[str], None]) -> int | None:
+    """The model's parameter count, to size the disk the way `launch` does (None if unknown)."""
+    if opts.disk_gb is not None or not opts.model:
+        return None
+    from heretic.cloud.estimate import count_model_parameters
+
+    try:
+        return count_model_parameters(opts.model)
+    except HereticError as exc:
+        log(f"could not size the disk from the model: {exc.message}")
+        return None
+
+
+def _launcher(opts: WatchOptions, clients: Mapping[str, Provider], n_params: int | None,
               log: Callable[[str], None]) -> Callable[[Offer], Instance]:
     kind = gpu_kind(opts.gpu)
     token = hf_token_from_environment()
-    n_params = None
-    if opts.disk_gb is None and opts.model:
-        from heretic.cloud.estimate import count_model_parameters
-
-        try:
-            n_params = count_model_parameters(opts.model)
-        except HereticError as exc:
-            log(f"could not size the disk from the model: {exc.message}")
 
     def launch(offer: Offer) -> Instance:
         lopts = LaunchOptions(provider=offer.provider, gpu=kind, model=opts.model or "",
@@ -102,8 +108,13 @@ def run_watch(opts: WatchOptions, *, log: Callable[[str], None], bell_stream: Te
     if opts.notify:
         sinks.append(webhook_sink(opts.notify))
     try:
-        launcher = _launcher(opts, clients, log) if opts.launch else None
-        monitor = Monitor(clients, OfferQuery(gpu=kind, max_price=opts.max_price), sinks=sinks,
+        n_params = _model_params(opts, log)
+        launcher = _launcher(opts, clients, n_params, log) if opts.launch else None
+        # The launch's own filter (disk, CUDA, price with storage): an offer seen here is one
+        # the launch can use.
+        query = offer_query(kind, max_price=opts.max_price, disk_gb=opts.disk_gb,
+                            n_params=n_params)
+        monitor = Monitor(clients, query, sinks=sinks,
                           log=log, state_path=opts.state_file or default_state_file(kind.name),
                           interval_s=opts.interval_s, sleep=sleep, on_available=launcher)
         log(f"Watching {', '.join(clients)} for {kind.name}"

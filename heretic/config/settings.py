@@ -7,10 +7,12 @@ and validates them. Unknown keys are errors everywhere.
 from __future__ import annotations
 
 from pathlib import Path
-import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# The one URL-password mask (it imports nothing from heretic, so no import cycle).
+from heretic.lifecycle.secrets import mask_url_password
 
 DEFAULT_REFUSAL_MARKERS: tuple[str, ...] = (
     "sorry",
@@ -205,6 +207,14 @@ class Settings(BaseModel):
         description="Optuna storage URL shared by workers (postgresql://...); default a journal "
         "file in the study folder.",
     )
+    heartbeat_interval_s: int = Field(
+        60, ge=1, description="Seconds between the heartbeats a running trial records in a "
+        "--storage database (RDB storages only).",
+    )
+    heartbeat_grace_s: int = Field(
+        180, ge=2, description="A running trial whose last heartbeat is older than this is "
+        "failed and re-run by another machine (spot preemption, a killed process).",
+    )
     workers: int = Field(1, ge=1, description="Worker processes on this machine sharing the study.")
     search_only: bool = Field(
         False,
@@ -242,6 +252,15 @@ class Settings(BaseModel):
     )
     notify: str | None = Field(None, description="Webhook URL for a JSON POST on finish or failure.")
 
+    @field_validator("storage")
+    @classmethod
+    def _storage_scheme(cls, value: str | None) -> str | None:
+        # Heroku-style postgres:// is what many managed databases hand out; SQLAlchemy wants
+        # postgresql:// (which uses the psycopg driver of the postgres extra).
+        if value and value.startswith("postgres://"):
+            return "postgresql://" + value[len("postgres://"):]
+        return value or None
+
     @model_validator(mode="after")
     def _checks(self) -> Settings:
         if not self.components:
@@ -250,6 +269,8 @@ class Settings(BaseModel):
             raise ValueError("direction_scopes must name at least one of global, per-layer")
         if self.search_only and self.upload:
             raise ValueError("search_only runs no export, so it cannot upload: drop one of them")
+        if self.heartbeat_grace_s <= self.heartbeat_interval_s:
+            raise ValueError("heartbeat_grace_s must be longer than heartbeat_interval_s")
         if any(not m.strip() for m in self.refusal_markers):
             raise ValueError("refusal_markers must not contain empty strings")
         return self
@@ -261,7 +282,7 @@ class Settings(BaseModel):
         if data.get("notify"):
             data["notify"] = "****"
         if data.get("storage"):
-            data["storage"] = _mask_url_password(data["storage"])
+            data["storage"] = mask_url_password(data["storage"])
         return data
 
     @property
@@ -271,11 +292,6 @@ class Settings(BaseModel):
     @property
     def resolved_study_dir(self) -> Path:
         return self.study_dir if self.study_dir is not None else self.output / "study"
-
-
-def _mask_url_password(url: str) -> str:
-    """postgresql://user:secret@host/db -> postgresql://user:****@host/db"""
-    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1****@", url)
 
 
 def field_help() -> dict[str, str]:

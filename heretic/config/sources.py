@@ -27,6 +27,8 @@ _NON_SETTING_ENV = {
     "HERETIC_VAST_API_URL",
     "HERETIC_RUNPOD_API_URL",
     "HERETIC_WORKER_INDEX",
+    "HERETIC_HOST_ID",  # how this machine names itself in a shared study (engine/study.py)
+    "HERETIC_REQUIRE_POSTGRES",  # CI: the PostgreSQL tests must run, not skip
 }
 
 

@@ -7,11 +7,19 @@
 - Resume: a trial left RUNNING by a process that is gone is marked FAIL and its parameters are
   enqueued, so it is re-run; completed trials are never repeated.
 - Exactness: a worker claims a trial only while `completed + running < N`, under a file lock in
-  the study folder, so N is reached exactly by any number of workers on one machine. Across
-  machines the lock is per machine, so the last round can add up to (machines - 1) extra
+  the study folder, so N is reached exactly by any number of workers on one machine. On
+  PostgreSQL the claim also holds a database advisory lock, so N is exact across machines too
+  (the lock is tied to a connection, so a killed machine's lock goes with it). On other RDB
+  storages the lock is per machine, so the last round can add up to (machines - 1) extra
   trials; selection always takes the first N.
+- A machine that finds no trial left to claim while another machine's trial still runs waits
+  for it (RDB storages): if that machine vanished, its heartbeat goes stale and the trial is
+  re-run here, so a preempted machine's last trial is not left for the finishing run. Not
+  guaranteed: a process killed in the microseconds between claiming a trial and recording its
+  first heartbeat leaves a trial Optuna never calls stale (fail it by hand).
 - Each trial records its owner (host, pid, process start time) so a live worker's trial is never
-  mistaken for a dead one.
+  mistaken for a dead one. The host is HERETIC_HOST_ID when set (tests run two "machines" on
+  one host; containers with the same hostname can tell themselves apart), else the hostname.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ import fcntl
 import os
 import socket
 import threading
+import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,16 +52,23 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed", ca
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+HOST_ID_ENV = "HERETIC_HOST_ID"
+
+
+def host_id() -> str:
+    return os.environ.get(HOST_ID_ENV, "").replace(":", "_") or socket.gethostname()
+
+
 def owner_id(pid: int | None = None) -> str:
     pid = pid or os.getpid()
     started = psutil.Process(pid).create_time()
-    return f"{socket.gethostname()}:{pid}:{started:.2f}"
+    return f"{host_id()}:{pid}:{started:.2f}"
 
 
 def owner_alive(owner: str) -> bool:
     host, _, rest = owner.partition(":")
     pid_text, _, started = rest.partition(":")
-    if host != socket.gethostname():
+    if host != host_id():
         return True  # another machine's worker: only heartbeats (RDB storage) can tell
     try:
         proc = psutil.Process(int(pid_text))
@@ -92,8 +109,11 @@ def open_study(
     startup_trials: int,
     worker_index: int = 0,
     storage: BaseStorage | str | None = None,
+    heartbeat_s: int = HEARTBEAT_S,
+    grace_s: int = GRACE_S,
 ) -> optuna.Study:
-    storage = storage or make_storage(study_dir, storage_url)
+    storage = storage or make_storage(study_dir, storage_url, heartbeat_s=heartbeat_s,
+                                      grace_s=grace_s)
     # Seed with the trial count so a resumed sampler does not replay the same random start.
     probe = optuna.create_study(
         storage=storage, study_name=name, directions=["minimize", "minimize"], load_if_exists=True
@@ -124,19 +144,42 @@ def count(study: optuna.Study, *states: TrialState) -> int:
 
 
 @contextmanager
-def _claim_lock(study_dir: Path) -> Iterator[None]:
+def _claim_lock(study: optuna.Study, study_dir: Path) -> Iterator[None]:
     study_dir.mkdir(parents=True, exist_ok=True)
     with open(study_dir / ".claim.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            with _database_lock(study):
+                yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def _database_lock(study: optuna.Study) -> Iterator[None]:
+    """A PostgreSQL advisory lock per study around the claim, so machines claim one at a time.
+    Session-level on its own connection: if this process dies the server drops it."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    engine = getattr(backend, "engine", None)
+    if engine is None or engine.dialect.name != "postgresql":
+        yield
+        return
+    from sqlalchemy import text
+
+    key = {"k": zlib.crc32(f"heretic-claim:{study.study_name}".encode())}
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), key)
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), key)
+            conn.commit()
+
+
 def claim_trial(study: optuna.Study, study_dir: Path, n_trials: int) -> optuna.Trial | None:
     """A new trial owned by this process, or None when the study has (or will have) N trials."""
-    with _claim_lock(study_dir):
+    with _claim_lock(study, study_dir):
         if _heartbeat_storage(study) is not None:
             optuna.storages.fail_stale_trials(study)  # other machines' vanished trials
         recover_abandoned(study)
@@ -145,6 +188,11 @@ def claim_trial(study: optuna.Study, study_dir: Path, n_trials: int) -> optuna.T
             return None
         trial = study.ask()
         trial.set_user_attr(OWNER_KEY, owner_id())
+        beating = _heartbeat_storage(study)
+        if beating is not None:
+            # At once, not only when the trial starts: Optuna never fails a trial that has no
+            # heartbeat, and other machines wait for RUNNING trials to end or go stale.
+            beating.record_heartbeat(trial._trial_id)
         return trial
 
 
@@ -170,7 +218,10 @@ def run_trials(
             )
         trial = claim_trial(study, study_dir, n_trials)
         if trial is None:
-            return ran
+            if not _others_still_running(study, n_trials):
+                return ran
+            _wait_heartbeat(study, should_stop)
+            continue
         try:
             with _heartbeat(study, trial):
                 values = objective(trial)
@@ -182,6 +233,24 @@ def run_trials(
         frozen = study.tell(trial, list(values))
         ran += 1
         on_complete(frozen)
+
+
+def _others_still_running(study: optuna.Study, n_trials: int) -> bool:
+    """Trials are missing and other machines' trials run (RDB storages only): one of them may
+    belong to a vanished machine, which only its stale heartbeat will tell."""
+    if _heartbeat_storage(study) is None:
+        return False
+    return (count(study, TrialState.COMPLETE) < n_trials
+            and count(study, TrialState.RUNNING) > 0)
+
+
+def _wait_heartbeat(study: optuna.Study, should_stop: Callable[[], bool]) -> None:
+    """Wait one heartbeat interval (in short steps, so a stop request is seen at once)."""
+    storage = _heartbeat_storage(study)
+    interval = float(storage.get_heartbeat_interval() or HEARTBEAT_S) if storage else 1.0
+    deadline = time.monotonic() + interval
+    while time.monotonic() < deadline and not should_stop():
+        time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
 
 
 def _heartbeat_storage(study: optuna.Study) -> BaseHeartbeat | None:

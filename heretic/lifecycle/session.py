@@ -171,8 +171,13 @@ class RunLifecycle:
                                "results exist only on this machine, so it is left running.")
             return info
         result = shutdown_self(self.environ, reporter=self.reporter)
+        notified = bool((info.get("shutdown") or {}).get("notified"))
+        if not result.ok and result.provider is not None and not notified:
+            # The model is safe, but the machine bills on: say so once, not on every restart.
+            notified = self.notify("shutdown-failed", "The run finished, but this machine "
+                                   f"could not end itself and keeps billing: {result.message}")
         info = {**info, "shutdown": {"provider": result.provider, "ok": result.ok,
-                                     "message": result.message}}
+                                     "message": result.message, "notified": notified}}
         try:
             self.state.mark_done(info)
         except StudyError as exc:  # the machine may already be going away

@@ -5,6 +5,11 @@ itself with the scoped key the provider put in its environment.
   base https://console.vast.ai/api/v0, overridable with HERETIC_VAST_API_URL.
 - RunPod: RUNPOD_POD_ID + RUNPOD_API_KEY; DELETE {base}/pods/{id} (REST v2, Bearer key);
   base https://api.runpod.io/v2, overridable with HERETIC_RUNPOD_API_URL.
+  RunPod documents RUNPOD_API_KEY only as a "pod-scoped API key": that it may delete its own
+  pod through REST v2 is unverified. On 401/403 the documented route is tried instead,
+  `runpodctl pod delete $RUNPOD_POD_ID` (RunPod's "Manage Pods" page), when runpodctl is on
+  the PATH (RunPod's own images ship it; heretic's does not); otherwise the refusal is
+  returned (the lifecycle logs and notifies it, once).
 - Anywhere else: does nothing and says so; the machine keeps running (and billing).
 Guaranteed: never raises, never shows a key; 429/5xx/connection failures are retried a few
 times. Not guaranteed: that the machine is gone when this returns (the provider acts later).
@@ -13,6 +18,8 @@ times. Not guaranteed: that the machine is gone when this returns (the provider 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +39,7 @@ class ShutdownResult:
     provider: str | None
     ok: bool
     message: str
+    status: int | None = None  # the provider's HTTP status when it refused
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,7 @@ def _target(environ: Mapping[str, str]) -> _Target | ShutdownResult:
 def _delete(target: _Target, transport: httpx.BaseTransport | None, retries: int,
             sleep: Callable[[float], None]) -> ShutdownResult:
     headers = {"Authorization": f"Bearer {target.key}", "Accept": "application/json"}
-    detail = ""
+    detail, status = "", None
     with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0), transport=transport) as client:
         for attempt in range(retries + 1):
             try:
@@ -83,13 +91,37 @@ def _delete(target: _Target, transport: httpx.BaseTransport | None, retries: int
                     return ShutdownResult(target.provider, True,
                                           f"Asked {target.provider} to end {target.what}.")
                 detail = f"HTTP {response.status_code}: {response.text.strip()[:200]}"
+                status = response.status_code
                 if response.status_code not in RETRY_STATUSES:
                     break
             if attempt < retries:
                 sleep(min(2.0 * 2**attempt, 30.0))
     message = (f"{target.provider} refused to end {target.what}: {detail}. Stop it in the "
                f"{target.provider} console, or it keeps billing.")
-    return ShutdownResult(target.provider, False, redact(message, (target.key,)))
+    return ShutdownResult(target.provider, False, redact(message, (target.key,)), status)
+
+
+def _runpodctl_delete(environ: Mapping[str, str], refused: ShutdownResult) -> ShutdownResult:
+    """RunPod's documented way for a pod to end itself, after the REST call was refused."""
+    exe = shutil.which("runpodctl", path=environ.get("PATH"))
+    pod_id = environ.get("RUNPOD_POD_ID", "").strip()
+    if exe is None:
+        return ShutdownResult("runpod", False, refused.message + " (runpodctl, RunPod's "
+                              "documented route, is not installed in this image.)",
+                              refused.status)
+    try:
+        done = subprocess.run([exe, "pod", "delete", pod_id], env=dict(environ),
+                              capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        said = f"{type(exc).__name__}"
+    else:
+        if done.returncode == 0:
+            return ShutdownResult("runpod", True, f"Asked runpod to end pod {pod_id} with "
+                                  "runpodctl (the REST call was refused).")
+        said = f"exit {done.returncode}: {(done.stderr or done.stdout).strip()[:200]}"
+    key = environ.get("RUNPOD_API_KEY")
+    return ShutdownResult("runpod", False, redact(
+        f"{refused.message} runpodctl pod delete failed too ({said}).", (key,)), refused.status)
 
 
 def shutdown_self(environ: Mapping[str, str] | None = None, *, reporter: Reporter | None = None,
@@ -105,6 +137,8 @@ def shutdown_self(environ: Mapping[str, str] | None = None, *, reporter: Reporte
         reporter.info(f"Ending {target.what} on {target.provider} to stop billing.")
         try:
             result = _delete(target, transport, retries, sleep)
+            if target.provider == "runpod" and result.status in (401, 403):
+                result = _runpodctl_delete(environ, result)
         except Exception as exc:  # must never turn a finished run into a failed one
             result = ShutdownResult(target.provider, False,
                                     f"Shutdown failed unexpectedly: {type(exc).__name__}.")

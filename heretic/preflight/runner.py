@@ -31,6 +31,7 @@ from heretic.preflight.checks_resources import check_disk, check_merge_ram, chec
 from heretic.preflight.estimate import estimate_for_settings
 from heretic.preflight.gpus import GpuInventory, gpus_for_device_map, read_inventory
 from heretic.preflight.report import PreflightReport
+from heretic.preflight.storage import storage_check_row
 
 
 def run_preflight(
@@ -71,4 +72,5 @@ def run_preflight(
     checks.append(check_merge_ram(settings, count, inventory))
     checks.append(check_disk(settings, count))
     checks.append(check_token(settings, environ))
+    checks.append(storage_check_row(settings.storage))
     return report

@@ -32,6 +32,13 @@ def problem(status: int, title: str, detail: str) -> dict[str, Any]:
 
 class FakeRunPod(LoopbackServer):
     PREFIX = "/v2"
+    provider = "runpod"
+
+    def refuse(self, problems: list[str]) -> Reply:
+        # RunPod v2: RFC 9457 problem document with the validation failures as strings.
+        return Reply(422, {**problem(422, "Unprocessable Entity", "Request validation failed."),
+                           "errors": problems},
+                     headers={"Content-Type": "application/problem+json"})
 
     def __init__(self, key: str = RUNPOD_KEY) -> None:
         self.key = key
@@ -43,6 +50,10 @@ class FakeRunPod(LoopbackServer):
         ]
         self.search_script: list[list[dict[str, Any]]] = []
         self.pod_status = "RUNNING"
+        self.pod_extra: dict[str, Any] = {}
+        self.volumes: dict[str, dict[str, Any]] = {
+            "vol1": {"id": "vol1", "name": "heretic", "size": 200, "dataCenter": "EU-RO-1",
+                     "type": "STANDARD"}}
         self.log_lines = ["loading model", "trial 1/200"]
         super().__init__(self.route)
 
@@ -56,7 +67,8 @@ class FakeRunPod(LoopbackServer):
                 "image": body.get("image", "img"), "status": self.pod_status,
                 "gpu": {"id": (body.get("gpu") or {}).get("id", "NVIDIA A100 80GB PCIe"),
                         "count": 1}, "cloud": "SECURE", "cost": 1.64,
-                "env": body.get("env", {"HF_TOKEN": "{{ RUNPOD_SECRET_hf_token }}"})}
+                "env": body.get("env", {"HF_TOKEN": "{{ RUNPOD_SECRET_hf_token }}"}),
+                **self.pod_extra}
 
     def route(self, r: Recorded) -> Reply:
         if r.headers.get("authorization") != f"Bearer {self.key}":
@@ -67,7 +79,13 @@ class FakeRunPod(LoopbackServer):
             gpus = self.search_script.pop(0) if self.search_script else self.gpus
             return Reply(200, {"gpus": gpus})
         if r.method == "POST" and path == "/pods":
+            self.created.append("pod_abc123")
             return Reply(201, self._pod("pod_abc123", r.body))
+        if r.method == "GET" and path.startswith("/network-volumes/"):
+            volume = self.volumes.get(path.split("/")[2])
+            if volume is None:
+                return Reply(404, problem(404, "Not Found", "network volume not found"))
+            return Reply(200, volume)
         if path.startswith("/pods/") and path.endswith("/logs"):
             events = "".join(
                 f"id: 2026-11-20T10:00:0{i}Z\ndata: "

@@ -2,7 +2,10 @@
 public API reference), plus the small threaded-server base the RunPod fake shares.
 
 Requests are recorded (method, path, query, headers, JSON body). `fail_queue` holds scripted
-error answers served before normal handling; `search_script` scripts successive offer lists.
+error answers served before normal handling (nothing is carried out); `lost_queue` holds
+answers served AFTER normal handling, in place of its answer (the request was carried out and
+the answer lost: a 502 from a proxy after the create); `search_script` scripts successive
+offer lists. `created` lists what the creates made.
 """
 
 from __future__ import annotations
@@ -35,11 +38,31 @@ class Reply:
 
 
 class LoopbackServer(Loopback):
-    """Runs `route(Recorded) -> Reply` on 127.0.0.1 in a thread; use as a context manager."""
+    """Runs `route(Recorded) -> Reply` on 127.0.0.1 in a thread; use as a context manager.
+
+    With `provider` set, every request is first held against that provider's published
+    schema (fakes/provider_schemas.py): a request the real service would refuse is refused
+    the provider's way (`refuse`), recorded in `violations`, and fails the test when the
+    server closes unless the test set `allow_violations`."""
+
+    provider: str | None = None
+    allow_violations = False
+
+    def refuse(self, problems: list[str]) -> Reply:
+        return Reply(400, {"error": "invalid request", "problems": problems})
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        if exc[0] is None and self.violations and not self.allow_violations:
+            raise AssertionError(f"requests the {self.provider} API would refuse: "
+                                 f"{self.violations}")
 
     def __init__(self, route: Callable[[Recorded], Reply]) -> None:
+        self.violations: list[tuple[str, str, list[str]]] = []
         self.requests: list[Recorded] = []
         self.fail_queue: list[Reply] = []
+        self.lost_queue: list[Reply] = []
+        self.created: list[Any] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,7 +77,14 @@ class LoopbackServer(Loopback):
                 rec = Recorded(self.command, parts.path, parse_qs(parts.query),
                                {k.lower(): v for k, v in self.headers.items()}, body)
                 outer.requests.append(rec)
-                reply = outer.fail_queue.pop(0) if outer.fail_queue else route(rec)
+                problems = outer._check(rec)
+                if problems:
+                    outer.violations.append((rec.method, rec.path, problems))
+                    reply = outer.refuse(problems)
+                else:
+                    reply = outer.fail_queue.pop(0) if outer.fail_queue else route(rec)
+                if outer.lost_queue and not outer.fail_queue and reply.status < 400:
+                    reply = outer.lost_queue.pop(0)
                 data = reply.raw if reply.raw is not None else (
                     b"" if reply.body is None else json.dumps(reply.body).encode())
                 self.send_response(reply.status)
@@ -69,6 +99,13 @@ class LoopbackServer(Loopback):
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
         self._serve(Handler)
+
+    def _check(self, rec: Recorded) -> list[str]:
+        if self.provider is None or rec.headers.get("authorization") is None:
+            return []  # unauthenticated calls (the log link) have no schema
+        from fakes.provider_schemas import violations
+
+        return violations(self.provider, rec.method, rec.path, rec.query, rec.body)
 
     def calls(self, method: str, prefix: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and r.path.startswith(prefix)]
@@ -87,6 +124,10 @@ def vast_offer(offer_id: int, price: float, gpu: str = "A100 SXM4", ram_mb: int 
 
 class FakeVast(LoopbackServer):
     PREFIX = "/api/v0"
+    provider = "vast"
+
+    def refuse(self, problems: list[str]) -> Reply:
+        return Reply(400, {"success": False, "error": "invalid_args", "msg": "; ".join(problems)})
 
     def __init__(self, key: str = VAST_KEY) -> None:
         self.key = key
@@ -122,7 +163,8 @@ class FakeVast(LoopbackServer):
             ordered = sorted(offers, key=lambda o: o["dph_total"])
             return Reply(200, {"offers": ordered})
         if r.method == "PUT" and path.startswith("/asks/"):
-            return Reply(200, {"success": True, "new_contract": 7777})
+            self.created.append(7777 + len(self.created))
+            return Reply(200, {"success": True, "new_contract": self.created[-1]})
         if r.method == "PUT" and path.startswith("/instances/request_logs/"):
             iid = path.rstrip("/").split("/")[-1]
             return Reply(200, {"success": True, "result_url": f"{self.url}/logs/{iid}.log"})
