@@ -31,9 +31,9 @@ def _root(
 
 
 def _register() -> None:
-    from heretic.cli import cloud_cmd, lifecycle_cmd, preflight_cmd, run_cmd
+    from heretic.cli import cloud_cmd, image_cmd, lifecycle_cmd, preflight_cmd, run_cmd
 
-    for module in (run_cmd, preflight_cmd, lifecycle_cmd, cloud_cmd):
+    for module in (run_cmd, preflight_cmd, lifecycle_cmd, cloud_cmd, image_cmd):
         module.register(app)
 
 
@@ -41,4 +41,22 @@ _register()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        # A command line typer refused (exit 2) fails the same way on every provider restart:
+        # under a provider it is a terminal failure like any other (--on-failure).
+        if exc.code == 2:
+            _usage_failure()
+        raise
+
+
+def _usage_failure() -> None:
+    import os
+    import sys
+
+    from heretic.lifecycle.on_failure import apply_policy, policy_from_argv
+    from heretic.progress import LineReporter
+
+    policy = policy_from_argv(sys.argv[1:], os.environ)
+    apply_policy(policy, 2, os.environ, reporter=LineReporter(stream=sys.stderr))
