@@ -4,7 +4,9 @@
 #   VAST_API_KEY=... HF_TOKEN=... scripts/launch_vast.sh --model ORG/NAME [--upload ORG/REPO]
 #       [--max-price USD_PER_HOUR] [--image IMAGE] [--disk GB] [--offer ID] [--dry-run]
 #
-# It searches for the cheapest verified single A100 80GB offer (at or under --max-price),
+# It searches for the cheapest verified single A100 80GB offer (at or under --max-price)
+# whose host CUDA fits the image's tag (-cu126: 12.6+, -cu130: 13.0+; default image:
+# the release's -cu126 tag),
 # then creates an instance whose image runs its own entrypoint (runtype "args") with
 # HERETIC_MODEL, HERETIC_UPLOAD, HERETIC_SHUTDOWN_AFTER=true and HERETIC_PROFILE=auto, and
 # prints the instance id. --dry-run prints the search and the create body and sends nothing.
@@ -16,7 +18,9 @@ set -euo pipefail
 
 api=${HERETIC_VAST_API_URL:-${VAST_API_URL:-https://console.vast.ai/api/v0}}
 model="" upload="" max_price="" offer="" dry_run=0 disk=150
-image=ghcr.io/heretic-llm/heretic:latest
+# shellcheck source-path=SCRIPTDIR source=lib/image.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/image.sh"
+image=$HERETIC_DEFAULT_IMAGE
 
 usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
@@ -43,10 +47,12 @@ if [ -z "$key" ] && [ -f "$HOME/.config/vastai/vast_api_key" ]; then
     key=$(tr -d '[:space:]' <"$HOME/.config/vastai/vast_api_key")
 fi
 
-search=$(jq -n --arg max "$max_price" --argjson disk "$disk" '{
+# Only hosts whose driver runs the image's CUDA line (cu126: 12.6, cu130: 13.0).
+search=$(jq -n --arg max "$max_price" --argjson disk "$disk" \
+    --argjson cuda "$(min_cuda_for_image "$image")" '{
     gpu_name: {in: ["A100 SXM4", "A100 PCIE", "A100X"]}, gpu_ram: {gte: 79000},
     num_gpus: {eq: 1}, rentable: {eq: true}, verified: {eq: true},
-    reliability: {gt: 0.98}, cuda_max_good: {gte: 12.8}, disk_space: {gte: $disk},
+    reliability: {gt: 0.98}, cuda_max_good: {gte: $cuda}, disk_space: {gte: $disk},
     order: [["dph_total", "asc"]], type: "on-demand", limit: 20}
     + (if $max == "" then {} else {dph_total: {lte: ($max | tonumber)}} end)')
 

@@ -3,7 +3,10 @@
 #
 #   VAST_API_KEY=... RUNPOD_API_KEY=... scripts/monitor_a100.sh [--max-price USD_PER_HOUR]
 #       [--interval SECONDS] [--notify WEBHOOK_URL] [--state FILE] [--max-polls N]
+#       [--image IMAGE]
 #
+# Only hosts that can run IMAGE count: its tag's CUDA line sets the host CUDA minimum
+# (-cu126: 12.6, -cu130: 13.0; default: the release's -cu126 image).
 # Each provider whose key is set is polled every --interval seconds (default 300, at least
 # 60: Vast's search has a daily quota), with +-10% jitter and doubled waits after failures.
 # An alert (a log line on stderr, the terminal bell, and a JSON POST to --notify) is sent
@@ -15,9 +18,12 @@ set -uo pipefail
 vast_api=${HERETIC_VAST_API_URL:-${VAST_API_URL:-https://console.vast.ai/api/v0}}
 runpod_api=${HERETIC_RUNPOD_API_URL:-${RUNPOD_API_URL:-https://api.runpod.io/v2}}
 max_price="" interval=300 notify="" max_polls=0
+# shellcheck source-path=SCRIPTDIR source=lib/image.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/image.sh"
+image=$HERETIC_DEFAULT_IMAGE
 state=${XDG_CACHE_HOME:-$HOME/.cache}/heretic/monitor_a100.state
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --max-price) max_price=${2:?}; shift 2 ;;
@@ -25,10 +31,12 @@ while [ "$#" -gt 0 ]; do
         --notify) notify=${2:?}; shift 2 ;;
         --state) state=${2:?}; shift 2 ;;
         --max-polls) max_polls=${2:?}; shift 2 ;;
+        --image) image=${2:?}; shift 2 ;;
         -h | --help) usage ;;
         *) echo "monitor_a100: unknown option $1" >&2; usage ;;
     esac
 done
+min_cuda=$(min_cuda_for_image "$image")
 [ "$interval" -ge 60 ] 2>/dev/null || { echo "monitor_a100: --interval must be >= 60" >&2; exit 2; }
 for tool in curl jq; do
     command -v "$tool" >/dev/null || { echo "monitor_a100: $tool is required" >&2; exit 2; }
@@ -51,7 +59,8 @@ log() { printf '[%s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 poll() { # PROVIDER -> prints "COUNT PRICE" (PRICE "-" when none); fails on any error
     local answer
     if [ "$1" = vast ]; then
-        answer=$(jq -n --arg max "$max_price" '{gpu_name: {in: ["A100 SXM4", "A100 PCIE", "A100X"]},
+        answer=$(jq -n --arg max "$max_price" --argjson cuda "$min_cuda" '{
+            gpu_name: {in: ["A100 SXM4", "A100 PCIE", "A100X"]}, cuda_max_good: {gte: $cuda},
             gpu_ram: {gte: 79000}, num_gpus: {eq: 1}, rentable: {eq: true}, verified: {eq: true},
             reliability: {gt: 0.98}, order: [["dph_total", "asc"]], type: "on-demand", limit: 20}
             + (if $max == "" then {} else {dph_total: {lte: ($max | tonumber)}} end)' |
@@ -60,7 +69,7 @@ poll() { # PROVIDER -> prints "COUNT PRICE" (PRICE "-" when none); fails on any 
         echo "$answer" | jq -r '[.offers[]?.dph_total] | "\(length) \(min // "-")"'
     else
         answer=$(curl -sf --max-time 60 -H @"$workdir/runpod.h" \
-            "$runpod_api/catalog/gpus?include=AVAILABILITY&product=POD&cloud=SECURE&count=1") || return 1
+            "$runpod_api/catalog/gpus?include=AVAILABILITY&product=POD&cloud=SECURE&count=1&minCudaVersion=$min_cuda") || return 1
         echo "$answer" | jq -r --arg max "$max_price" '[(.gpus // .)[]
             | select(.id == "NVIDIA A100 80GB PCIe" or .id == "NVIDIA A100-SXM4-80GB")
             | select((.availability // ([.dataCenters[]?.availability] | map(select(. != "NONE"))

@@ -21,8 +21,9 @@ from heretic.cloud.estimate import DEFAULT_DISK_GB, disk_for_params
 from heretic.cloud.gpus import GpuKind
 from heretic.cloud.models import Instance, LaunchSpec, Offer, OfferQuery, Provider
 from heretic.errors import CloudError, ConfigError, TokenError
+from heretic.image import default_image, min_host_cuda
 
-DEFAULT_IMAGE = "ghcr.io/heretic-llm/heretic:latest"
+DEFAULT_IMAGE = default_image()  # this release's cu126 tag, never :latest
 # Set by the launcher itself; --set may not override them.
 _OWN_SETTINGS = ("model", "upload", "shutdown_after", "profile")
 
@@ -42,7 +43,7 @@ class LaunchOptions:
     cloud: str = "SECURE"
     volume_id: str | None = None
     runpod_secret: str = "hf_token"
-    min_cuda: str = "12.8"
+    min_cuda: str | None = None  # None: the one the image's CUDA line needs (heretic/image.py)
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,8 @@ def plan_launch(opts: LaunchOptions, client: Provider, *, n_params: int | None,
     """Everything the launch will send. Searches offers unless `dry_run` or an `offer` seen
     moments ago (by the monitor) is given."""
     disk = opts.disk_gb or (disk_for_params(n_params) if n_params else DEFAULT_DISK_GB)
-    query = OfferQuery(gpu=opts.gpu, max_price=opts.max_price, min_cuda=opts.min_cuda,
+    min_cuda = opts.min_cuda or min_host_cuda(opts.image)
+    query = OfferQuery(gpu=opts.gpu, max_price=opts.max_price, min_cuda=min_cuda,
                        cloud="COMMUNITY" if opts.cloud == "COMMUNITY" else "SECURE",
                        min_disk_gb=disk)
     env = settings_env(opts)
@@ -176,7 +178,7 @@ def plan_launch(opts: LaunchOptions, client: Provider, *, n_params: int | None,
         warnings.append(f"Disk sized at the default {DEFAULT_DISK_GB} GB (the model's size "
                         "is unknown); pass --disk GB for large models.")
     spec = LaunchSpec(image=opts.image, env=env, disk_gb=disk, label=_label(opts.model),
-                      min_cuda=opts.min_cuda, cloud=query.cloud, volume_id=opts.volume_id,
+                      min_cuda=min_cuda, cloud=query.cloud, volume_id=opts.volume_id,
                       secrets=secrets)
     if dry_run:
         return LaunchPlan(opts.provider, query, placeholder_offer(opts), spec, tuple(warnings),

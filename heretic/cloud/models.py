@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 
 from heretic.cloud.gpus import GpuKind
 from heretic.cloud.http import PreparedRequest
+from heretic.image import DEFAULT_MIN_CUDA
 
 ProviderName = Literal["vast", "runpod"]
 PROVIDERS: tuple[ProviderName, ...] = ("vast", "runpod")
@@ -25,7 +26,7 @@ class OfferQuery:
     gpu: GpuKind
     max_price: float | None = None
     num_gpus: int = 1
-    min_cuda: str = "12.8"
+    min_cuda: str = DEFAULT_MIN_CUDA
     cloud: Literal["SECURE", "COMMUNITY"] = "SECURE"  # RunPod tier
     min_reliability: float = 0.98  # Vast host reliability
     min_disk_gb: int = 0
@@ -52,7 +53,7 @@ class LaunchSpec:
     env: dict[str, str]
     disk_gb: int
     label: str
-    min_cuda: str = "12.8"
+    min_cuda: str = DEFAULT_MIN_CUDA
     cloud: Literal["SECURE", "COMMUNITY"] = "SECURE"
     volume_id: str | None = None  # RunPod network volume mounted at /workspace
     secrets: tuple[str, ...] = field(default=(), repr=False)  # values to mask when shown

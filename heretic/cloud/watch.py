@@ -21,6 +21,7 @@ from heretic.cloud.monitor import Monitor, MonitorResult
 from heretic.cloud.notify import Sink, bell_sink, log_sink, webhook_sink
 from heretic.cloud.providers import make_client, provider_names
 from heretic.errors import CloudError, HereticError
+from heretic.image import min_host_cuda
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,9 @@ def run_watch(opts: WatchOptions, *, log: Callable[[str], None], bell_stream: Te
         sinks.append(webhook_sink(opts.notify))
     try:
         launcher = _launcher(opts, clients, log) if opts.launch else None
-        monitor = Monitor(clients, OfferQuery(gpu=kind, max_price=opts.max_price), sinks=sinks,
+        query = OfferQuery(gpu=kind, max_price=opts.max_price,
+                           min_cuda=min_host_cuda(opts.image or DEFAULT_IMAGE))
+        monitor = Monitor(clients, query, sinks=sinks,
                           log=log, state_path=opts.state_file or default_state_file(kind.name),
                           interval_s=opts.interval_s, sleep=sleep, on_available=launcher)
         log(f"Watching {', '.join(clients)} for {kind.name}"
