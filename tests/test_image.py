@@ -115,8 +115,9 @@ def test_install_check_knows_the_line_of_this_torch():
     wrong = "cu130" if label != "cu130" else "cu126"
     report = check_install({"HERETIC_CUDA_LINE": wrong})
     assert not report.ok and any(wrong in p for p in report.problems)
-    if label in LINES:  # e.g. the CPU wheel here: its own line passes
-        assert check_install({"HERETIC_CUDA_LINE": label}).ok
+    if label in LINES:  # e.g. the CPU wheel here: its own line passes the torch checks
+        own = check_install({"HERETIC_CUDA_LINE": label})
+        assert not [p for p in own.problems if "torch" in p], own.problems
 
 
 def test_version_check_fails_with_exit_7_and_says_why():
@@ -147,3 +148,12 @@ def test_entrypoint_routes_arguments(tmp_path, args, runs):
     out = subprocess.run(["sh", str(ROOT / "entrypoint.sh"), *args], capture_output=True,
                          text=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, check=True)
     assert out.stdout.strip() == runs
+
+
+def test_readme_table_of_lines_matches_the_module():
+    readme = (ROOT / "README.md").read_text()
+    for line in LINES.values():
+        if not line.published:
+            continue
+        row = next(r for r in readme.splitlines() if r.startswith(f"| `{line.name}`"))
+        assert f"CUDA {line.min_host_cuda}" in row and f"`{default_image(line.name)}`" in row
