@@ -154,10 +154,22 @@ descendants() {
         descendants "$child"
     done
 }
+find_tini() {  # find_tini ROOT_PID: the descendant whose executable is tini (not the
+    # buildah-chroot-exec above it, whose command line also names tini)
+    local pid
+    for pid in $(descendants "$1"); do
+        if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = tini ]; then
+            echo "$pid"
+            return 0
+        fi
+    done
+    return 1
+}
 find_in_tree() {  # find_in_tree ROOT_PID PATTERN: first descendant whose command line matches
     local pid
     for pid in $(descendants "$1"); do
-        if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2"; then
+        # (a process may end between the listing and the read: nothing to say then)
+        if { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -q -- "$2"; then
             echo "$pid"
             return 0
         fi
@@ -172,6 +184,10 @@ try:
     print(int((json.load(open(sys.argv[1])).get("trials") or {}).get("completed") or 0))
 except (OSError, ValueError):
     print(0)' "$1/output/study/progress.json"
+}
+
+at_least() {  # at_least VOLUME N: progress.json counts N completed trials or more
+    [ "$(completed "$1")" -ge "$2" ]
 }
 
 # The study's trials by state, read inside the image with its own Optuna.
@@ -277,8 +293,8 @@ check_sigterm_resume() {
     local vol=$work/v3 tini rc=0 complete failed running owners
     run_trials=40
     start_entry "$vol" "$work/3.log"
-    wait_until 300 test "$(completed "$vol")" -ge 2 || { tail "$work/3.log"; fail "no trial started"; }
-    tini=$(find_in_tree "$bg_pid" "tini") || fail "no tini under our buildah run"
+    wait_until 300 at_least "$vol" 2 || { tail "$work/3.log"; fail "no trial completed"; }
+    tini=$(find_tini "$bg_pid") || fail "no tini under our buildah run"
     kill -TERM "$tini"
     finish_bg || rc=$?
     expect_rc 75 "$rc" "$work/3.log" "SIGTERM during the trials"
@@ -308,7 +324,7 @@ check_workers_sigterm() {
         fi
         read -r complete failed running owners <<<"$(probe_study "$vol" || echo 0 0 0 0)"
     done
-    tini=$(find_in_tree "$bg_pid" "tini") || fail "no tini under our buildah run"
+    tini=$(find_tini "$bg_pid") || fail "no tini under our buildah run"
     kill -TERM "$tini"
     finish_bg || rc=$?
     expect_rc 75 "$rc" "$work/4.log" "--workers 2 and SIGTERM"
@@ -348,4 +364,4 @@ check_sigterm_resume
 check_workers_sigterm
 check_bad_input
 say "all checks passed"
-say "summary: build ${build_s} s, image ${size}, demo in the container ${demo_s} s (cold, ${trials} trials)"
+say "summary: build ${build_s} s, image ${size}, demo in the container ${demo_s} s (${trials} trials, $how)"
