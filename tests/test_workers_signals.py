@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 from optuna.trial import TrialState
@@ -52,20 +53,32 @@ def test_group_sigterm_keeps_every_trial_in_flight(demo_model_dir, cli_env, tmp_
 
 
 def test_worker_group_sends_each_stop_request_once() -> None:
-    # Real child processes that count the SIGTERMs they receive and report on exit.
-    code = ("import signal, sys, time\nn = 0\n"
-            "def h(s, f):\n    global n\n    n += 1\n"
-            "signal.signal(signal.SIGTERM, h)\nprint('ready', flush=True)\n"
-            "while n < int(sys.argv[1]):\n    time.sleep(0.01)\nprint(n, flush=True)\n")
-    procs = [subprocess.Popen([sys.executable, "-c", code, want], stdout=subprocess.PIPE,
-                              text=True) for want in ("1", "2")]
-    for proc in procs:
+    # A real child that says "got" for every SIGTERM and leaves when its stdin closes.
+    code = ("import signal, sys\n"
+            "signal.signal(signal.SIGTERM, lambda s, f: print('got', flush=True))\n"
+            "print('ready', flush=True)\nsys.stdin.read()\nprint('bye', flush=True)\n")
+
+    def child() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"
-    group = WorkerGroup(procs[1:])
+        return proc
+
+    asked = child()
+    group = WorkerGroup([asked])
     group.forward(abandon=False)  # the parent's first signal, passed on
+    assert asked.stdout.readline().strip() == "got"
     group.forward(abandon=True)  # its second
-    group.stop(timeout_s=30)  # the end of the run: no third request
-    assert procs[1].stdout.read().strip() == "2"
-    one = WorkerGroup(procs[:1])
-    one.stop(timeout_s=30)  # never asked before: exactly one request
-    assert procs[0].stdout.read().strip() == "1"
+    assert asked.stdout.readline().strip() == "got"
+    asked.stdin.close()  # let it leave, then end the run: it was asked, nothing more is sent
+    group.stop(timeout_s=30)
+    assert asked.stdout.read().split() == ["bye"] and group.requests_sent == 2
+
+    never = child()
+    group = WorkerGroup([never])
+    stopping = threading.Thread(target=group.stop, kwargs={"timeout_s": 30})
+    stopping.start()  # never asked before: exactly one request, then it waits for the exit
+    assert never.stdout.readline().strip() == "got"
+    never.stdin.close()
+    stopping.join(timeout=60)
+    assert never.stdout.read().split() == ["bye"] and group.requests_sent == 1
