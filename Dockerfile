@@ -1,18 +1,21 @@
-# heretic for rented GPUs. Build: docker build -t heretic:latest .
-# First run:  docker run --gpus all -e HF_TOKEN -v heretic-work:/workspace heretic:latest --profile auto
-# See README.md ("Running heretic in a container") for volumes, environment variables and
-# what happens on restart.
+# heretic for rented GPUs. One build argument chooses the CUDA line (see heretic/image.py):
+#   docker build -t heretic:0.1.0-cu126 .                              (drivers R525+, A100/H100)
+#   docker build --build-arg CUDA_LINE=cu130 -t heretic:0.1.0-cu130 .  (drivers R580+, Blackwell)
+# First run: docker run --gpus all -e HF_TOKEN -v heretic-work:/workspace heretic:0.1.0-cu126 --profile auto
+# README.md ("Running heretic in a container") has volumes, environment and restarts;
+# scripts/test_image.sh builds a CPU variant locally and runs it through tini + entrypoint.sh.
 #
 # Base: python slim, not nvidia/cuda. torch's CUDA wheels carry their own CUDA runtime, cuBLAS
 # and cuDNN (the nvidia-* wheels), so a CUDA base image would only add a second copy of the
 # same libraries (~3 GB); the driver comes from the host through `--gpus all` (NVIDIA container
-# toolkit). Pinned to a patch release; CI may pin the digest (@sha256:...) on top.
-FROM python:3.12.12-slim-bookworm
+# toolkit). BASE_IMAGE is an argument only so the local test can use a stand-in built from
+# Debian packages (scripts/build_test_base.sh); any Debian bookworm with python3 + venv works.
+ARG BASE_IMAGE=python:3.12.12-slim-bookworm
+FROM ${BASE_IMAGE}
 
-# cu128 wheels run on host drivers R570 and newer, which most rented GPUs have; CUDA 13 wheels
-# need R580+. Override both to follow a newer torch: --build-arg TORCH_VERSION=...
-ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+# cu126 | cu130 | cpu. The torch index URL, torch's local version label and the tag suffix all
+# follow from it; the launchers ask providers for hosts with CUDA >= 12.6 / 13.0 to match.
+ARG CUDA_LINE=cu126
 
 LABEL org.opencontainers.image.title="heretic" \
       org.opencontainers.image.description="Unattended abliteration of open-weight chat models" \
@@ -20,42 +23,61 @@ LABEL org.opencontainers.image.title="heretic" \
 
 # HF_HOME, the demo model's cache and the output (with its study folder) live under /workspace,
 # the one volume: it survives container restarts, and on RunPod/Vast it is the disk that
-# survives a stop.
+# survives a stop. NVIDIA_*: what the NVIDIA container toolkit exposes (all GPUs, compute only).
+# TINI_SUBREAPER: tini still reaps orphans when a runtime starts it as some other PID than 1.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PATH=/opt/venv/bin:$PATH \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     HF_HOME=/workspace/hf-cache \
     HERETIC_CACHE=/workspace/heretic-cache \
     HF_XET_HIGH_PERFORMANCE=1 \
-    HERETIC_OUTPUT=/workspace/output
+    HERETIC_OUTPUT=/workspace/output \
+    HERETIC_CUDA_LINE=${CUDA_LINE} \
+    TINI_SUBREAPER=1
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # tini is PID 1: it forwards `docker stop`'s SIGTERM and reaps orphaned worker processes.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini=0.19.0-1+b3 \
-    && rm -rf /var/lib/apt/lists/*
-
-# torch alone first: the largest layer, rebuilt only when TORCH_VERSION changes.
-RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
-    && echo "torch==${TORCH_VERSION}" > /etc/pip-constraints.txt
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/venv
 
 WORKDIR /opt/heretic
+COPY image-constraints.txt ./
 
-# Dependencies before source: this layer is rebuilt only when pyproject.toml changes. The
-# constraint keeps pip from swapping the CUDA torch for another build.
+# torch alone first: the largest layer, rebuilt only when the line or the pinned version
+# changes. The exact local version (2.13.0+cu126) can only come from the line's index, so PyPI's
+# default build (CUDA 13 for torch 2.13) can never slip in.
+RUN case "${CUDA_LINE}" in \
+        cu126) index=https://download.pytorch.org/whl/cu126 ;; \
+        cu130) index=https://download.pytorch.org/whl/cu130 ;; \
+        cpu) index=https://download.pytorch.org/whl/cpu ;; \
+        *) echo "CUDA_LINE must be cu126, cu130 or cpu, not '${CUDA_LINE}'" >&2; exit 2 ;; \
+    esac \
+    && version=$(sed -n 's/^torch==//p' image-constraints.txt) \
+    && pip install --no-deps --index-url "$index" "torch==${version}+${CUDA_LINE}"
+
+# Dependencies before source: rebuilt only when pyproject.toml or the constraints change.
+# torch's own requirements (nvidia-* for the CUDA lines) come in here, at torch's exact pins.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install --no-cache-dir -c /etc/pip-constraints.txt -r /tmp/requirements.txt \
+RUN python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['postgres']))" > /tmp/requirements.txt \
+    && pip install -c image-constraints.txt -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# The package itself: small, changes often, so last.
-COPY README.md ./
+# The package itself: small, changes often, so last. The check imports what a run needs and,
+# in a CUDA build, that torch was built for the chosen line (no GPU is needed for that).
+COPY README.md LICENSE ./
 COPY profiles ./profiles
 COPY heretic ./heretic
-RUN pip install --no-cache-dir --no-deps -c /etc/pip-constraints.txt . \
-    && heretic --version
+RUN pip install --no-deps -c image-constraints.txt ".[postgres]" \
+    && pip check \
+    && heretic version --check
 
 COPY --chmod=0755 entrypoint.sh /entrypoint.sh
 
@@ -64,5 +86,10 @@ COPY --chmod=0755 entrypoint.sh /entrypoint.sh
 WORKDIR /workspace
 VOLUME ["/workspace"]
 STOPSIGNAL SIGTERM
-# -g: the signal goes to heretic's whole process group (worker processes too).
+# Unhealthy when progress.json stops moving during the trials (a hung GPU, a dead worker);
+# healthy in every other phase and before the first start has written anything.
+HEALTHCHECK --interval=5m --timeout=30s --start-period=10m --retries=2 \
+    CMD ["heretic", "health"]
+# -g: the signal goes to heretic's whole process group. Worker processes run in their own
+# group and get exactly one stop request from heretic (a second one would abandon a trial).
 ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/entrypoint.sh"]

@@ -56,6 +56,10 @@ class RunHooks:
         lambda done, total, eta, best: None
     )
     should_stop: Callable[[], bool] = lambda: False
+    # subscribe_stop(fn) calls fn(abandon) on each later stop request; returns the unsubscribe.
+    subscribe_stop: Callable[[Callable[[bool], None]], Callable[[], None]] = (
+        lambda fn: lambda: None
+    )
 
 
 @dataclass
@@ -222,16 +226,18 @@ def run(settings: Settings, reporter: Reporter | None = None,
 
     _enter(hooks, "search")
     t = time.monotonic()
-    procs = workers.start_workers(settings) if settings.workers > 1 else []
+    group = workers.WorkerGroup(workers.start_workers(settings) if settings.workers > 1 else [])
+    unsubscribe = hooks.subscribe_stop(group.forward)
     study_dir = settings.resolved_study_dir
     try:
         phase_search(prep.study, prep.objective, settings, study_dir, hooks, reporter)
-        workers.wait_workers(procs)
+        workers.wait_workers(group.procs)
         if count(prep.study, optuna.trial.TrialState.COMPLETE) < settings.trials:
             # A worker that died mid-trial left its trial to be re-run: finish what is missing.
             phase_search(prep.study, prep.objective, settings, study_dir, hooks, reporter)
     finally:
-        workers.stop_workers(procs)
+        unsubscribe()
+        group.stop()
     _timed(timings, "trials_total", t)
     if settings.search_only:
         reporter.info("Trials done (search only): run once without search_only to select, "

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from heretic.config.settings import Settings
 from heretic.config.sources import merge_layers
 from heretic.demo.settings import DEMO_LAYER
-from heretic.errors import ExitCode, NoAcceptableTrialError, PreflightError
+from heretic.errors import ExitCode, HereticError, NoAcceptableTrialError, PreflightError
 from heretic.progress import Reporter, default_reporter
 
 
@@ -86,11 +87,46 @@ def execute(
     environ: Mapping[str, str] | None = None,
     reporter: Reporter | None = None,
 ) -> Outcome:
+    """Run, then apply --on-failure to a terminal failure (raised or returned): the one place
+    every way out of a run passes, settings errors and the restart-loop guard included."""
+    reporter = reporter or default_reporter()
+    try:
+        outcome = _execute(cli, config_path, assignments, environ, reporter)
+    except HereticError as exc:
+        _after_failure(int(exc.exit_code), cli, config_path, assignments, environ, reporter)
+        raise
+    if outcome.exit_code:
+        _after_failure(outcome.exit_code, cli, config_path, assignments, environ, reporter)
+    return outcome
+
+
+def _after_failure(code: int, cli: Mapping[str, Any], config_path: Path | None,
+                   assignments: list[str] | None, environ: Mapping[str, str] | None,
+                   reporter: Reporter) -> None:
+    from heretic.lifecycle.on_failure import apply_policy, describe, is_terminal, raw_policy
+    from heretic.lifecycle.state import RunState
+    from heretic.preflight.resolve import upper_layers
+
+    if not is_terminal(code):
+        return
+    env = os.environ if environ is None else environ
+    try:  # the settings may be what failed: then the flag or variable alone decides
+        probe = merge_layers(*upper_layers(cli, config_path=config_path, environ=environ,
+                                           assignments=assignments))
+        policy, study_dir = probe.on_failure, probe.resolved_study_dir
+    except (HereticError, ValueError):
+        policy, study_dir = raw_policy(cli.get("on_failure"), env), None
+    result = apply_policy(policy, code, env, reporter=reporter)
+    if result is not None and study_dir is not None:
+        RunState(study_dir).record_after_failure(describe(policy, result))
+
+
+def _execute(cli: Mapping[str, Any], config_path: Path | None, assignments: list[str] | None,
+             environ: Mapping[str, str] | None, reporter: Reporter) -> Outcome:
     from heretic.preflight.lock import acquire_run_lock
     from heretic.preflight.registry import register_process
     from heretic.preflight.resolve import upper_layers
 
-    reporter = reporter or default_reporter()
     upper = upper_layers(cli, config_path=config_path, environ=environ, assignments=assignments)
     probe = merge_layers(*upper)
     probe = merge_layers(DEMO_LAYER if probe.is_demo else {}, *upper)
@@ -135,7 +171,8 @@ def _locked(cli: Mapping[str, Any], config_path: Path | None, assignments: list[
 def _engine(settings: Settings, life: Any) -> Outcome:
     from heretic.run import RunHooks, run
 
-    hooks = RunHooks(on_phase=life.on_phase, on_trial=life.on_trial, should_stop=life.should_stop)
+    hooks = RunHooks(on_phase=life.on_phase, on_trial=life.on_trial, should_stop=life.should_stop,
+                     subscribe_stop=life.stop.subscribe)
     try:
         result = run(settings, life.reporter, hooks)
     except NoAcceptableTrialError as exc:

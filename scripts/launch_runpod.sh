@@ -6,7 +6,8 @@
 #       [--cloud SECURE|COMMUNITY] [--secret hf_token] [--dry-run]
 #
 # It reads the GPU catalog with availability, picks the cheapest A100 80GB type in stock (at
-# or under --max-price), and creates a pod without a command override, so the image's own
+# or under --max-price) on hosts whose CUDA fits the image's tag (-cu126: 12.6+, -cu130:
+# 13.0+; default image: the release's -cu126 tag), and creates a pod without a command override, so the image's own
 # entrypoint runs with HERETIC_MODEL, HERETIC_UPLOAD, HERETIC_SHUTDOWN_AFTER=true and
 # HERETIC_PROFILE=auto. HF_TOKEN is a reference to the RunPod secret named by --secret
 # (create it once under Settings > Secrets); the token itself is never sent. The pod id is
@@ -20,8 +21,9 @@ set -euo pipefail
 
 api=${HERETIC_RUNPOD_API_URL:-${RUNPOD_API_URL:-https://api.runpod.io/v2}}
 model="" upload="" max_price="" gpu_id="" dry_run=0 disk=150 cloud=SECURE secret=hf_token
-min_cuda=12.8
-image=ghcr.io/heretic-llm/heretic:latest
+# shellcheck source-path=SCRIPTDIR source=lib/image.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/image.sh"
+image=$HERETIC_DEFAULT_IMAGE
 
 usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
@@ -46,6 +48,8 @@ for tool in curl jq; do
     command -v "$tool" >/dev/null || { echo "launch_runpod: $tool is required" >&2; exit 2; }
 done
 
+# Only hosts whose driver runs the image's CUDA line (cu126: 12.6, cu130: 13.0).
+min_cuda=$(min_cuda_for_image "$image")
 # shellcheck source-path=SCRIPTDIR source=lib/offers.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/offers.sh"
 query=$(runpod_catalog_query "$cloud" "$min_cuda")

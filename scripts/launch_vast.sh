@@ -6,7 +6,8 @@
 #       [--dry-run]
 #
 # It searches for the cheapest verified single A100 80GB offer with the disk (at or under
-# --max-price, storage included: the filter of scripts/lib/offers.sh),
+# --max-price, storage included: the filter of scripts/lib/offers.sh) whose host CUDA
+# fits the image's tag (-cu126: 12.6+, -cu130: 13.0+; default: the release's -cu126 tag),
 # then creates an instance whose image runs its own entrypoint (runtype "args") with
 # HERETIC_MODEL, HERETIC_UPLOAD, HERETIC_SHUTDOWN_AFTER=true and HERETIC_PROFILE=auto, and
 # prints the instance id. --dry-run prints the search and the create body and sends nothing.
@@ -18,8 +19,10 @@
 set -euo pipefail
 
 api=${HERETIC_VAST_API_URL:-${VAST_API_URL:-https://console.vast.ai/api/v0}}
-model="" upload="" max_price="" offer="" dry_run=0 disk=150 min_cuda=12.8
-image=ghcr.io/heretic-llm/heretic:latest
+model="" upload="" max_price="" offer="" dry_run=0 disk=150
+# shellcheck source-path=SCRIPTDIR source=lib/image.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/image.sh"
+image=$HERETIC_DEFAULT_IMAGE
 
 usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
@@ -48,7 +51,7 @@ fi
 
 # shellcheck source-path=SCRIPTDIR source=lib/offers.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/offers.sh"
-search=$(vast_offer_filter "$max_price" "$disk" "$min_cuda")
+search=$(vast_offer_filter "$max_price" "$disk" "$(min_cuda_for_image "$image")")
 
 env_json=$(jq -n --arg model "$model" --arg upload "$upload" --arg token "${HF_TOKEN:-}" '{
     HERETIC_MODEL: $model, HERETIC_SHUTDOWN_AFTER: "true", HERETIC_PROFILE: "auto"}

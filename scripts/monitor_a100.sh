@@ -3,10 +3,12 @@
 #
 #   VAST_API_KEY=... RUNPOD_API_KEY=... scripts/monitor_a100.sh [--max-price USD_PER_HOUR]
 #       [--disk GB] [--interval SECONDS] [--notify WEBHOOK_URL]
-#       [--state FILE] [--max-polls N]
+#       [--state FILE] [--max-polls N] [--image IMAGE]
 #
 # Offers are filtered as `heretic cloud launch` filters them (scripts/lib/offers.sh): the
-# disk (default 150 GB; Vast's price then includes its storage), the CUDA version, the cap.
+# disk (default 150 GB; Vast's price then includes its storage), the host CUDA version
+# that IMAGE's tag needs (-cu126: 12.6, -cu130: 13.0; default: the release's -cu126
+# image), the cap.
 # Each provider whose key is set is polled every --interval seconds (default 300, at least
 # 60: Vast limits how often each endpoint may be called), with +-10% jitter and doubled
 # waits after failures.
@@ -18,10 +20,13 @@ set -uo pipefail
 
 vast_api=${HERETIC_VAST_API_URL:-${VAST_API_URL:-https://console.vast.ai/api/v0}}
 runpod_api=${HERETIC_RUNPOD_API_URL:-${RUNPOD_API_URL:-https://api.runpod.io/v2}}
-max_price="" interval=300 notify="" max_polls=0 disk=150 min_cuda=12.8
+max_price="" interval=300 notify="" max_polls=0 disk=150
+# shellcheck source-path=SCRIPTDIR source=lib/image.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/image.sh"
+image=$HERETIC_DEFAULT_IMAGE
 state=${XDG_CACHE_HOME:-$HOME/.cache}/heretic/monitor_a100.state
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --max-price) max_price=${2:?}; shift 2 ;;
@@ -30,10 +35,12 @@ while [ "$#" -gt 0 ]; do
         --notify) notify=${2:?}; shift 2 ;;
         --state) state=${2:?}; shift 2 ;;
         --max-polls) max_polls=${2:?}; shift 2 ;;
+        --image) image=${2:?}; shift 2 ;;
         -h | --help) usage ;;
         *) echo "monitor_a100: unknown option $1" >&2; usage ;;
     esac
 done
+min_cuda=$(min_cuda_for_image "$image")
 [ "$interval" -ge 60 ] 2>/dev/null || { echo "monitor_a100: --interval must be >= 60" >&2; exit 2; }
 for tool in curl jq; do
     command -v "$tool" >/dev/null || { echo "monitor_a100: $tool is required" >&2; exit 2; }

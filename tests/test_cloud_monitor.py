@@ -251,5 +251,5 @@ def test_monitor_launch_watches_with_the_launch_filter(vast, tmp_path, monkeypat
     assert result.launched is not None
     search = vast.calls("POST", "/api/v0/bundles/")[0].body
     assert search["disk_space"] == {"gte": 240} and search["allocated_storage"] == 240
-    assert search["cuda_max_good"] == {"gte": 12.8} and search["dph_total"] == {"lte": 2.0}
+    assert search["cuda_max_good"] == {"gte": 12.6} and search["dph_total"] == {"lte": 2.0}
     assert vast.calls("PUT", "/api/v0/asks/")[0].body["disk"] == 240

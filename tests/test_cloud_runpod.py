@@ -30,7 +30,7 @@ def test_availability_query_and_parsing(fake):
     offers = client(fake).search(OfferQuery(gpu=A100))
     q = fake.calls("GET", "/v2/catalog/gpus")[0].query
     assert q["include"] == ["AVAILABILITY"] and q["product"] == ["POD"]
-    assert q["cloud"] == ["SECURE"] and q["minCudaVersion"] == ["12.8"]
+    assert q["cloud"] == ["SECURE"] and q["minCudaVersion"] == ["12.6"]
     assert [(o.offer_id, o.price_per_hour, o.availability) for o in offers] == [
         ("NVIDIA A100 80GB PCIe", 1.64, "HIGH"),
         ("NVIDIA A100-SXM4-80GB", 1.89, "LOW"),  # from the best data center
@@ -55,7 +55,7 @@ def test_launch_body_keeps_the_entrypoint_and_uses_the_secret(fake):
     body = fake.calls("POST", "/v2/pods")[0].body
     assert "args" not in body and "command" not in body
     assert body["image"] == "ghcr.io/x/heretic:1" and body["disk"] == 30
-    assert body["gpu"] == {"id": "NVIDIA A100 80GB PCIe", "count": 1, "minCudaVersion": "12.8"}
+    assert body["gpu"] == {"id": "NVIDIA A100 80GB PCIe", "count": 1, "minCudaVersion": "12.6"}
     assert body["env"] == env and body["cloud"] == "SECURE"
     assert body["startSsh"] is False and body["startJupyter"] is False
     assert body["mounts"] == {"network": [{"volumeId": "vol1", "path": "/workspace"}]}

@@ -168,7 +168,7 @@ def test_offer_search_is_retried_after_a_plain_text_429(tmp_path):
 
 
 @needs_tools
-@pytest.mark.parametrize("max_price,disk,cuda", [("2", 150, "12.8"), ("", 210, "13.0")])
+@pytest.mark.parametrize("max_price,disk,cuda", [("2", 150, "12.6"), ("", 210, "13.0")])
 def test_the_scripts_filter_offers_as_the_cli_does(max_price, disk, cuda):
     """scripts/lib/offers.sh and heretic/cloud/offer_filter.py are one filter in two
     languages: the same search body for Vast, the same catalog query for RunPod."""

@@ -31,9 +31,9 @@ def _root(
 
 
 def _register() -> None:
-    from heretic.cli import cloud_cmd, lifecycle_cmd, preflight_cmd, run_cmd
+    from heretic.cli import cloud_cmd, image_cmd, lifecycle_cmd, preflight_cmd, run_cmd
 
-    for module in (run_cmd, preflight_cmd, lifecycle_cmd, cloud_cmd):
+    for module in (run_cmd, preflight_cmd, lifecycle_cmd, cloud_cmd, image_cmd):
         module.register(app)
 
 
@@ -44,4 +44,22 @@ def main() -> None:
     from heretic.cli.argv_secrets import scrub_argv
 
     scrub_argv()  # a storage password on the command line: re-exec without it
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        # A command line typer refused (exit 2) fails the same way on every provider restart:
+        # under a provider it is a terminal failure like any other (--on-failure).
+        if exc.code == 2:
+            _usage_failure()
+        raise
+
+
+def _usage_failure() -> None:
+    import os
+    import sys
+
+    from heretic.lifecycle.on_failure import apply_policy, policy_from_argv
+    from heretic.progress import LineReporter
+
+    policy = policy_from_argv(sys.argv[1:], os.environ)
+    apply_policy(policy, 2, os.environ, reporter=LineReporter(stream=sys.stderr))

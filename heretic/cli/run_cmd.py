@@ -55,6 +55,7 @@ def run_command(
     public: Annotated[bool | None, _opt("public", "--public")] = None,
     shutdown_after: Annotated[bool | None, _opt("shutdown_after", "--shutdown-after")] = None,
     notify: Annotated[str | None, _opt("notify", "--notify")] = None,
+    on_failure: Annotated[str | None, _opt("on_failure", "--on-failure")] = None,
     skip_preflight: Annotated[bool | None, _opt("skip_preflight", "--skip-preflight")] = None,
     kill_stale: Annotated[bool | None, _opt("kill_stale", "--kill-stale")] = None,
     config: ConfigOpt = None,

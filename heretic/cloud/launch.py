@@ -20,10 +20,11 @@ from typing import Any
 from heretic.cloud.estimate import DEFAULT_DISK_GB
 from heretic.cloud.gpus import GpuKind
 from heretic.cloud.models import Instance, LaunchSpec, Offer, OfferQuery, Provider
-from heretic.cloud.offer_filter import DEFAULT_MIN_CUDA, offer_query
+from heretic.cloud.offer_filter import offer_query
 from heretic.errors import CloudError, ConfigError, TokenError
+from heretic.image import default_image, min_host_cuda
 
-DEFAULT_IMAGE = "ghcr.io/heretic-llm/heretic:latest"
+DEFAULT_IMAGE = default_image()  # this release's cu126 tag, never :latest
 # Set by the launcher itself; --set may not override them.
 _OWN_SETTINGS = ("model", "upload", "shutdown_after", "profile")
 
@@ -43,7 +44,7 @@ class LaunchOptions:
     cloud: str = "SECURE"
     volume_id: str | None = None
     runpod_secret: str = "hf_token"
-    min_cuda: str = DEFAULT_MIN_CUDA
+    min_cuda: str | None = None  # None: the one the image's CUDA line needs (heretic/image.py)
     vast_account_token: bool = False  # Vast: HF_TOKEN from the account's env vars, not sent
 
 
@@ -178,7 +179,8 @@ def plan_launch(opts: LaunchOptions, client: Provider, *, n_params: int | None,
     moments ago (by the monitor) is given."""
     check_provider_rents(opts)
     query = offer_query(opts.gpu, max_price=opts.max_price, disk_gb=opts.disk_gb,
-                        n_params=n_params, min_cuda=opts.min_cuda, cloud=opts.cloud)
+                        n_params=n_params, min_cuda=opts.min_cuda or min_host_cuda(opts.image),
+                        cloud=opts.cloud)
     disk = query.min_disk_gb
     env = settings_env(opts)
     tokens, secrets, warnings = token_env(opts, hf_token, dry_run)
@@ -192,7 +194,7 @@ def plan_launch(opts: LaunchOptions, client: Provider, *, n_params: int | None,
         warnings.append(f"Disk sized at the default {DEFAULT_DISK_GB} GB (the model's size "
                         "is unknown); pass --disk GB for large models.")
     spec = LaunchSpec(image=opts.image, env=env, disk_gb=disk, label=_label(opts.model),
-                      min_cuda=opts.min_cuda, cloud=query.cloud, volume_id=opts.volume_id,
+                      min_cuda=query.min_cuda, cloud=query.cloud, volume_id=opts.volume_id,
                       secrets=secrets)
     if dry_run:
         return LaunchPlan(opts.provider, query, placeholder_offer(opts), spec, tuple(warnings),

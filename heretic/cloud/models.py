@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 
 from heretic.cloud.gpus import GpuKind
 from heretic.cloud.http import PreparedRequest
+from heretic.image import DEFAULT_MIN_CUDA
 
 ProviderName = Literal["vast", "runpod"]
 PROVIDERS: tuple[ProviderName, ...] = ("vast", "runpod")
@@ -27,7 +28,7 @@ class OfferQuery:
     gpu: GpuKind
     max_price: float | None = None
     num_gpus: int = 1
-    min_cuda: str = "12.8"
+    min_cuda: str = DEFAULT_MIN_CUDA
     cloud: Literal["SECURE", "COMMUNITY"] = "SECURE"  # RunPod tier
     min_reliability: float = 0.98  # Vast host reliability
     min_disk_gb: int = 0
@@ -54,7 +55,7 @@ class LaunchSpec:
     env: dict[str, str]
     disk_gb: int
     label: str
-    min_cuda: str = "12.8"
+    min_cuda: str = DEFAULT_MIN_CUDA
     cloud: Literal["SECURE", "COMMUNITY"] = "SECURE"
     volume_id: str | None = None  # RunPod network volume mounted at /workspace
     data_center_id: str | None = None  # the volume's data center (looked up at launch)

@@ -3,8 +3,8 @@ for (and what scripts/lib/offers.sh sends for the shell scripts; a test holds th
 
 Guaranteed: the three commands ask for the same machines, so the monitor never rents an offer
 that the launch could not use: the GPU kind, a disk big enough for the run (`--disk`, else
-sized from the model, else 150 GB), a CUDA version at least `min_cuda` (a parameter; today
-12.8, what the image's torch build needs), and the price cap. On Vast the search sends the disk
+sized from the model, else 150 GB), a CUDA version at least `min_cuda` (a parameter; the
+launchers pass the one the image tag's CUDA line needs, heretic/image.py), and the price cap. On Vast the search sends the disk
 as `allocated_storage`, so the price (`dph_total`) and the cap include the storage of that
 disk, as vast-cli's `search offers --storage` does. Not guaranteed: RunPod's catalog prices are
 per GPU only; a pod volume is billed on top (a few cents an hour for 150 GB).
@@ -15,8 +15,7 @@ from __future__ import annotations
 from heretic.cloud.estimate import DEFAULT_DISK_GB, disk_for_params
 from heretic.cloud.gpus import GpuKind
 from heretic.cloud.models import OfferQuery
-
-DEFAULT_MIN_CUDA = "12.8"
+from heretic.image import DEFAULT_MIN_CUDA
 
 
 def run_disk_gb(disk_gb: int | None = None, n_params: int | None = None) -> int:

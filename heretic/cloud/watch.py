@@ -22,6 +22,7 @@ from heretic.cloud.offer_filter import offer_query
 from heretic.cloud.notify import Sink, bell_sink, log_sink, webhook_sink
 from heretic.cloud.providers import make_client, provider_names
 from heretic.errors import CloudError, HereticError
+from heretic.image import min_host_cuda
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ def run_watch(opts: WatchOptions, *, log: Callable[[str], None], bell_stream: Te
         # The launch's own filter (disk, CUDA, price with storage): an offer seen here is one
         # the launch can use.
         query = offer_query(kind, max_price=opts.max_price, disk_gb=opts.disk_gb,
-                            n_params=n_params)
+                            n_params=n_params,
+                            min_cuda=min_host_cuda(opts.image or DEFAULT_IMAGE))
         monitor = Monitor(clients, query, sinks=sinks,
                           log=log, state_path=opts.state_file or default_state_file(kind.name),
                           interval_s=opts.interval_s, sleep=sleep, on_available=launcher)

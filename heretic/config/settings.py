@@ -251,6 +251,11 @@ class Settings(BaseModel):
         False, description="After a confirmed upload, destroy this cloud instance (Vast/RunPod)."
     )
     notify: str | None = Field(None, description="Webhook URL for a JSON POST on finish or failure.")
+    on_failure: Literal["keep", "stop", "destroy"] = Field(
+        "stop", description="On Vast.ai/RunPod, when the run fails for good (bad settings, missing "
+        "model, no acceptable trial, restart loop): stop the instance and keep its volume (stop),"
+        " delete it (destroy), or leave it running (keep)."
+    )
 
     @field_validator("storage")
     @classmethod

@@ -5,6 +5,11 @@ The parent run computes the directions (saved in the study folder), then starts 
 saved directions, and claims trials from the shared study until it holds N (the claim is a
 file lock in the study folder, so N is reached exactly and no trial runs twice). With at least
 N GPUs visible, worker i gets GPU i to itself (CUDA_VISIBLE_DEVICES). The parent is worker 0.
+
+Signals: each worker runs in its own process group, so a signal sent to the parent's group
+(tini -g in the image, Ctrl-C in a terminal) reaches only the parent, which passes each stop
+request on once (`WorkerGroup.forward`): a worker sees exactly as many requests as the parent,
+and its current trial finishes (a second request would abandon it).
 """
 
 from __future__ import annotations
@@ -62,17 +67,36 @@ def start_workers(settings: Settings) -> list[subprocess.Popen]:
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[index]
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "heretic.worker", str(path), str(index)], env=env
+            [sys.executable, "-m", "heretic.worker", str(path), str(index)], env=env,
+            process_group=0,  # out of the parent's group: see the module docstring
         ))
     return procs
 
 
+class WorkerGroup:
+    """The worker processes of one run and the stop requests sent to them."""
+
+    def __init__(self, procs: list[subprocess.Popen]) -> None:
+        self.procs = procs
+        self.requests_sent = 0
+
+    def forward(self, abandon: bool = False) -> None:
+        """Pass one stop request (SIGTERM) to every live worker; the second one abandons."""
+        self.requests_sent += 1
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout_s: float = 120.0) -> None:
+        """Ask the workers to finish their trials unless already asked, then wait."""
+        if self.requests_sent == 0:
+            self.forward()
+        wait_workers(self.procs, timeout_s)
+
+
 def stop_workers(procs: list[subprocess.Popen], timeout_s: float = 120.0) -> None:
     """Ask each worker to finish its trial (SIGTERM), then wait; kill only if it hangs."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    wait_workers(procs, timeout_s)
+    WorkerGroup(procs).stop(timeout_s)
 
 
 def wait_workers(procs: list[subprocess.Popen], timeout_s: float | None = None) -> list[int]:

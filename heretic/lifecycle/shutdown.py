@@ -1,15 +1,20 @@
-"""End billing after a confirmed upload: the instance destroys (Vast.ai) or terminates (RunPod)
-itself with the scoped key the provider put in its environment.
+"""End billing: the instance stops or destroys itself with the scoped key the provider put in
+its environment. `--shutdown-after` destroys after a confirmed upload; `--on-failure` stops or
+destroys after a terminal failure (heretic/lifecycle/on_failure.py).
 
-- Vast.ai: CONTAINER_ID + CONTAINER_API_KEY; DELETE {base}/instances/{id}/ (Bearer key);
-  base https://console.vast.ai/api/v0, overridable with HERETIC_VAST_API_URL.
-- RunPod: RUNPOD_POD_ID + RUNPOD_API_KEY; DELETE {base}/pods/{id} (REST v2, Bearer key);
-  base https://api.runpod.io/v2, overridable with HERETIC_RUNPOD_API_URL.
-  RunPod documents RUNPOD_API_KEY only as a "pod-scoped API key": that it may delete its own
-  pod through REST v2 is unverified. On 401/403 the documented route is tried instead,
-  `runpodctl pod delete $RUNPOD_POD_ID` (RunPod's "Manage Pods" page), when runpodctl is on
-  the PATH (RunPod's own images ship it; heretic's does not); otherwise the refusal is
-  returned (the lifecycle logs and notifies it, once).
+- Vast.ai: CONTAINER_ID + CONTAINER_API_KEY, base https://console.vast.ai/api/v0
+  (HERETIC_VAST_API_URL overrides). destroy: DELETE /instances/{id}/ (storage billing ends);
+  stop: PUT /instances/{id}/ {"state": "stopped"} (GPU billing ends, the disk is kept and
+  billed), as vast-cli's `stop instance` sends it.
+- RunPod: RUNPOD_POD_ID + RUNPOD_API_KEY, REST v2 base https://api.runpod.io/v2
+  (HERETIC_RUNPOD_API_URL overrides). destroy: DELETE /pods/{id}; stop: POST /pods/{id}/action
+  {"action": "stop"} (the pod goes to EXITED: no restart, /workspace kept). A pod with a network
+  volume can only be terminated; RunPod then refuses the stop (409) and this says so.
+  RunPod documents RUNPOD_API_KEY only as a "pod-scoped API key": that it may end its own
+  pod through REST v2 is unverified. When a DELETE is refused with 401/403 the documented route
+  is tried instead, `runpodctl pod delete $RUNPOD_POD_ID` (RunPod's "Manage Pods" page), when
+  runpodctl is on the PATH (RunPod's own images ship it; heretic's does not); otherwise the
+  refusal is returned (the lifecycle logs and notifies it, once).
 - Anywhere else: does nothing and says so; the machine keeps running (and billing).
 Guaranteed: never raises, never shows a key; 429/5xx/connection failures are retried a few
 times. Not guaranteed: that the machine is gone when this returns (the provider acts later).
@@ -23,6 +28,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import httpx
 
@@ -32,6 +38,7 @@ from heretic.progress import NullReporter, Reporter
 VAST_DEFAULT = "https://console.vast.ai/api/v0"
 RUNPOD_DEFAULT = "https://api.runpod.io/v2"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+Action = Literal["stop", "destroy"]
 
 
 @dataclass(frozen=True)
@@ -45,12 +52,35 @@ class ShutdownResult:
 @dataclass(frozen=True)
 class _Target:
     provider: str
+    method: str
     url: str
     key: str
     what: str
+    body: dict[str, Any] | None = None
 
 
-def _target(environ: Mapping[str, str]) -> _Target | ShutdownResult:
+def _request(provider: str, action: Action, base: str, instance: str
+             ) -> tuple[str, str, dict[str, Any] | None]:
+    """(method, url, JSON body) of `action` on one provider's API."""
+    if provider == "runpod":
+        if action == "stop":
+            return "POST", f"{base}/pods/{instance}/action", {"action": "stop"}
+        return "DELETE", f"{base}/pods/{instance}", None
+    if action == "stop":
+        return "PUT", f"{base}/instances/{instance}/", {"state": "stopped"}
+    return "DELETE", f"{base}/instances/{instance}/", None
+
+
+def provider_of(environ: Mapping[str, str]) -> str | None:
+    """The provider ("runpod" or "vast") whose container this process runs in, else None."""
+    if environ.get("RUNPOD_POD_ID", "").strip():
+        return "runpod"
+    if environ.get("CONTAINER_ID", "").strip():
+        return "vast"
+    return None
+
+
+def _target(environ: Mapping[str, str], action: Action = "destroy") -> _Target | ShutdownResult:
     """Which provider this process runs on, or a result explaining why we cannot shut down."""
     vast_id = environ.get("CONTAINER_ID", "").strip()
     pod_id = environ.get("RUNPOD_POD_ID", "").strip()
@@ -61,7 +91,8 @@ def _target(environ: Mapping[str, str]) -> _Target | ShutdownResult:
                                   "not, so this pod cannot terminate itself; terminate it in "
                                   "the RunPod console.")
         base = environ.get("HERETIC_RUNPOD_API_URL", "").strip() or RUNPOD_DEFAULT
-        return _Target("runpod", f"{base.rstrip('/')}/pods/{pod_id}", key, f"pod {pod_id}")
+        method, url, body = _request("runpod", action, base.rstrip("/"), pod_id)
+        return _Target("runpod", method, url, key, f"pod {pod_id}", body)
     if vast_id:
         key = environ.get("CONTAINER_API_KEY", "").strip()
         if not key:
@@ -69,34 +100,45 @@ def _target(environ: Mapping[str, str]) -> _Target | ShutdownResult:
                                   "not, so this instance cannot destroy itself; destroy it in "
                                   "the Vast.ai console.")
         base = environ.get("HERETIC_VAST_API_URL", "").strip() or VAST_DEFAULT
-        return _Target("vast", f"{base.rstrip('/')}/instances/{vast_id}/", key,
-                       f"instance {vast_id}")
+        method, url, body = _request("vast", action, base.rstrip("/"), vast_id)
+        return _Target("vast", method, url, key, f"instance {vast_id}", body)
     return ShutdownResult(None, False, "Not on Vast.ai or RunPod (no CONTAINER_ID or "
                           "RUNPOD_POD_ID), so heretic cannot stop this machine; it keeps "
                           "running and billing until you stop it.")
 
 
-def _delete(target: _Target, transport: httpx.BaseTransport | None, retries: int,
-            sleep: Callable[[float], None]) -> ShutdownResult:
+def _refused(response: httpx.Response) -> bool:
+    """Vast answers some refusals with 200 and {"success": false, "msg": ...}."""
+    try:
+        data = response.json()
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("success") is False
+
+
+def _send(target: _Target, action: Action, transport: httpx.BaseTransport | None, retries: int,
+          sleep: Callable[[float], None]) -> ShutdownResult:
     headers = {"Authorization": f"Bearer {target.key}", "Accept": "application/json"}
+    verb = "stop" if action == "stop" else "end"
     detail, status = "", None
     with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0), transport=transport) as client:
         for attempt in range(retries + 1):
             try:
-                response = client.delete(target.url, headers=headers)
+                response = client.request(target.method, target.url, headers=headers,
+                                          json=target.body)
             except httpx.HTTPError as exc:
                 detail = f"could not reach the API ({type(exc).__name__})"
             else:
-                if response.status_code < 300:
+                if response.status_code < 300 and not _refused(response):
                     return ShutdownResult(target.provider, True,
-                                          f"Asked {target.provider} to end {target.what}.")
+                                          f"Asked {target.provider} to {verb} {target.what}.")
                 detail = f"HTTP {response.status_code}: {response.text.strip()[:200]}"
                 status = response.status_code
                 if response.status_code not in RETRY_STATUSES:
                     break
             if attempt < retries:
                 sleep(min(2.0 * 2**attempt, 30.0))
-    message = (f"{target.provider} refused to end {target.what}: {detail}. Stop it in the "
+    message = (f"{target.provider} refused to {verb} {target.what}: {detail}. Stop it in the "
                f"{target.provider} console, or it keeps billing.")
     return ShutdownResult(target.provider, False, redact(message, (target.key,)), status)
 
@@ -128,16 +170,26 @@ def shutdown_self(environ: Mapping[str, str] | None = None, *, reporter: Reporte
                   transport: httpx.BaseTransport | None = None, retries: int = 3,
                   sleep: Callable[[float], None] = time.sleep) -> ShutdownResult:
     """Destroy/terminate the machine this runs on, when the provider lets it. Never raises."""
+    return end_self("destroy", environ, reporter=reporter, transport=transport,
+                    retries=retries, sleep=sleep)
+
+
+def end_self(action: Action, environ: Mapping[str, str] | None = None, *,
+             reporter: Reporter | None = None, transport: httpx.BaseTransport | None = None,
+             retries: int = 3, sleep: Callable[[float], None] = time.sleep) -> ShutdownResult:
+    """Stop or destroy the machine this runs on, when the provider lets it. Never raises."""
     environ = os.environ if environ is None else environ
     reporter = reporter or NullReporter()
-    target = _target(environ)
+    target = _target(environ, action)
     if isinstance(target, ShutdownResult):
         result = target
     else:
-        reporter.info(f"Ending {target.what} on {target.provider} to stop billing.")
+        doing = "Stopping" if action == "stop" else "Ending"
+        reporter.info(f"{doing} {target.what} on {target.provider} to stop billing.")
         try:
-            result = _delete(target, transport, retries, sleep)
-            if target.provider == "runpod" and result.status in (401, 403):
+            result = _send(target, action, transport, retries, sleep)
+            if (target.provider == "runpod" and action == "destroy"
+                    and result.status in (401, 403)):
                 result = _runpodctl_delete(environ, result)
         except Exception as exc:  # must never turn a finished run into a failed one
             result = ShutdownResult(target.provider, False,

@@ -3,6 +3,9 @@
 First signal: set a flag; the run finishes (or abandons) the current trial, the journal is
 flushed by Optuna as usual, and `check()` raises InterruptedRun (exit 75) so the next start
 resumes. Second signal: abandon now by raising KeyboardInterrupt in the main thread.
+Listeners (`subscribe`) hear every stop request as it happens, with abandon=True for the
+second: the run forwards them to its worker processes, which run in their own process group so
+that a group-wide signal (tini -g, Ctrl-C) reaches each worker exactly once, through this.
 Guaranteed: the previous handlers are restored on exit. Not guaranteed: anything when entered
 outside the main thread (Python only delivers signals there); then it installs nothing and
 `requested` stays False. SIGKILL cannot be caught: `docker stop -t` must allow one trial.
@@ -15,6 +18,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -37,6 +41,7 @@ class GracefulStop:
     def __init__(self) -> None:
         self._event = threading.Event()
         self._previous: dict[int, Any] = {}
+        self._listeners: list[Callable[[bool], None]] = []
         self.signal_name: str | None = None
 
     @property
@@ -47,6 +52,19 @@ class GracefulStop:
         """Ask for a stop without a signal (tests, a watchdog, a time limit)."""
         self.signal_name = self.signal_name or name
         self._event.set()
+        self._tell(abandon=False)
+
+    def subscribe(self, listener: Callable[[bool], None]) -> Callable[[], None]:
+        """Call `listener(abandon)` on every later stop request; returns the unsubscribe."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _tell(self, abandon: bool) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(abandon)
+            except Exception as exc:  # a listener must not turn a stop into a crash
+                log.warning("Stop listener failed: %s", exc)
 
     def check(self) -> None:
         if self.requested:
@@ -59,6 +77,7 @@ class GracefulStop:
         name = signal.Signals(signum).name
         if self.requested:
             _say(f"Second {name}: abandoning the current trial now.")
+            self._tell(abandon=True)
             raise KeyboardInterrupt
         self.request(name)
         _say(f"{name} received: stopping after the current trial (send it again to abandon "

@@ -96,6 +96,11 @@ class RunState:
         """Failed starts (interruptions excluded) since the last completed trial or success."""
         return int(self._progress().get("failure_streak", 0))
 
+    def record_after_failure(self, info: dict) -> None:
+        """What --on-failure did to the machine (only into an existing progress.json)."""
+        if self.progress_path.is_file():
+            self._update(after_failure=info)
+
     def clear_failures(self) -> None:
         self._update(failure_streak=0)
 

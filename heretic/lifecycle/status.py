@@ -100,6 +100,9 @@ def render(data: dict[str, Any]) -> str:
         what = "Interrupted" if failure.get("exit_code") == ExitCode.INTERRUPTED else "Failure"
         out.append(f"{what} at {failure.get('at')}: exit {failure.get('exit_code')}: "
                    f"{failure.get('message')}")
+    if p.get("after_failure") and done is None:
+        out.append(f"On failure ({p['after_failure'].get('policy')}): "
+                   f"{p['after_failure'].get('message')}")
     if done is not None:
         out.append(f"Finished: {done.get('finished_at', '?')}")
         out.append(f"Output: {done.get('output_dir', '?')}")
