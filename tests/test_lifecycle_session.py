@@ -88,6 +88,38 @@ def test_restart_retries_a_failed_shutdown(tmp_path: Path) -> None:
     assert state.done_info()["shutdown"]["ok"] is True
 
 
+def test_a_refused_self_termination_ends_in_the_on_failure_stop(tmp_path: Path) -> None:
+    """RunPod refuses the DELETE (403, no runpodctl): the pod is stopped instead (REST v2
+    POST /pods/{id}/action {"action": "stop"}), so the GPU stops billing; said in DONE.json."""
+    state = RunState(tmp_path / "out" / "study")
+    state.mark_done({"upload_url": "https://hf.co/x", "shutdown": {"ok": False}})
+    refused = (403, {"title": "Forbidden", "status": 403, "detail": "access denied"})
+    with Recorder(answers=[refused], default=(200, {"id": "p1", "desiredStatus": "EXITED"})) as rp:
+        env = {"RUNPOD_POD_ID": "p1", "RUNPOD_API_KEY": "r" * 20, "PATH": str(tmp_path),
+               "HERETIC_RUNPOD_API_URL": rp.url}
+        settings = Settings(output=tmp_path / "out", shutdown_after=True)
+        with RunLifecycle(settings, environ=env) as life:
+            assert life.already_done
+        assert [(r.method, r.path) for r in rp.requests] == [("DELETE", "/pods/p1"),
+                                                             ("POST", "/pods/p1/action")]
+        assert rp.requests[1].json() == {"action": "stop"}
+    shutdown = state.done_info()["shutdown"]
+    assert shutdown["ok"] is True and "--on-failure stop" in shutdown["message"]
+
+
+def test_a_refused_self_termination_with_on_failure_keep_only_says_so(tmp_path: Path) -> None:
+    state = RunState(tmp_path / "out" / "study")
+    state.mark_done({"upload_url": "https://hf.co/x", "shutdown": {"ok": False}})
+    with Recorder(default=(403, {"title": "Forbidden", "status": 403})) as rp:
+        env = {"RUNPOD_POD_ID": "p1", "RUNPOD_API_KEY": "r" * 20, "PATH": str(tmp_path),
+               "HERETIC_RUNPOD_API_URL": rp.url}
+        settings = Settings(output=tmp_path / "out", shutdown_after=True, on_failure="keep")
+        with RunLifecycle(settings, environ=env) as life:
+            assert life.already_done
+        assert [r.method for r in rp.requests] == ["DELETE"]
+    assert state.done_info()["shutdown"]["ok"] is False
+
+
 def test_missing_token_fails_at_start_not_at_the_end(monkeypatch: pytest.MonkeyPatch,
                                                      tmp_path: Path) -> None:
     monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -229,7 +261,8 @@ def test_a_refused_self_termination_is_notified_once_across_restarts(tmp_path: P
         for _ in range(2):  # RunPod restarts the container: two starts
             with RunLifecycle(settings, environ=env) as life:
                 assert life.already_done
-        assert len(runpod.requests) == 2  # tried once per start, never in a loop
+        # Once per start, never in a loop: the destroy, then the --on-failure stop.
+        assert [r.method for r in runpod.requests] == ["DELETE", "POST"] * 2
         sent = [r.json() for r in hook.requests]
     assert [p["status"] for p in sent] == ["shutdown-failed"]
     assert "keeps billing" in sent[0]["text"]

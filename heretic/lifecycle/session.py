@@ -29,7 +29,7 @@ from typing import Any
 from heretic.errors import ExitCode, HereticError, StudyError
 from heretic.lifecycle.logfile import LoggedReporter, attach_log_file, detach_log_file
 from heretic.lifecycle.notify import build_payload, send_notification
-from heretic.lifecycle.shutdown import shutdown_self
+from heretic.lifecycle.shutdown import ShutdownResult, end_self, shutdown_self
 from heretic.lifecycle.signals import GracefulStop
 from heretic.lifecycle.state import RunState, guard_restart_loop
 from heretic.lifecycle.upload import check_repo_id, resolve_token, upload_output
@@ -170,7 +170,7 @@ class RunLifecycle:
             self.reporter.warn("--shutdown-after needs a confirmed --upload: without it the "
                                "results exist only on this machine, so it is left running.")
             return info
-        result = shutdown_self(self.environ, reporter=self.reporter)
+        result = self._end_after_refusal(shutdown_self(self.environ, reporter=self.reporter))
         notified = bool((info.get("shutdown") or {}).get("notified"))
         if not result.ok and result.provider is not None and not notified:
             # The model is safe, but the machine bills on: say so once, not on every restart.
@@ -183,6 +183,18 @@ class RunLifecycle:
         except StudyError as exc:  # the machine may already be going away
             self.reporter.warn(exc.paragraph())
         return info
+
+    def _end_after_refusal(self, refused: ShutdownResult) -> ShutdownResult:
+        """A refused self-termination ends in the --on-failure policy: with `stop` (the
+        default) the instance is at least stopped, so the GPU stops billing."""
+        if refused.ok or refused.provider is None:
+            return refused
+        if getattr(self.settings, "on_failure", "stop") != "stop":
+            return refused
+        stopped = end_self("stop", self.environ, reporter=self.reporter)
+        return ShutdownResult(refused.provider, stopped.ok,
+                              f"{refused.message} --on-failure stop: {stopped.message}",
+                              refused.status)
 
     def _retry_pending_shutdown(self, done: dict) -> None:
         wanted = getattr(self.settings, "shutdown_after", False)
