@@ -46,6 +46,28 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")[:160] or "(empty)"
 
 
+def _layer_profile(report: dict[str, Any]) -> str:
+    profile = report.get("layer_profile")
+    if not profile:
+        return ""
+    prior = profile.get("prior") or {}
+    return ("## Where the refusal was found
+"
+            f"{prior.get('reason', '')}. Search ranges (fractions of the depth): "
+            + ", ".join(f"{k} {v[0]:.2f}-{v[1]:.2f}" for k, v in profile["search_ranges"].items())
+            + f". {report['trials']['stop_reason'].capitalize()}.
+
+"
+            "![separation per layer and the selected kernel](layer_profile.png)
+
+")
+
+
+def _stopped(report: dict[str, Any]) -> str:
+    reason = report["trials"].get("stop_reason") or ""
+    return f"Search: {reason} ({report['trials']['completed']} completed)." if reason else ""
+
+
 def render_model_card(report: dict[str, Any]) -> str:
     base, sel = report["base"], report.get("selected")
     n = base["n_harmful"]
@@ -96,7 +118,7 @@ completions of up to {s.get('max_response_tokens', '?')} tokens; markers miss so
 flag some answers, so treat the count as an estimate.
 
 {_samples(report)}
-## Selected parameters
+{_layer_profile(report)}## Selected parameters
 {params}
 ## Limitations
 Abliteration removes a learned refusal behaviour; it adds no knowledge and can lower quality on

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from heretic.config.settings import Settings
 from heretic.engine.directions import Directions
+from heretic.engine.layer_profile import LayerPrior, LayerProfile
 from heretic.errors import StudyError
 from heretic.report import write_atomic
 
@@ -86,3 +87,30 @@ def load_directions(path: Path) -> Directions | None:
         harmful_mean=tensors["harmful_mean"],
         harmless_mean=tensors["harmless_mean"],
     )
+
+
+PROFILE_FILE = "layer_profile.json"
+PRIOR_KEY = "heretic_layer_prior"
+
+
+def save_layer_profile(study_dir: Path, profile: LayerProfile) -> None:
+    write_atomic(study_dir / PROFILE_FILE, json.dumps(profile.to_dict(), indent=2) + "\n")
+
+
+def load_layer_profile(study_dir: Path) -> LayerProfile | None:
+    path = study_dir / PROFILE_FILE
+    if not path.is_file():
+        return None
+    return LayerProfile.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def study_prior(study: Any, derived: LayerPrior | None) -> LayerPrior | None:
+    """The search-space prior recorded in the study (the first run or machine records it), so
+    every resume and every machine searches the same space even if its residuals differ in the
+    last float bits."""
+    recorded = study.user_attrs.get(PRIOR_KEY)
+    if recorded is not None:
+        return LayerPrior.from_dict(recorded)
+    if derived is not None:
+        study.set_user_attr(PRIOR_KEY, derived.to_dict())
+    return derived
