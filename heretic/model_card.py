@@ -51,16 +51,11 @@ def _layer_profile(report: dict[str, Any]) -> str:
     if not profile:
         return ""
     prior = profile.get("prior") or {}
-    return ("## Where the refusal was found
-"
-            f"{prior.get('reason', '')}. Search ranges (fractions of the depth): "
-            + ", ".join(f"{k} {v[0]:.2f}-{v[1]:.2f}" for k, v in profile["search_ranges"].items())
-            + f". {report['trials']['stop_reason'].capitalize()}.
-
-"
-            "![separation per layer and the selected kernel](layer_profile.png)
-
-")
+    ranges = ", ".join(f"{k} {v[0]:.2f}-{v[1]:.2f}" for k, v in profile["search_ranges"].items())
+    return ("## Where the refusal was found\n"
+            f"{prior.get('reason', '')}. Search ranges (fractions of the depth): {ranges}. "
+            f"{_stopped(report)}\n\n"
+            "![separation per layer and the selected kernel](layer_profile.png)\n\n")
 
 
 def _stopped(report: dict[str, Any]) -> str:
