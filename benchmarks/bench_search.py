@@ -177,6 +177,8 @@ def main() -> None:
     parser.add_argument("--trials", default="40,100")
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--hllm", default="", help="path of heretic-llm 1.4.0's `heretic`")
+    parser.add_argument("--hllm-only", action="store_true", help="run only heretic-llm")
+    parser.add_argument("--hllm-trials", default="40", help="heretic-llm budgets")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -195,19 +197,21 @@ def main() -> None:
         prompts = write_prompts(work)
         print(f"\n## {case.name} ({'held out' if case.held_out else 'tuning set'}): refusal "
               f"planted in {case.planted}")
-        for trials in [int(t) for t in args.trials.split(",")]:
+        for trials in [] if args.hllm_only else [int(t) for t in args.trials.split(",")]:
             r = heretic_once(model, prompts, trials, None, work)
             if trials == 40:
                 print(show_profile(model, prompts, work))
                 print(f"  base refusals {r['base']}/{r['n']}")
-            print(line(f"heretic {trials}", r))
+            print(line(f"heretic {trials}", r), flush=True)
             if trials == 40:
-                print(line("old-space 40", heretic_once(model, prompts, 40, OLD_SPACE, work)))
+                print(line("old-space 40", heretic_once(model, prompts, 40, OLD_SPACE, work)),
+                      flush=True)
         if args.hllm:
             from hllm_driver import run_hllm  # benchmarks/hllm_driver.py
 
-            for trials in [int(t) for t in args.trials.split(",")]:
-                print(f"  heretic-llm {trials:<4} {run_hllm(args.hllm, model, prompts, trials, work)}")
+            for trials in [int(t) for t in args.hllm_trials.split(",")]:
+                print(f"  heretic-llm {trials:<4} {run_hllm(args.hllm, model, prompts, trials, work)}",
+                      flush=True)
         shutil.rmtree(work, ignore_errors=True)
 
 

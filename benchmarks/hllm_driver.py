@@ -9,6 +9,7 @@ cap this project uses (its default of 60 would make a 40-trial run all random).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -38,8 +39,11 @@ def run_hllm(exe: str, model: Path, prompts: dict[str, Path], trials: int, work:
     ckpt = work / f"hllm-{trials}"
     shutil.rmtree(ckpt, ignore_errors=True)
     start = time.monotonic()
+    # Its own environment: this project's PYTHONPATH would shadow its `heretic` package.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(_command(exe, model, prompts, trials, ckpt), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=3600, check=False)
+                          capture_output=True, text=True, timeout=3600, check=False, env=env,
+                          cwd=work)
     wall = time.monotonic() - start
     journals = list(ckpt.glob("*.jsonl"))
     if not journals:

@@ -39,7 +39,7 @@ def plot_layer_profile(profile: dict[str, Any], parameters: dict[str, Any] | Non
         twin.set_ylim(bottom=0)
         more_h, more_l = twin.get_legend_handles_labels()
         handles, labels = handles + more_h, labels + more_l
-    ax.legend(handles, labels, loc="upper left", fontsize=7)
+    ax.legend(handles, labels, loc="best", fontsize=7, framealpha=0.8)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)

@@ -23,7 +23,7 @@ STUDY_KEYS = (
     "harmless_eval_prompts", "system_prompt", "thinking", "project_directions", "n_directions", "ablation",
     "components", "max_weight", "max_weight_position", "min_weight_fraction",
     "min_weight_distance", "direction_index", "direction_scopes", "refusal_markers",
-    "max_response_tokens", "strip_thinking", "quantization", "study_name",
+    "max_response_tokens", "strip_thinking", "quantization", "study_name", "kl_target",
 )
 
 

@@ -188,3 +188,19 @@ def test_cpu_dtype_follows_the_measurement(slowdown: float, fits: bool, expected
     choice = decide(slowdown, ("avx512_bf16",) if slowdown < 1 else (), fits)
     assert choice.dtype == expected
     assert ("slower" if slowdown >= 1 else "faster") in choice.reason()
+
+
+def test_auto_dtype_on_a_cpu_only_run_is_the_measured_one_and_preflight_says_why() -> None:
+    from heretic.preflight.cpu_dtype import check_cpu_dtype, choose_cpu_dtype
+    from heretic.preflight.gpus import GpuInventory
+    from heretic.preflight.resolve import cpu_dtype_settings
+
+    no_gpu = GpuInventory(gpus=[])
+    settings = cpu_dtype_settings(Settings(dtype="auto", device_map="cpu"), no_gpu)
+    best = choose_cpu_dtype()
+    assert settings.dtype == best.dtype
+    check = check_cpu_dtype(settings, 0)
+    assert check.name == "CPU dtype" and best.reason() in check.measured
+    # An explicit dtype is the user's; a GPU run is not touched.
+    assert cpu_dtype_settings(Settings(dtype="float16", device_map="cpu"), no_gpu).dtype == "float16"
+    assert check_cpu_dtype(Settings(device_map="cuda:0"), 1) is None
