@@ -125,7 +125,7 @@ def test_check(settings: Settings, params: dict, prompts: dict[str, Path]) -> tu
 
 def heretic_once(model: Path, prompts: dict[str, Path], trials: int, extra: dict | None,
                  work: Path) -> dict:
-    out = work / f"run-{trials}-{'old' if extra else 'new'}"
+    out = work / f"run-{trials}-{'-'.join(sorted(extra)) if extra else 'new'}"
     shutil.rmtree(out, ignore_errors=True)
     settings = settings_for(model, prompts, out, trials, extra)
     start = time.monotonic()
@@ -178,6 +178,9 @@ def main() -> None:
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--hllm", default="", help="path of heretic-llm 1.4.0's `heretic`")
     parser.add_argument("--hllm-only", action="store_true", help="run only heretic-llm")
+    parser.add_argument("--patience", type=int, default=0,
+                        help="also run the largest budget with this --patience")
+    parser.add_argument("--patience-only", action="store_true")
     parser.add_argument("--hllm-trials", default="40", help="heretic-llm budgets")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -197,7 +200,11 @@ def main() -> None:
         prompts = write_prompts(work)
         print(f"\n## {case.name} ({'held out' if case.held_out else 'tuning set'}): refusal "
               f"planted in {case.planted}")
-        for trials in [] if args.hllm_only else [int(t) for t in args.trials.split(",")]:
+        budgets = [int(t) for t in args.trials.split(",")]
+        if args.patience:
+            r = heretic_once(model, prompts, max(budgets), {"patience": args.patience}, work)
+            print(line(f"patience {args.patience}", r), flush=True)
+        for trials in [] if args.hllm_only or args.patience_only else budgets:
             r = heretic_once(model, prompts, trials, None, work)
             if trials == 40:
                 print(show_profile(model, prompts, work))
