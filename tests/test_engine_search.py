@@ -124,7 +124,8 @@ def test_patience_stops_exactly_patience_trials_after_the_best() -> None:
             stopped_at = number
             break
     assert stopped_at == 3 + 5  # equal refusals at the same KL (trials 5, 8) are no improvement
-    assert "did not improve in the 5 trials" in rule.reason(trials)
+    assert "trial 3 reached 0 refusals" in rule.reason(trials)
+    assert "none of the 5 trials after it did better" in rule.reason(trials)
     assert _rule(0).reason(trials) is None  # off
     assert _rule(5, target=-1).reason(trials) is None  # target never met: run on
 

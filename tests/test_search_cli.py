@@ -20,7 +20,7 @@ def _args(model: Path, files: dict[str, Path], out: Path, trials: int, *extra: s
             "--harmful-eval-prompts", str(files["harmful_eval"]),
             "--harmless-eval-prompts", str(files["harmless_eval"]),
             "--trials", str(trials), "--seed", "0", "--output", str(out),
-            "--set", "device_map=cpu", "--set", "max_response_tokens=16",
+            "--set", "device_map=cpu", "--set", "dtype=float32", "--set", "max_response_tokens=16",
             "--set", "verify_response_tokens=0", *extra]
 
 

@@ -72,6 +72,7 @@ class StopRule:
         since = len(ordered) - 1 - best_at
         if since < self.patience:
             return None
-        return (f"patience: the best trial ({best.number}: {best.refusals} refusals, KL "
-                f"{best.kl:.3g}) met the target of <= {self.target_refusals} refusals and did not "
-                f"improve in the {since} trials after it")
+        gain = f"fewer refusals or a KL lower by more than {self.kl_target:g}"
+        return (f"patience: trial {best.number} reached {best.refusals} refusals (target <= "
+                f"{self.target_refusals}) at KL {best.kl:.3g}, and none of the {since} trials "
+                f"after it did better ({gain})")
