@@ -265,7 +265,7 @@ def run(settings: Settings, reporter: Reporter | None = None,
         phase_search(prep.study, prep.objective, settings, study_dir, hooks, reporter,
                      prep.stop_rule)
         workers.wait_workers(procs)
-        if count(prep.study, optuna.trial.TrialState.COMPLETE) < settings.trials:
+        if procs and count(prep.study, optuna.trial.TrialState.COMPLETE) < settings.trials:
             # A worker that died mid-trial left its trial to be re-run: finish what is missing.
             phase_search(prep.study, prep.objective, settings, study_dir, hooks, reporter,
                          prep.stop_rule)
