@@ -4,7 +4,7 @@ bf16 halves the RAM against float32, but a CPU without bf16 instructions emulate
 135M-parameter model's residual pass took 9x longer in bf16 than in float32 on such a machine.
 So `dtype = "auto"` on a CPU-only run is decided here, from the CPU's flags (avx512_bf16,
 amx_bf16 in /proc/cpuinfo) and a short measurement (one decoder block's forward in both
-dtypes, well under a second): bf16 when it is no slower than float32 by BF16_SLACK, or when only bf16
+dtypes, a fraction of a second on an idle machine): bf16 when it is no slower than float32 by BF16_SLACK, or when only bf16
 fits the RAM; else float32. The choice is measured once per process. Flags alone are not
 trusted: some kernels (norms, softmax) are emulated even where bf16 matmuls are native.
 """
@@ -59,24 +59,34 @@ def _block(x, w_qkv, w_o, w_up, w_down):  # x (b, s, d): one decoder block, the 
     return x + (F.silu(gate) * up) @ w_down
 
 
-def _seconds(dtype_name: str, d: int = 512, reps: int = 3) -> float:
-    """Best time of a decoder block's forward (batch 4 x 64 tokens, hidden d) in `dtype_name`:
-    matmuls alone flatter bf16, the norms, softmax and elementwise ops are where emulation
-    costs."""
+def _inputs(dtype_name: str, d: int) -> list:
     import torch
 
     gen = torch.Generator().manual_seed(0)
     dtype = getattr(torch, dtype_name)
     shapes = [(4, 64, d), (d, 3 * d), (d, d), (d, 6 * d), (3 * d, d)]
-    x, *weights = [(torch.randn(*s, generator=gen) / s[-2] ** 0.5).to(dtype) for s in shapes]
+    return [(torch.randn(*s, generator=gen) / s[-2] ** 0.5).to(dtype) for s in shapes]
+
+
+def _slowdown(d: int = 256, reps: int = 9) -> float:
+    """bf16 time / float32 time of a decoder block's forward (batch 4 x 64 tokens, hidden d).
+    Matmuls alone flatter bf16; the norms, softmax and elementwise ops are where emulation
+    costs. The two dtypes alternate and each keeps its best time, so a busy machine (other
+    processes taking the cores for a moment) skews neither."""
+    import torch
+
+    inputs = {name: _inputs(name, d) for name in ("float32", "bfloat16")}
+    best = {name: float("inf") for name in inputs}
     with torch.inference_mode():
-        _block(x, *weights)  # warm-up: the first call pays for kernel selection
-        best = float("inf")
+        for name, args in inputs.items():
+            for _ in range(2):
+                _block(*args)  # warm-up: the first calls pay for kernel selection
         for _ in range(reps):
-            start = time.perf_counter()
-            _block(x, *weights)
-            best = min(best, time.perf_counter() - start)
-    return max(best, 1e-9)
+            for name, args in inputs.items():
+                start = time.perf_counter()
+                _block(*args)
+                best[name] = min(best[name], time.perf_counter() - start)
+    return max(best["bfloat16"], 1e-9) / max(best["float32"], 1e-9)
 
 
 def decide(slowdown: float, flags: tuple[str, ...], fits_float32: bool = True) -> CpuDtype:
@@ -87,7 +97,7 @@ def decide(slowdown: float, flags: tuple[str, ...], fits_float32: bool = True) -
 @lru_cache(maxsize=1)
 def measure() -> tuple[float, tuple[str, ...]]:
     """(bf16 time / float32 time, bf16 flags), once per process."""
-    return _seconds("bfloat16") / _seconds("float32"), cpu_flags()
+    return _slowdown(), cpu_flags()
 
 
 def choose_cpu_dtype(fits_float32: bool = True) -> CpuDtype:
