@@ -205,3 +205,17 @@ def test_auto_dtype_on_a_cpu_only_run_is_the_measured_one_and_preflight_says_why
     # An explicit dtype is the user's; a GPU run is not touched.
     assert cpu_dtype_settings(Settings(dtype="float16", device_map="cpu"), no_gpu).dtype == "float16"
     assert check_cpu_dtype(Settings(device_map="cuda:0"), 1) is None
+
+
+def test_the_first_prior_recorded_in_the_study_is_the_one_every_resume_uses(tmp_path: Path) -> None:
+    from heretic.study_files import load_layer_profile, save_layer_profile, study_prior
+
+    study = open_study(tmp_path, name="s", storage_url=None, seed=0, startup_trials=1)
+    profile = layer_profile(*planted({1: 4.0}))
+    first = derive_prior(profile)
+    other = derive_prior(layer_profile(*planted({6: 4.0})))
+    assert study_prior(study, first) == first
+    reopened = open_study(tmp_path, name="s", storage_url=None, seed=0, startup_trials=1)
+    assert study_prior(reopened, other) == first  # a resume or another machine: same space
+    save_layer_profile(tmp_path, profile)
+    assert load_layer_profile(tmp_path) == profile
