@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial
 
+from heretic.config.settings import Settings
 from heretic.engine.selection import TrialScore, score
 
 
@@ -33,13 +34,12 @@ class StopRule:
     kl_target: float = 0.0
 
     @classmethod
-    def from_settings(cls, settings: object, n_harmful: int) -> StopRule:
-        s = settings
+    def from_settings(cls, settings: Settings, n_harmful: int) -> StopRule:
         return cls(
-            patience=s.patience,  # type: ignore[attr-defined]
-            target_refusals=math.floor(s.patience_refusals * n_harmful + 1e-9),  # type: ignore[attr-defined]
-            selection=s.selection, kl_cap=s.kl_cap, refusal_cap=s.refusal_cap,  # type: ignore[attr-defined]
-            kl_target=s.kl_target,  # type: ignore[attr-defined]
+            patience=settings.patience,
+            target_refusals=math.floor(settings.patience_refusals * n_harmful + 1e-9),
+            selection=settings.selection, kl_cap=settings.kl_cap,
+            refusal_cap=settings.refusal_cap, kl_target=settings.kl_target,
         )
 
     def _selectable(self, s: TrialScore) -> bool:

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from heretic.config.settings import Settings
+from heretic.preflight.report import Check, Status
+
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 BF16_SLACK = 1.15  # bf16 may be this much slower and still win (half the memory traffic/RAM)
 
@@ -105,16 +108,13 @@ def choose_cpu_dtype(fits_float32: bool = True) -> CpuDtype:
     return decide(slowdown, flags, fits_float32)
 
 
-def check_cpu_dtype(settings: object, gpu_count: int) -> object | None:
+def check_cpu_dtype(settings: Settings, gpu_count: int) -> Check | None:
     """The preflight row for a CPU-only run: which dtype loads and why (None on a GPU run)."""
-    from heretic.preflight.report import Check, Status
-
-    device_map, dtype = settings.device_map, settings.dtype  # type: ignore[attr-defined]
-    if not on_cpu_only(device_map, gpu_count) or settings.quantization != "none":  # type: ignore[attr-defined]
+    if not on_cpu_only(settings.device_map, gpu_count) or settings.quantization != "none":
         return None
     best = choose_cpu_dtype()
     need = "the faster of bfloat16 / float32 (auto measures it)"
-    if dtype in (best.dtype, "float32"):
-        return Check("CPU dtype", Status.OK, f"{dtype}: {best.reason()}", need)
-    return Check("CPU dtype", Status.WARN, f"{dtype}: {best.reason()}", need,
+    if settings.dtype in (best.dtype, "float32"):
+        return Check("CPU dtype", Status.OK, f"{settings.dtype}: {best.reason()}", need)
+    return Check("CPU dtype", Status.WARN, f"{settings.dtype}: {best.reason()}", need,
                  f"set --dtype {best.dtype} (or auto) for a faster run, if it fits the RAM")
