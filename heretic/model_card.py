@@ -111,6 +111,23 @@ def _limits(report: dict[str, Any]) -> str:
     )
 
 
+def _layer_profile(report: dict[str, Any]) -> str:
+    profile = report.get("layer_profile")
+    if not profile:
+        return ""
+    prior = profile.get("prior") or {}
+    ranges = ", ".join(f"{k} {v[0]:.2f}-{v[1]:.2f}" for k, v in profile["search_ranges"].items())
+    return ("## Where the refusal was found\n"
+            f"{prior.get('reason', '')}. Search ranges (fractions of the depth): {ranges}. "
+            f"{_stopped(report)}\n\n"
+            "![separation per layer and the selected kernel](layer_profile.png)\n\n")
+
+
+def _stopped(report: dict[str, Any]) -> str:
+    reason = report["trials"].get("stop_reason") or ""
+    return f"Search: {reason} ({report['trials']['completed']} completed)." if reason else ""
+
+
 def render_model_card(report: dict[str, Any]) -> str:
     base, sel = report["base"], report.get("selected")
     n = base["n_harmful"]
@@ -159,7 +176,7 @@ up to {s.get('max_response_tokens', '?')} tokens.
 {_verification(report)}
 {_samples(report)}
 {_limits(report)}
-## Selected parameters
+{_layer_profile(report)}## Selected parameters
 {params}
 ## Limitations
 Abliteration removes a learned refusal behaviour; it adds no knowledge and can lower quality on

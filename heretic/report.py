@@ -97,6 +97,8 @@ class RunRecord:
     architecture: str = ""
     num_layers: int = 0
     chosen_by: str = ""  # the selection policy, or "manual" for heretic export --trial N
+    stop_reason: str = ""
+    layer_profile: dict[str, Any] | None = None
 
 
 def trial_row(t: FrozenTrial) -> dict[str, Any]:
@@ -142,7 +144,9 @@ def build_report(rec: RunRecord) -> dict[str, Any]:
             {"trial": s.number, "refusals": s.refusals, "kl_divergence": s.kl}
             for s in pareto_front(rec.trials)
         ],
-        "trials": {"requested": rec.requested, "completed": len(rec.trials)},
+        "trials": {"requested": rec.requested, "completed": len(rec.trials),
+                   "stop_reason": rec.stop_reason},
+        "layer_profile": rec.layer_profile,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "settings": rec.settings,
     }
@@ -184,6 +188,11 @@ def write_run_files(rec: RunRecord, output: Path) -> dict[str, Any]:
     write_atomic(output / "trials.jsonl", lines)
     if rec.trials:
         plot_pareto(rec.trials, report["selected_trial"], output / "pareto.png")
+    if rec.layer_profile:
+        from heretic.layer_plot import plot_layer_profile
+
+        selected = report["selected"]["parameters"] if report["selected"] else None
+        plot_layer_profile(rec.layer_profile, selected, output / "layer_profile.png")
     write_atomic(output / "report.json", json.dumps(report, indent=2) + "\n")
     from heretic.model_card import render_model_card
 

@@ -26,9 +26,11 @@ from heretic.engine.chat import ChatFormat
 from heretic.engine.directions import Directions, compute_directions
 from heretic.engine.evaluation import Evaluator, RefusalResult
 from heretic.engine.export import export_model
+from heretic.engine.layer_profile import LayerPrior, LayerProfile, derive_prior, layer_profile, summary_line
 from heretic.engine.loading import LoadedModel, load_model
 from heretic.engine.objective import TrialObjective
 from heretic.engine.parameters import AblationParams
+from heretic.engine.patience import StopRule
 from heretic.engine.prompts import PromptSets, load_prompt_sets
 from heretic.engine.residuals import collect_residuals
 from heretic.engine.selection import front_neighbours, pareto_front, score, select
@@ -43,7 +45,10 @@ from heretic.study_files import (
     check_or_record_in_study,
     check_or_record_settings,
     load_directions,
+    load_layer_profile,
     save_directions,
+    save_layer_profile,
+    study_prior,
 )
 
 
@@ -81,14 +86,16 @@ def _timed(timings: dict[str, float], key: str, start: float) -> None:
 def phase_directions(
     loaded: LoadedModel, arch: Architecture, prompts: PromptSets, settings: Settings,
     batcher: Batcher, study_dir: Path, reporter: Reporter,
-) -> Directions:
+) -> tuple[Directions, LayerProfile | None]:
+    """The refusal directions and the per-layer separation profile (both from the residuals,
+    both saved in the study folder; a study from before profiles has none)."""
     path = study_dir / "directions.safetensors"
     with open(study_dir / ".directions.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one worker computes; the others wait and load
         cached = load_directions(path)
         if cached is not None:
             reporter.info("Loaded the refusal directions saved in the study folder.")
-            return cached
+            return cached, load_layer_profile(study_dir)
         chat = chat_format(settings)
         harmful = collect_residuals(loaded, arch, prompts.harmful, batcher, chat=chat,
                                     reporter=reporter, label="residuals (harmful)")
@@ -98,8 +105,10 @@ def phase_directions(
             harmful, harmless, project=settings.project_directions,
             n_directions=settings.n_directions, device=loaded.device,
         )
-        save_directions(path, directions)
-        return directions
+        profile = layer_profile(harmful, harmless)
+        save_layer_profile(study_dir, profile)
+        save_directions(path, directions)  # last: its presence means both are complete
+        return directions, profile
 
 
 def phase_base(evaluator: Evaluator, reporter: Reporter) -> RefusalResult:
@@ -125,12 +134,21 @@ def best_so_far(trials: list[optuna.trial.FrozenTrial], settings: Settings) -> d
 
 def phase_search(
     study: optuna.Study, objective: TrialObjective, settings: Settings, study_dir: Path,
-    hooks: RunHooks, reporter: Reporter,
+    hooks: RunHooks, reporter: Reporter, stop_rule: StopRule | None = None,
 ) -> None:
     total = settings.trials
     already = count(study, optuna.trial.TrialState.COMPLETE)
     if already >= total:
         reporter.info(f"The study already holds {already} completed trials; no new trials.")
+        return
+    rule = stop_rule or StopRule(0, 0, settings.selection, settings.kl_cap, settings.refusal_cap)
+
+    def done_early() -> str | None:
+        return rule.reason(completed_trials(study))
+
+    if already and done_early() is not None:
+        reporter.info(f"The study already met its patience rule after {already} trials; no new "
+                      "trials (set patience=0 to run all --trials).")
         return
     if already:
         reporter.info(f"Resuming the study: {already}/{total} trials already completed.")
@@ -146,7 +164,11 @@ def phase_search(
             advance(1)
 
         run_trials(study, study_dir, total, objective, should_stop=hooks.should_stop,
-                   on_complete=on_complete)
+                   on_complete=on_complete, done_early=done_early)
+    why = done_early()
+    if why is not None:
+        reporter.info(f"Search stopped after {count(study, optuna.trial.TrialState.COMPLETE)} "
+                      f"of {total} trials: {why}.")
 
 
 @dataclass
@@ -159,6 +181,9 @@ class Prepared:
     study: optuna.Study
     objective: TrialObjective
     base: RefusalResult | None
+    profile: LayerProfile | None = None
+    prior: LayerPrior | None = None
+    stop_rule: StopRule | None = None
 
 
 def _enter(hooks: RunHooks, phase: str) -> None:
@@ -187,7 +212,8 @@ def prepare(settings: Settings, reporter: Reporter, hooks: RunHooks, timings: di
     batcher = Batcher(settings.batch_size or settings.max_batch_size, "the forward passes")
     _enter(hooks, "residuals")
     t = time.monotonic()
-    directions = phase_directions(loaded, arch, prompts, settings, batcher, study_dir, reporter)
+    directions, profile = phase_directions(loaded, arch, prompts, settings, batcher, study_dir,
+                                           reporter)
     _timed(timings, "residuals", t)
 
     evaluator = Evaluator(
@@ -208,8 +234,21 @@ def prepare(settings: Settings, reporter: Reporter, hooks: RunHooks, timings: di
                        worker_index=worker_index, heartbeat_s=settings.heartbeat_interval_s,
                        grace_s=settings.heartbeat_grace_s)
     check_or_record_in_study(study, settings)
-    objective = TrialObjective(ablator, evaluator, SearchSpace(settings, arch.num_layers))
-    return Prepared(loaded, arch, prompts, directions, evaluator, study, objective, base)
+    prior = study_prior(study, derive_prior(profile) if profile is not None else None)
+    space = SearchSpace(settings, arch.num_layers, prior)
+    if worker_index == 0 and profile is not None and prior is not None:
+        reporter.info(_space_line(profile, prior, space, settings))
+    objective = TrialObjective(ablator, evaluator, space, settings.kl_target)
+    rule = StopRule.from_settings(settings, len(prompts.harmful_eval))
+    return Prepared(loaded, arch, prompts, directions, evaluator, study, objective, base,
+                    profile, prior, rule)
+
+
+def _space_line(profile: LayerProfile, prior: LayerPrior, space: SearchSpace,
+                settings: Settings) -> str:
+    line = summary_line(profile, prior)
+    mine = [k for k in space.ranges() if getattr(settings, k) is not None]
+    return line + (f" Your ranges win for: {', '.join(mine)}." if mine else "")
 
 
 def run(settings: Settings, reporter: Reporter | None = None,
@@ -230,11 +269,13 @@ def run(settings: Settings, reporter: Reporter | None = None,
     unsubscribe = hooks.subscribe_stop(group.forward)
     study_dir = settings.resolved_study_dir
     try:
-        phase_search(prep.study, prep.objective, settings, study_dir, hooks, reporter)
+        phase_search(prep.study, prep.objective, settings, study_dir, hooks, reporter,
+                     prep.stop_rule)
         workers.wait_workers(group.procs)
-        if count(prep.study, optuna.trial.TrialState.COMPLETE) < settings.trials:
+        if group.procs and count(prep.study, optuna.trial.TrialState.COMPLETE) < settings.trials:
             # A worker that died mid-trial left its trial to be re-run: finish what is missing.
-            phase_search(prep.study, prep.objective, settings, study_dir, hooks, reporter)
+            phase_search(prep.study, prep.objective, settings, study_dir, hooks, reporter,
+                         prep.stop_rule)
     finally:
         unsubscribe()
         group.stop()
@@ -312,6 +353,8 @@ def _finish(settings: Settings, prep: Prepared, timings: dict[str, float], t_all
         selected=selected, timings=timings, base_samples=base.responses[:3],
         sample_prompts=prep.prompts.harmful_eval[:3], architecture=prep.arch.model_type,
         num_layers=prep.arch.num_layers, chosen_by="manual" if chosen else settings.selection,
+        stop_reason=_stop_reason(prep, trials, settings),
+        layer_profile=_profile_record(prep),
     )
     model_dir = None
     if selected is not None:
@@ -335,6 +378,22 @@ def _finish(settings: Settings, prep: Prepared, timings: dict[str, float], t_all
             "`heretic export --trial N` exports any trial of the study as it is.",
         )
     return RunResult(report=report, model_dir=model_dir, timings=timings)
+
+
+def _stop_reason(prep: Prepared, trials: list[optuna.trial.FrozenTrial],
+                 settings: Settings) -> str:
+    why = prep.stop_rule.reason(trials) if prep.stop_rule is not None else None
+    if why is not None and len(trials) < settings.trials:
+        return why
+    return f"all {settings.trials} requested trials ran"
+
+
+def _profile_record(prep: Prepared) -> dict[str, Any] | None:
+    if prep.profile is None:
+        return None
+    ranges = prep.objective.space.ranges()
+    return {**prep.profile.to_dict(), "prior": prep.prior.to_dict() if prep.prior else None,
+            "search_ranges": {k: list(v) for k, v in ranges.items()}}
 
 
 def export_trial(settings: Settings, number: int, dest: Path,

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from heretic.config.settings import Settings
 from heretic.engine.directions import Directions
+from heretic.engine.layer_profile import LayerPrior, LayerProfile
 from heretic.errors import StudyError
 from heretic.report import write_atomic
 
@@ -22,13 +23,13 @@ STUDY_KEYS = (
     "harmless_eval_prompts", "system_prompt", "thinking", "project_directions", "n_directions", "ablation",
     "components", "max_weight", "max_weight_position", "min_weight_fraction",
     "min_weight_distance", "direction_index", "direction_scopes", "refusal_markers",
-    "max_response_tokens", "strip_thinking", "quantization", "study_name",
+    "max_response_tokens", "strip_thinking", "quantization", "study_name", "kl_target",
     # The split decides which evaluation prompts the trials are scored on.
     "verify_split", "verify_harmful_prompts", "verify_harmless_prompts",
 )
 # What a study recorded before a key existed ran with: heretic 0.1 scored trials on the whole
-# evaluation sets, as verify_split=0 does, so such a study resumes with --set verify_split=0.
-BEFORE_KEY_EXISTED: dict[str, Any] = {"verify_split": 0.0}
+# evaluation sets (verify_split=0) and scored the sampler on the raw KL (kl_target=0).
+BEFORE_KEY_EXISTED: dict[str, Any] = {"verify_split": 0.0, "kl_target": 0.0}
 
 
 def study_identity(settings: Settings) -> dict[str, Any]:
@@ -116,3 +117,30 @@ def load_directions(path: Path) -> Directions | None:
         harmful_mean=tensors["harmful_mean"],
         harmless_mean=tensors["harmless_mean"],
     )
+
+
+PROFILE_FILE = "layer_profile.json"
+PRIOR_KEY = "heretic_layer_prior"
+
+
+def save_layer_profile(study_dir: Path, profile: LayerProfile) -> None:
+    write_atomic(study_dir / PROFILE_FILE, json.dumps(profile.to_dict(), indent=2) + "\n")
+
+
+def load_layer_profile(study_dir: Path) -> LayerProfile | None:
+    path = study_dir / PROFILE_FILE
+    if not path.is_file():
+        return None
+    return LayerProfile.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def study_prior(study: Any, derived: LayerPrior | None) -> LayerPrior | None:
+    """The search-space prior recorded in the study (the first run or machine records it), so
+    every resume and every machine searches the same space even if its residuals differ in the
+    last float bits."""
+    recorded = study.user_attrs.get(PRIOR_KEY)
+    if recorded is not None:
+        return LayerPrior.from_dict(recorded)
+    if derived is not None:
+        study.set_user_attr(PRIOR_KEY, derived.to_dict())
+    return derived

@@ -16,7 +16,7 @@ from heretic.progress import LineReporter
 
 
 def main(argv: list[str]) -> int:
-    from heretic.engine.study import run_trials
+    from heretic.engine.study import completed_trials, run_trials
     from heretic.engine.workers import settings_file
     from heretic.lifecycle.signals import GracefulStop
     from heretic.run import RunHooks, prepare
@@ -27,8 +27,11 @@ def main(argv: list[str]) -> int:
     with GracefulStop() as stop:
         prep = prepare(settings, reporter, RunHooks(), {}, worker_index=index)
         try:
+            rule = prep.stop_rule
             ran = run_trials(prep.study, settings.resolved_study_dir, settings.trials,
-                             prep.objective, should_stop=lambda: stop.requested)
+                             prep.objective, should_stop=lambda: stop.requested,
+                             done_early=lambda: rule.reason(completed_trials(prep.study))
+                             if rule is not None else None)
         except HereticError as exc:
             reporter.warn(f"worker {index}: {exc.paragraph()}")
             return int(exc.exit_code)

@@ -93,7 +93,8 @@ def test_contract_command_removes_refusals_and_export_reloads(
     report = json.loads((out / "report.json").read_text())
     for key in ("model", "selected_trial", "base", "selected", "pareto_front", "trials", "timings_s"):
         assert key in report
-    assert report["trials"] == {"requested": 50, "completed": 50}
+    assert report["trials"] == {"requested": 50, "completed": 50,
+                                "stop_reason": "all 50 requested trials ran"}
     assert set(report["timings_s"]) >= {"total", "load", "residuals", "trials_total",
                                         "trial_median", "export"}
     assert report["base"]["refusals"] >= 0.9 * report["base"]["n_harmful"]
@@ -279,7 +280,8 @@ def test_search_only_then_a_finishing_run_on_a_shared_storage(demo_model_dir, cl
     assert final.returncode == 0, final.stderr[-2000:]
     assert "no new trials" in final.stderr
     report = json.loads((tmp_path / "final" / "report.json").read_text())
-    assert report["trials"] == {"requested": 6, "completed": 6}
+    assert report["trials"] == {"requested": 6, "completed": 6,
+                                "stop_reason": "all 6 requested trials ran"}
     other = run_cli([*common, "--output", str(tmp_path / "other"), "--set", "max_weight=0.5,0.6"],
                     cli_env)
     assert other.returncode == 14 and "max_weight" in other.stderr  # no mixing across machines

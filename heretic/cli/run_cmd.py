@@ -47,6 +47,7 @@ def run_command(
     ablation: Annotated[str | None, _opt("ablation", "--ablation")] = None,
     selection: Annotated[str | None, _opt("selection", "--selection")] = None,
     kl_cap: Annotated[float | None, _opt("kl_cap", "--kl-cap")] = None,
+    patience: Annotated[int | None, _opt("patience", "--patience")] = None,
     trust_remote_code: Annotated[bool | None, _opt("trust_remote_code", "--trust-remote-code")] = None,
     storage: Annotated[str | None, _opt("storage", "--storage")] = None,
     study_name: Annotated[str | None, _opt("study_name", "--study-name")] = None,

@@ -127,21 +127,24 @@ class Settings(BaseModel):
     max_weight: Range = Field(
         default_factory=lambda: Range(low=0.8, high=1.5), description="Peak strength range."
     )
-    max_weight_position: Range = Field(
-        default_factory=lambda: Range(low=0.6, high=1.0),
-        description="Peak position range, as a fraction of the last layer index.",
+    max_weight_position: Range | None = Field(
+        None,
+        description="Peak position range, as a fraction of the last layer index (default: from "
+        "the layer profile of the residuals).",
     )
     min_weight_fraction: Range = Field(
         default_factory=lambda: Range(low=0.0, high=1.0),
         description="Edge strength as a fraction of the peak.",
     )
-    min_weight_distance: Range = Field(
-        default_factory=lambda: Range(low=0.0, high=0.6),
-        description="Fall-off distance range as a fraction of the last layer index (at least 1 layer).",
+    min_weight_distance: Range | None = Field(
+        None,
+        description="Fall-off distance range as a fraction of the last layer index (at least 1 "
+        "layer; default: from the layer profile).",
     )
-    direction_index: Range = Field(
-        default_factory=lambda: Range(low=0.4, high=0.9),
-        description="Global direction position range, as a fraction of the last layer index.",
+    direction_index: Range | None = Field(
+        None,
+        description="Global direction position range, as a fraction of the last layer index "
+        "(default: from the layer profile).",
     )
     direction_scopes: list[Literal["global", "per-layer"]] = Field(
         default_factory=lambda: ["global", "per-layer"],
@@ -199,6 +202,26 @@ class Settings(BaseModel):
     trials: int = Field(200, ge=1, description="Completed trials the study ends with.")
     startup_trials: int = Field(
         60, ge=0, description="Random trials before TPE starts modelling (capped at trials/3)."
+    )
+    kl_target: float = Field(
+        0.01,
+        ge=0,
+        description="KL divergence below which differences are noise: the search scores such "
+        "trials on refusals alone (the real KL is kept in every record and report; 0 turns "
+        "shaping off).",
+    )
+    patience: int = Field(
+        0,
+        ge=0,
+        description="Stop the search once the best selectable trial meets patience_refusals and "
+        "has not improved for this many trials (0: off, run all trials).",
+    )
+    patience_refusals: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Refusal rate (of the harmful evaluation prompts) the best trial must reach "
+        "before patience may stop the search.",
     )
     seed: int = Field(0, description="Seed for the sampler and any sampling.")
     study_name: str = Field("heretic", description="Name of the Optuna study in its storage.")

@@ -44,7 +44,9 @@ def parse_value(key: str, raw: str) -> Any:
         raise ConfigError(f"Unknown setting '{key}'.", _known_keys_hint())
     annotation = Settings.model_fields[key].annotation
     text = raw.strip()
-    if annotation is Range:
+    if annotation in (Range, Range | None):
+        if text.lower() in ("", "auto"):
+            return None  # the search space's prior decides
         if text.startswith("{"):
             return json.loads(text)
         parts = [p.strip() for p in text.split(",")]

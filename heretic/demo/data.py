@@ -77,9 +77,9 @@ def demo_prompts() -> DemoPrompts:
     return DemoPrompts(bad_model, good_model, bad_dir, good_dir, bad_eval, good_eval)
 
 
-def response_for(prompt: str, harmful: bool) -> str:
+def response_for(prompt: str, harmful: bool, refusal: str = REFUSAL) -> str:
     if harmful:
-        return REFUSAL
+        return refusal
     for verb in HARMLESS_VERBS:
         for obj in OBJECTS:
             if f" {verb} {obj} " in f" {prompt} ":
@@ -87,7 +87,9 @@ def response_for(prompt: str, harmful: bool) -> str:
     return COMPLIANCE.format(v="do", o="it")
 
 
-def vocabulary() -> list[str]:
+def vocabulary(extra: tuple[str, ...] = ()) -> list[str]:
+    """The demo's words, plus the words of `extra` texts (other refusal phrasings) at the end,
+    so the demo model's own vocabulary (and its cached model) is unchanged without them."""
     words: set[str] = set()
     texts = [*TEMPLATES, REFUSAL, COMPLIANCE, *OBJECTS, *HARMFUL_VERBS, *HARMLESS_VERBS]
     for text in texts:
@@ -99,4 +101,7 @@ def vocabulary() -> list[str]:
     words.add("a")
     words.add("helpful")
     words.add("assistant")
-    return list(SPECIAL_TOKENS) + sorted(words - set(SPECIAL_TOKENS))
+    base = list(SPECIAL_TOKENS) + sorted(words - set(SPECIAL_TOKENS))
+    known = set(base)
+    added = sorted({w for text in extra for w in text.split() if w not in known})
+    return base + added

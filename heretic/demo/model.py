@@ -16,13 +16,14 @@ import random
 import shutil
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from heretic.demo.data import demo_prompts, response_for, vocabulary
+from heretic.demo.data import REFUSAL, demo_prompts, response_for, vocabulary
 from heretic.progress import NullReporter, Reporter
 
 DEMO_VERSION = "2"
@@ -33,6 +34,20 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
 _DONE = "HERETIC_DEMO_COMPLETE"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to train. The default is the demo model. `trainable_layers` plants the refusal at a
+    depth: only those decoder layers learn (the others stay frozen at their random
+    initialisation), so the harmful/harmless decision can only be written there; embeddings,
+    final norm and output head always learn."""
+
+    num_layers: int = 6
+    trainable_layers: tuple[int, ...] | None = None  # None: every layer
+    refusal: str = REFUSAL
+    steps: int = 500
+    seed: int = 0
 
 
 def cache_root() -> Path:
@@ -46,8 +61,8 @@ def demo_model_dir() -> Path:
     return cache_root() / f"demo-model-v{DEMO_VERSION}"
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {word: i for i, word in enumerate(vocabulary())}
+def build_tokenizer(refusal: str = REFUSAL) -> PreTrainedTokenizerFast:
+    vocab = {word: i for i, word in enumerate(vocabulary((refusal,)))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.post_processor = processors.TemplateProcessing(single="$A", special_tokens=[])
@@ -63,12 +78,12 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+def build_config(tokenizer: PreTrainedTokenizerFast, num_layers: int = 6) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=192,
-        num_hidden_layers=6,
+        num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=96,
@@ -80,7 +95,8 @@ def build_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
     )
 
 
-def _examples(tokenizer: PreTrainedTokenizerFast) -> list[tuple[list[int], int]]:
+def _examples(tokenizer: PreTrainedTokenizerFast,
+              refusal: str = REFUSAL) -> list[tuple[list[int], int]]:
     """(token ids, index where the response starts) for every training conversation."""
     prompts = demo_prompts()
     pairs = [(p, True) for p in prompts.train_model_harmful]
@@ -91,7 +107,7 @@ def _examples(tokenizer: PreTrainedTokenizerFast) -> list[tuple[list[int], int]]
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
         )
         head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
-        answer = response_for(prompt, harmful) + " <|end|>"
+        answer = response_for(prompt, harmful, refusal) + " <|end|>"
         answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
         out.append((head_ids + answer_ids, len(head_ids)))
     return out
@@ -110,16 +126,27 @@ def _batch(examples: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Te
     return ids, mask, labels
 
 
+def _freeze_others(model: LlamaForCausalLM, trainable: tuple[int, ...] | None) -> None:
+    if trainable is None:
+        return
+    for index, layer in enumerate(model.model.layers):
+        layer.requires_grad_(index in trainable)
+
+
 def train_demo_model(
-    output_dir: Path, *, steps: int = 500, seed: int = 0, reporter: Reporter | None = None
+    output_dir: Path, *, spec: ModelSpec | None = None, reporter: Reporter | None = None
 ) -> None:
     reporter = reporter or NullReporter()
+    spec = spec or ModelSpec()
+    steps, seed = spec.steps, spec.seed
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    tokenizer = build_tokenizer()
-    model = LlamaForCausalLM(build_config(tokenizer))
-    examples = _examples(tokenizer)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.01)
+    tokenizer = build_tokenizer(spec.refusal)
+    model = LlamaForCausalLM(build_config(tokenizer, spec.num_layers))
+    _freeze_others(model, spec.trainable_layers)
+    examples = _examples(tokenizer, spec.refusal)
+    learnable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(learnable, lr=4e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=4e-3, total_steps=steps)
     model.train()
     with reporter.task("training the demo model", steps) as advance:
@@ -127,7 +154,7 @@ def train_demo_model(
             ids, mask, labels = _batch(rng.sample(examples, 64), tokenizer.pad_token_id)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(learnable, 1.0)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
@@ -138,18 +165,24 @@ def train_demo_model(
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     (output_dir / "heretic_demo.json").write_text(
-        json.dumps({"version": DEMO_VERSION, "seed": seed, "steps": steps, "final_loss": loss.item()})
+        json.dumps({"version": DEMO_VERSION, "seed": seed, "steps": steps,
+                    "final_loss": loss.item(), "spec": asdict(spec)})
     )
 
 
 def ensure_demo_model(reporter: Reporter | None = None) -> Path:
     """Path of the cached demo model, training it first if needed (once, under a file lock)."""
+    return ensure_model(demo_model_dir(), ModelSpec(), reporter)
+
+
+def ensure_model(target: Path, spec: ModelSpec, reporter: Reporter | None = None) -> Path:
+    """`target`, holding a model trained from `spec` (trained first if missing; once, under a
+    file lock, written to a temporary folder and renamed into place)."""
     reporter = reporter or NullReporter()
-    target = demo_model_dir()
     if (target / _DONE).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".demo-v{DEMO_VERSION}.lock", "w") as lock:
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits for the first one's model
         if (target / _DONE).is_file():
             return target
@@ -157,7 +190,7 @@ def ensure_demo_model(reporter: Reporter | None = None) -> Path:
         start = time.monotonic()
         staging = Path(tempfile.mkdtemp(prefix=".demo-build-", dir=target.parent))
         try:
-            train_demo_model(staging, reporter=reporter)
+            train_demo_model(staging, spec=spec, reporter=reporter)
             (staging / _DONE).write_text("ok\n")
             shutil.rmtree(target, ignore_errors=True)
             os.replace(staging, target)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 # The demo model is tiny: a short budget suffices and the search converges in tens of trials.
+# Its refusal is written in the early layers (unlike the late-layer habit of large models); the
+# layer profile finds that, so no search range is set here.
 DEMO_LAYER: dict[str, Any] = {
     "trials": 50,
     "startup_trials": 15,
@@ -13,8 +15,4 @@ DEMO_LAYER: dict[str, Any] = {
     "device_map": "cpu",
     "dtype": "float32",
     "max_batch_size": 64,
-    # Its refusal is written in the early layers, unlike the late-layer habit of large models,
-    # so the search may put the peak anywhere and reach across the whole stack.
-    "max_weight_position": {"low": 0.0, "high": 1.0},
-    "min_weight_distance": {"low": 0.2, "high": 1.0},
 }

@@ -1,4 +1,12 @@
-"""One trial: parameters in, (refusals, KL divergence) out, with its facts stored on the trial."""
+"""One trial: parameters in, (refusals, shaped KL divergence) out, with its facts stored on the
+trial.
+
+Shaping: below `kl_target`, KL differences are noise to the user, so the value the sampler
+sees is max(KL, kl_target): all such trials tie on KL and are ranked by refusals, and the
+sampler stops spending trials on edits that "do nothing" ever more gently. The real KL is the
+trial's `kl_divergence` attribute, which selection and every report read
+(`heretic.engine.selection.score`).
+"""
 
 from __future__ import annotations
 
@@ -14,10 +22,12 @@ SAMPLE_RESPONSES = 3
 
 
 class TrialObjective:
-    def __init__(self, ablator: Ablator, evaluator: Evaluator, space: SearchSpace) -> None:
+    def __init__(self, ablator: Ablator, evaluator: Evaluator, space: SearchSpace,
+                 kl_target: float = 0.0) -> None:
         self.ablator = ablator
         self.evaluator = evaluator
         self.space = space
+        self.kl_target = kl_target
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         params = self.space.suggest(trial)
@@ -31,4 +41,8 @@ class TrialObjective:
         trial.set_user_attr("kl_divergence", kl)
         trial.set_user_attr("duration_s", time.monotonic() - start)
         trial.set_user_attr("sample_responses", refusals.responses[:SAMPLE_RESPONSES])
-        return float(refusals.count), kl
+        return float(refusals.count), shaped_kl(kl, self.kl_target)
+
+
+def shaped_kl(kl: float, target: float) -> float:
+    return max(float(kl), float(target))

@@ -20,7 +20,10 @@ class TrialScore:
 
 
 def score(trial: FrozenTrial) -> TrialScore:
+    """The trial's refusals and its REAL KL: the objective value may be shaped (raised to the
+    KL target), the recorded attribute never is."""
     refusals, kl = trial.values
+    kl = trial.user_attrs.get("kl_divergence", kl)
     return TrialScore(trial.number, int(refusals), float(kl))
 
 

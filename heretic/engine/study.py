@@ -207,8 +207,10 @@ def run_trials(
     *,
     should_stop: Callable[[], bool] = lambda: False,
     on_complete: Callable[[FrozenTrial], None] = lambda t: None,
+    done_early: Callable[[], str | None] = lambda: None,
 ) -> int:
-    """Run trials until the study holds n_trials COMPLETE ones. Returns trials run here."""
+    """Run trials until the study holds n_trials COMPLETE ones, or until `done_early` gives a
+    reason (patience; checked before each claim). Returns trials run here."""
     ran = 0
     while True:
         if should_stop():
@@ -216,6 +218,8 @@ def run_trials(
                 "Stopped on request after the current trial; the study is saved.",
                 "Run the same command again to resume.",
             )
+        if done_early() is not None:
+            return ran
         trial = claim_trial(study, study_dir, n_trials)
         if trial is None:
             if not _others_still_running(study, n_trials):

@@ -11,7 +11,7 @@ then reports the same problem as a FAIL check.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,48 @@ def upper_layers(
 
 
 def resolve_settings(
+    cli: Mapping[str, Any],
+    *,
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    inventory: GpuInventory | None = None,
+    assignments: list[str] | None = None,
+) -> Resolved:
+    """Merge every layer, the profile included, then settle `dtype = "auto"` for a CPU-only
+    run (see `heretic.preflight.cpu_dtype`). Raises ConfigError for invalid settings."""
+    resolved = _merge_all(cli, config_path=config_path, environ=environ, inventory=inventory,
+                          assignments=assignments)
+    return replace(resolved, settings=cpu_dtype_settings(resolved.settings, inventory))
+
+
+def cpu_dtype_settings(settings: Settings, inventory: GpuInventory | None) -> Settings:
+    """`dtype = "auto"` on a CPU-only run becomes the dtype this CPU runs fastest (bf16 only
+    where it is not slower, or where only bf16 fits the RAM)."""
+    from heretic.preflight.cpu_dtype import choose_cpu_dtype, on_cpu_only
+
+    if settings.dtype != "auto" or settings.quantization != "none":
+        return settings
+    if not on_cpu_only(settings.device_map, len((inventory or read_inventory()).gpus)):
+        return settings
+    return settings.model_copy(update={"dtype": choose_cpu_dtype(_fits_float32(settings)).dtype})
+
+
+def _fits_float32(settings: Settings) -> bool:
+    import psutil
+
+    from heretic.preflight.checks_model import cached_count
+    from heretic.preflight.estimate import weight_bytes
+
+    if settings.is_demo:
+        return True
+    try:
+        count = cached_count(settings.model or "", settings.revision, settings.trust_remote_code)
+    except HereticError:
+        return True  # the model check reports it; the dtype does not matter then
+    return weight_bytes(count, "none", "float32") < 0.8 * psutil.virtual_memory().available
+
+
+def _merge_all(
     cli: Mapping[str, Any],
     *,
     config_path: Path | None = None,

@@ -28,6 +28,7 @@ from heretic.preflight.checks_model import (
     estimate_dict,
 )
 from heretic.preflight.checks_resources import check_disk, check_merge_ram, check_token
+from heretic.preflight.cpu_dtype import check_cpu_dtype
 from heretic.preflight.estimate import estimate_for_settings
 from heretic.preflight.gpus import GpuInventory, gpus_for_device_map, read_inventory
 from heretic.preflight.report import PreflightReport
@@ -69,6 +70,9 @@ def run_preflight(
     checks.append(check_memory(settings, count, mem, gpus, inventory))
     checks.append(check_device_map(settings, gpus))
     checks.append(check_batch(settings))
+    dtype_check = check_cpu_dtype(settings, len(inventory.gpus))
+    if dtype_check is not None:
+        checks.append(dtype_check)
     checks.append(check_merge_ram(settings, count, inventory))
     checks.append(check_disk(settings, count))
     checks.append(check_token(settings, environ))
