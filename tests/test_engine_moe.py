@@ -194,3 +194,45 @@ def test_four_bit_search_folds_into_a_full_precision_export(tmp_path) -> None:
         torch.testing.assert_close(a, b, msg=name)
     assert not torch.equal(exported.model.layers[1].mlp.experts.down_proj,
                            model.model.layers[1].mlp.experts.down_proj)
+
+
+@pytest.mark.slow
+def test_heretic_run_end_to_end_on_a_moe_model(tmp_path) -> None:
+    """The whole pipeline (residuals, hooked trials with generation, selection, verification,
+    export) on a tiny random DeepSeek-style model: the exported experts carry the selected edit
+    and the folder loads with plain transformers."""
+    from transformers import AutoModelForCausalLM
+
+    from heretic.demo.data import demo_prompts
+    from heretic.run import run
+    from heretic.study_files import load_directions
+
+    from heretic.demo.model import build_tokenizer
+
+    source = tmp_path / "source"
+    tokenizer = build_tokenizer()
+    _save(tiny_moe_model("deepseek_v3", vocab_size=len(tokenizer), pad_token_id=0,
+                         bos_token_id=1, eos_token_id=tokenizer.eos_token_id), source)
+    prompts = demo_prompts()
+    files = {}
+    for key in ("harmful", "harmless", "harmful_eval", "harmless_eval"):
+        (tmp_path / f"{key}.txt").write_text("\n".join(getattr(prompts, key)[:8]) + "\n")
+        files[f"{key}_prompts"] = str(tmp_path / f"{key}.txt")
+    settings = Settings(
+        model=str(source), output=tmp_path / "out", trials=3, startup_trials=3, device_map="cpu",
+        dtype="float32", max_response_tokens=4, verify_response_tokens=0, kl_cap=1e9,
+        refusal_markers=["the"], **files,
+    )
+    result = run(settings)
+    assert result.report is not None and result.report["architecture"] == "deepseek_v3"
+    params = AblationParams.from_dict(result.report["selected"]["parameters"])
+    exported = AutoModelForCausalLM.from_pretrained(result.model_dir, dtype=torch.float32)
+    reference = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    directions = load_directions(tmp_path / "out" / "study" / "directions.safetensors")
+    assert directions is not None
+    experts = [(e.mlp.experts.down_proj, r.mlp.experts.down_proj)
+               for e, r in zip(exported.model.layers[1:], reference.model.layers[1:], strict=True)]
+    assert any(not torch.equal(a, b) for a, b in experts), "the experts must carry the edit"
+    fold(reference, directions, params, settings)
+    for (name, a), b in zip(exported.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)

@@ -36,13 +36,15 @@ MOE_ARCHITECTURES: dict[str, dict] = {
 }
 
 
-def tiny_moe_config(model_type: str):
-    return AutoConfig.for_model(model_type, **{**COMMON, **MOE_ARCHITECTURES[model_type]})
+def tiny_moe_config(model_type: str, **overrides):
+    return AutoConfig.for_model(model_type, **{**COMMON, **MOE_ARCHITECTURES[model_type],
+                                               **overrides})
 
 
-def tiny_moe_model(model_type: str, seed: int = 0) -> torch.nn.Module:
+def tiny_moe_model(model_type: str, seed: int = 0, **overrides) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_moe_config(model_type), dtype=torch.float32)
+    config = tiny_moe_config(model_type, **overrides)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.2)  # big enough that a hook/fold mismatch would show
