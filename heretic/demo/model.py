@@ -16,6 +16,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -113,16 +114,26 @@ def _batch(examples: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Te
 def train_demo_model(
     output_dir: Path, *, steps: int = 500, seed: int = 0, reporter: Reporter | None = None
 ) -> None:
-    reporter = reporter or NullReporter()
     torch.manual_seed(seed)
-    rng = random.Random(seed)
     tokenizer = build_tokenizer()
     model = LlamaForCausalLM(build_config(tokenizer))
+    fit_and_save(model, tokenizer, output_dir, steps=steps, seed=seed, reporter=reporter,
+                 label="the demo model", marker={"version": DEMO_VERSION})
+
+
+def fit_and_save(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, output_dir: Path, *, steps: int,
+    seed: int, reporter: Reporter | None, label: str, marker: dict, lr: float = 4e-3,
+) -> None:
+    """Train `model` on the demo conversations (refuse the harmful verbs, answer the rest) and
+    save it with the tokenizer; any causal LM built on `build_tokenizer()` can be trained so."""
+    reporter = reporter or NullReporter()
+    rng = random.Random(seed)
     examples = _examples(tokenizer)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=4e-3, total_steps=steps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
     model.train()
-    with reporter.task("training the demo model", steps) as advance:
+    with reporter.task(f"training {label}", steps) as advance:
         for _ in range(steps):
             ids, mask, labels = _batch(rng.sample(examples, 64), tokenizer.pad_token_id)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
@@ -138,30 +149,40 @@ def train_demo_model(
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     (output_dir / "heretic_demo.json").write_text(
-        json.dumps({"version": DEMO_VERSION, "seed": seed, "steps": steps, "final_loss": loss.item()})
+        json.dumps({**marker, "seed": seed, "steps": steps, "final_loss": loss.item()})
     )
 
 
 def ensure_demo_model(reporter: Reporter | None = None) -> Path:
     """Path of the cached demo model, training it first if needed (once, under a file lock)."""
+    return ensure_trained(demo_model_dir(), train_demo_model, "the built-in demo model",
+                          reporter, lock_name=f".demo-v{DEMO_VERSION}.lock")
+
+
+def ensure_trained(
+    target: Path, train: Callable[..., None], label: str, reporter: Reporter | None = None,
+    *, lock_name: str | None = None,
+) -> Path:
+    """`target`, trained by `train(folder, reporter=...)` first if missing: once, under a file
+    lock, into a staging folder renamed into place with a completion marker written last."""
     reporter = reporter or NullReporter()
-    target = demo_model_dir()
     if (target / _DONE).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".demo-v{DEMO_VERSION}.lock", "w") as lock:
+    with open(target.parent / (lock_name or f".{target.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits for the first one's model
         if (target / _DONE).is_file():
             return target
-        reporter.info("Training the built-in demo model on the CPU (once; it is cached after).")
+        reporter.info(f"Training {label} on the CPU (once; it is cached after).")
         start = time.monotonic()
         staging = Path(tempfile.mkdtemp(prefix=".demo-build-", dir=target.parent))
         try:
-            train_demo_model(staging, reporter=reporter)
+            train(staging, reporter=reporter)
             (staging / _DONE).write_text("ok\n")
             shutil.rmtree(target, ignore_errors=True)
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        reporter.info(f"Demo model trained in {time.monotonic() - start:.0f}s, cached at {target}.")
+        reporter.info(f"{label[0].upper()}{label[1:]} trained in {time.monotonic() - start:.0f}s, "
+                      f"cached at {target}.")
     return target
