@@ -3,8 +3,9 @@ to the residual stream, from the module tree rather than from lists of names.
 
 For each decoder layer:
 - a child whose forward takes an attention mask or position embeddings (or whose name says
-  attention) is the attention block; its writer is its last linear layer that outputs the
-  hidden size (o_proj, out_proj, dense, ...);
+  attention) is a token mixer (attention; hybrid models' state-space mixers too); its writer
+  is its last linear layer that outputs the hidden size (o_proj, out_proj, dense, ...), and
+  a layer with parallel mixers (Falcon-H1) has one writer per mixer;
 - a child holding fused expert tensors (transformers 5: a module with a 3-D `down_proj`
   parameter) is a mixture-of-experts block; its writers are the fused experts module (whose
   output is the routing-weighted sum of every expert's down projection) and the last linear
@@ -231,9 +232,6 @@ def describe(model: nn.Module, components: list[str]) -> Architecture:
             if not writers[component]:
                 detail = ("module " + ", ".join(odd)) if odd else "no such module in the layer"
                 raise _not_understood(model_type, index, component, detail)
-            if component == "attention" and len(writers[component]) > 1:
-                raise _not_understood(model_type, index, component,
-                                      f"{len(writers[component])} attention blocks")
         for layout in layouts:
             if getattr(layout.module, "has_post_expert_norm", False):
                 raise _not_understood(
