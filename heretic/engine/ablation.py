@@ -127,13 +127,16 @@ def fold_into_experts(experts: FusedExperts, state: EditState) -> None:
         raise ValueError("norm-preserving edits are not defined for fused experts")
     down = experts.down
     basis = state.basis.to(down.device)
-    weight = down.detach().float()
-    # (E, H, I): the output is dim 1, M W_e = W_e - lam V^T (V W_e); (E, I, H): dim 2, W_e M^T.
-    if experts.transposed:
-        new = weight - state.lam * (weight @ basis.T) @ basis
-    else:
-        new = weight - state.lam * basis.T @ (basis @ weight)
-    down.data.copy_(new.to(down.dtype))
+    # One expert at a time: a float32 copy of all experts of a large MoE layer (DeepSeek-V3:
+    # 256 x 7168 x 2048) would need tens of GB; one expert is a few MB.
+    for e in range(down.shape[0]):
+        weight = down[e].detach().float()
+        # (E, H, I): the output is dim 0 of W_e, M W_e = W_e - lam V^T (V W_e); (E, I, H): W_e M^T.
+        if experts.transposed:
+            new = weight - state.lam * (weight @ basis.T) @ basis
+        else:
+            new = weight - state.lam * basis.T @ (basis @ weight)
+        down.data[e].copy_(new.to(down.dtype))
     bias = experts.bias
     if bias is not None:
         bias.data.copy_(edit_output(bias.detach(), _on(state, bias.device)))
