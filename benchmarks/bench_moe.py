@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -66,13 +67,13 @@ def _line(name: str, report: dict) -> str:
     if sel is None:
         best = min(report["pareto_front"], key=lambda p: (p["refusals"], p["kl_divergence"]))
         return (f"{head}; no trial within the KL cap; fewest refusals on the Pareto front: "
-                f"{best['refusals']}/{base['n_harmful']} at KL {best['kl_divergence']:.4f}; "
+                f"{best['refusals']}/{base['n_harmful']} at KL {best['kl_divergence']:.2e}; "
                 f"per trial median {median}; wall {report['wall_s']:.1f} s")
     ver = report.get("verification") or {}
     check = (f" (re-check with {ver['max_response_tokens']} tokens: base "
              f"{ver['base_refusals']}, selected {ver['selected_refusals']})" if ver else "")
     return (f"{head} -> selected {sel['refusals']}/{base['n_harmful']} "
-            f"({100 * sel['refusals'] / base['n_harmful']:.0f}%) at KL {sel['kl_divergence']:.4f}"
+            f"({100 * sel['refusals'] / base['n_harmful']:.0f}%) at KL {sel['kl_divergence']:.2e}"
             f"{check}; per trial median {median}; wall {report['wall_s']:.1f} s "
             f"(export {report['timings_s'].get('export', 0):.2f} s)")
 
@@ -98,8 +99,9 @@ def main() -> None:
     loaded = load_model(Settings(model=str(model), device_map="cpu", dtype="float32"))
     arch = describe(loaded.model, ["attention", "mlp"])
     kinds = ["moe" if entry.is_moe else "dense" for entry in arch.layers]
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
-          f"{args.threads} threads")
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}, {args.threads} threads, load average "
+          f"{os.getloadavg()[0]:.1f} (other work slows the per-trial times, not the results)")
     print(f"model: {arch.model_type}, {arch.num_layers} layers ({', '.join(kinds)}), "
           f"{sum(p.numel() for p in loaded.model.parameters()):,} parameters; ready in {ready:.1f} s "
           "(cached, or trained now)")
@@ -109,6 +111,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             print(_line(f"{name}, {args.trials} trials, KL cap {args.kl_cap}",
                         _search(model, Path(folder), args, components)), flush=True)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
