@@ -105,6 +105,7 @@ def main() -> None:
     print(f"model: {arch.model_type}, {arch.num_layers} layers ({', '.join(kinds)}), "
           f"{sum(p.numel() for p in loaded.model.parameters()):,} parameters; ready in {ready:.1f} s "
           "(cached, or trained now)")
+    print(f"training record: {(model / 'heretic_demo.json').read_text().strip()}")
     del loaded
     for name, components in (("attention + experts", ["attention", "mlp"]),
                              ("attention only", ["attention"])):
