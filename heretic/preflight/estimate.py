@@ -185,6 +185,8 @@ def _structure(model: Any) -> tuple[int, dict[str, str]]:
         except HereticError as exc:
             unsupported[component] = exc.message
             continue
+        except Exception:  # noqa: BLE001 - a model the finder trips on: the run will say why
+            continue
         if component == "mlp":
             moe_layers = len(arch.moe_layers)
     return moe_layers, unsupported
