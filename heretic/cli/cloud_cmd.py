@@ -50,11 +50,14 @@ def _estimate(model: str | None, revision: str | None, profile: str, trials: int
               gpu: Any) -> Any:
     if not model:
         return None
-    from heretic.cloud.estimate import count_model_parameters, estimate_run, shape_for_profile
+    from heretic.cloud.estimate import count_model, estimate_run, shape_for_profile
 
-    n_params = count_model_parameters(model, revision)
-    est = estimate_run(n_params, shape_for_profile(profile, trials), gpu)
-    _err(f"{model}: {n_params / 1e9:.2f}B parameters, {est.weights_gb} GB of weights. Rough "
+    count = count_model(model, revision)
+    n_params = int(count.total)
+    est = estimate_run(n_params, shape_for_profile(profile, trials), gpu, count=count)
+    active = getattr(count, "active", n_params)
+    moe = f" ({active / 1e9:.2f}B active per token)" if active < n_params else ""
+    _err(f"{model}: {n_params / 1e9:.2f}B parameters{moe}, {est.weights_gb} GB of weights. Rough "
          f"estimate on one {gpu.name}: {est.hours} h (see the Cloud section of README.md for how it is made).")
     if not est.fits:
         _err(f"WARNING: the weights do not fit one {gpu.name}; use --set quantization=bnb-4bit "

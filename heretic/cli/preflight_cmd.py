@@ -27,6 +27,9 @@ SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="KEY=VALUE setting (repeatable).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+GpusOpt = Annotated[str | None, typer.Option(
+    "--gpus", help="Plan for another machine: COUNTxGB of fresh cards (1x24, 1x80, 4x24, "
+    "2x48, 1x141) instead of this machine's GPUs; RAM stays this machine's.")]
 
 
 def render_table(report: Any, file: Any = None) -> None:
@@ -54,7 +57,7 @@ def render_table(report: Any, file: Any = None) -> None:
 
 def _preflight(
     model: str | None, profile: str | None, config: Path | None, sets: list[str],
-    kill_stale: bool, as_json: bool,
+    kill_stale: bool, as_json: bool, planned_gpus: str | None = None,
 ) -> int:
     from heretic.config.sources import set_layer
     from heretic.preflight.gpus import read_inventory
@@ -66,6 +69,10 @@ def _preflight(
     if kill_stale:
         cli["kill_stale"] = True
     inventory = read_inventory()
+    if planned_gpus:
+        from heretic.preflight.fit import planned_inventory
+
+        inventory = planned_inventory(planned_gpus, inventory)
     resolved = resolve_settings(cli, config_path=config, inventory=inventory)
     report = run_preflight(resolved.settings, inventory=inventory, for_run=False)
     if as_json:
@@ -101,9 +108,11 @@ def register(app: typer.Typer) -> None:
             "--kill-stale", help="End stale heretic processes of yours that hold this study "
             "or its GPUs (SIGTERM, then SIGKILL).")] = False,
         as_json: JsonOpt = False,
+        gpus: GpusOpt = None,
     ) -> None:
         """Check GPUs, memory, disk, locks and stale processes before a run; FAIL exits 7."""
-        code = guarded(lambda: _preflight(model, profile, config, sets or [], kill_stale, as_json))
+        code = guarded(lambda: _preflight(model, profile, config, sets or [], kill_stale, as_json,
+                                          gpus))
         raise typer.Exit(code)
 
     @app.command("profiles")

@@ -7,7 +7,10 @@ plus one forward per harmless batch for the KL divergence, plus applying and res
 ablation (about two passes over the weights). Once per run: the residual pass over the
 direction prompts, the download, the export and upload, and the container start. GPU time is
 divided by an efficiency factor of 0.25 (kernels reach a fraction of peak bandwidth, and
-Python, tokenisation and sampling cost time too), so the figure errs long. It is an estimate
+Python, tokenisation and sampling cost time too), so the figure errs long.
+Mixture-of-experts models (given the preflight count): a decode step reads only the experts
+its batch routes to (the active parameters at one token, nearly all of them at batch 64), and
+bitsandbytes leaves fused experts in 16 bit. It is an estimate
 for choosing a budget, not a promise: real runs vary with the prompts and the model's family.
 """
 
@@ -59,18 +62,25 @@ def disk_for_params(n_params: int) -> int:
     return int(math.ceil((full_gb * 2 + 30) / 10) * 10)
 
 
-def estimate_run(n_params: int, shape: RunShape, gpu: GpuKind) -> RunEstimate:
-    """Hours for one run of `shape` on one `gpu` (a pure function; see the module text)."""
+def estimate_run(n_params: int, shape: RunShape, gpu: GpuKind, *, count: Any = None) -> RunEstimate:
+    """Hours for one run of `shape` on one `gpu` (a pure function; see the module text).
+    `count`: the preflight ParamCount, for mixture-of-experts models (expert parameters)."""
     if n_params <= 0:
         raise ValueError("n_params must be positive")
     bytes_per_param = BYTES_PER_PARAM.get(shape.quantization, 2.0)
-    weight_bytes = n_params * bytes_per_param
+    expert = int(getattr(count, "expert", 0) or 0)  # fused experts: never quantized
+    weight_bytes = (n_params - expert) * bytes_per_param + expert * 2.0
     step_s = weight_bytes / (gpu.bandwidth_gb_s * 1e9)
     batch = max(1, shape.batch_size)
-    per_trial_steps = (math.ceil(shape.harmful_eval / batch) * shape.max_response_tokens
-                       + math.ceil(shape.harmless_eval / batch) + 2)
+    decode_s = step_s
+    if expert:  # a decode step of `batch` tokens reads only the experts they route to
+        unread = n_params - count.read_per_step(min(batch, shape.harmful_eval))
+        decode_s = (weight_bytes - unread * 2.0) / (gpu.bandwidth_gb_s * 1e9)
+    decode_steps = math.ceil(shape.harmful_eval / batch) * shape.max_response_tokens
+    full_steps = (math.ceil(shape.harmless_eval / batch) + 2) * shape.trials
     residual_steps = math.ceil(shape.direction_prompts / batch)
-    gpu_s = (shape.trials * per_trial_steps + residual_steps) * step_s / EFFICIENCY
+    gpu_s = ((shape.trials * decode_steps) * decode_s
+             + (full_steps + residual_steps) * step_s) / EFFICIENCY
     full_bytes = n_params * 2.0  # downloaded and exported at full precision
     io_s = full_bytes / DOWNLOAD_BYTES_S + 2 * full_bytes / UPLOAD_BYTES_S
     hours = (gpu_s + io_s + STARTUP_S) / 3600
@@ -121,6 +131,11 @@ def _total_from(result: Any) -> int:
 def count_model_parameters(model: str, revision: str | None = None,
                            trust_remote_code: bool = False) -> int:
     """The model's parameter count, from preflight's counter (reads the config, not weights)."""
+    return _total_from(count_model(model, revision, trust_remote_code))
+
+
+def count_model(model: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """Preflight's ParamCount of the model (total, active and expert parameters)."""
     try:
         from heretic.preflight.estimate import count_parameters  # type: ignore[import-not-found]
     except ImportError:
@@ -137,4 +152,4 @@ def count_model_parameters(model: str, revision: str | None = None,
         raise CloudError(f"Could not count the parameters of '{model}': "
                          f"{type(exc).__name__}: {exc}.",
                          "Check the model id (and HF_TOKEN for gated models).") from None
-    return _total_from(result)
+    return result

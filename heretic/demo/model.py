@@ -16,6 +16,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -136,20 +137,32 @@ def _freeze_others(model: LlamaForCausalLM, trainable: tuple[int, ...] | None) -
 def train_demo_model(
     output_dir: Path, *, spec: ModelSpec | None = None, reporter: Reporter | None = None
 ) -> None:
-    reporter = reporter or NullReporter()
     spec = spec or ModelSpec()
-    steps, seed = spec.steps, spec.seed
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
+    torch.manual_seed(spec.seed)
     tokenizer = build_tokenizer(spec.refusal)
     model = LlamaForCausalLM(build_config(tokenizer, spec.num_layers))
     _freeze_others(model, spec.trainable_layers)
-    examples = _examples(tokenizer, spec.refusal)
+    fit_and_save(model, tokenizer, output_dir, steps=spec.steps, seed=spec.seed,
+                 reporter=reporter, label="the demo model",
+                 marker={"version": DEMO_VERSION, "spec": asdict(spec)}, refusal=spec.refusal)
+
+
+def fit_and_save(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, output_dir: Path, *, steps: int,
+    seed: int, reporter: Reporter | None, label: str, marker: dict, lr: float = 4e-3,
+    refusal: str = REFUSAL,
+) -> None:
+    """Train `model` on the demo conversations (refuse the harmful verbs with `refusal`, answer
+    the rest) and save it with the tokenizer; any causal LM built on `build_tokenizer()` can be
+    trained so. Frozen parameters (requires_grad False) stay as they are."""
+    reporter = reporter or NullReporter()
+    rng = random.Random(seed)
+    examples = _examples(tokenizer, refusal)
     learnable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(learnable, lr=4e-3, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=4e-3, total_steps=steps)
+    optimizer = torch.optim.AdamW(learnable, lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
     model.train()
-    with reporter.task("training the demo model", steps) as advance:
+    with reporter.task(f"training {label}", steps) as advance:
         for _ in range(steps):
             ids, mask, labels = _batch(rng.sample(examples, 64), tokenizer.pad_token_id)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
@@ -165,8 +178,7 @@ def train_demo_model(
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     (output_dir / "heretic_demo.json").write_text(
-        json.dumps({"version": DEMO_VERSION, "seed": seed, "steps": steps,
-                    "final_loss": loss.item(), "spec": asdict(spec)})
+        json.dumps({**marker, "seed": seed, "steps": steps, "final_loss": loss.item()})
     )
 
 
@@ -176,8 +188,18 @@ def ensure_demo_model(reporter: Reporter | None = None) -> Path:
 
 
 def ensure_model(target: Path, spec: ModelSpec, reporter: Reporter | None = None) -> Path:
-    """`target`, holding a model trained from `spec` (trained first if missing; once, under a
-    file lock, written to a temporary folder and renamed into place)."""
+    """`target`, holding a demo-style model trained from `spec` (see `ensure_trained`)."""
+    def train(folder: Path, reporter: Reporter | None = None) -> None:
+        train_demo_model(folder, spec=spec, reporter=reporter)
+
+    return ensure_trained(target, train, "the demo model", reporter)
+
+
+def ensure_trained(
+    target: Path, train: Callable[..., None], label: str, reporter: Reporter | None = None,
+) -> Path:
+    """`target`, trained by `train(folder, reporter=...)` first if missing: once, under a file
+    lock, into a staging folder renamed into place with a completion marker written last."""
     reporter = reporter or NullReporter()
     if (target / _DONE).is_file():
         return target
@@ -186,15 +208,16 @@ def ensure_model(target: Path, spec: ModelSpec, reporter: Reporter | None = None
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits for the first one's model
         if (target / _DONE).is_file():
             return target
-        reporter.info("Training the built-in demo model on the CPU (once; it is cached after).")
+        reporter.info(f"Training {label} on the CPU (once; it is cached after).")
         start = time.monotonic()
         staging = Path(tempfile.mkdtemp(prefix=".demo-build-", dir=target.parent))
         try:
-            train_demo_model(staging, spec=spec, reporter=reporter)
+            train(staging, reporter=reporter)
             (staging / _DONE).write_text("ok\n")
             shutil.rmtree(target, ignore_errors=True)
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        reporter.info(f"Demo model trained in {time.monotonic() - start:.0f}s, cached at {target}.")
+        reporter.info(f"{label[0].upper()}{label[1:]} trained in {time.monotonic() - start:.0f}s, "
+                      f"cached at {target}.")
     return target

@@ -10,6 +10,13 @@ For a module y = W x (+ b) with W: (out, in), an orthonormal basis V: (k, out) a
 
 The hooks never modify or copy weights: a trial only swaps small per-module tensors (O(1)
 reset), which works for 4-bit weights and for models split across devices.
+
+Mixture-of-experts blocks: the fused experts module outputs sum_e g_e(x) (W_e h_e + b_e), and the
+routing weights g_e are scalars, so editing that output with M = I - lam V^T V equals editing
+every expert: the fold is down_proj[e] <- M down_proj[e] (b_e <- M b_e) for every expert, and the
+router is untouched. Shared experts are linear writers of their own. The norm-preserving variant
+scales each expert's rows by that expert's own c, which no edit of the summed output can apply,
+so it is refused for MoE layers rather than approximated (see `check_variant`).
 """
 
 from __future__ import annotations
@@ -22,11 +29,27 @@ from typing import Literal
 import torch
 from torch import nn
 
-from heretic.engine.architecture import Architecture
+from heretic.engine.architecture import Architecture, FusedExperts
 from heretic.engine.directions import Directions
 from heretic.engine.parameters import AblationParams, layer_bases
+from heretic.errors import ConfigError
 
 Variant = Literal["standard", "norm-preserving"]
+
+
+def check_variant(arch: Architecture, variant: str) -> None:
+    """Refuse norm-preserving ablation where it cannot be exact (MoE layers' fused experts)."""
+    if variant != "norm-preserving" or not arch.moe_layers:
+        return
+    layers = arch.moe_layers
+    raise ConfigError(
+        f"--ablation norm-preserving cannot be applied exactly to the mixture-of-experts layers "
+        f"of this '{arch.model_type}' model ({len(layers)} of {arch.num_layers} layers): it "
+        "rescales every expert's rows by that expert's own factor, and the search edits the "
+        "routed sum of the experts' outputs, so the searched and the exported model would differ.",
+        "Use --ablation standard (exact on MoE models: it removes the direction from every "
+        "expert), or keep norm-preserving for attention only with --set components=attention.",
+    )
 
 
 def dense_weight(module: nn.Linear) -> torch.Tensor:
@@ -96,6 +119,29 @@ def fold_into_linear(module: nn.Linear, state: EditState) -> None:
         module.bias.data.copy_(edit_output(module.bias.detach()[None], _on(state, weight.device))[0])
 
 
+def fold_into_experts(experts: FusedExperts, state: EditState) -> None:
+    """down_proj[e] <- M down_proj[e] and b_e <- M b_e for every expert (standard variant only)."""
+    if state.lam == 0.0 or state.basis is None:
+        return
+    if state.inv_norm is not None or state.scale is not None:
+        raise ValueError("norm-preserving edits are not defined for fused experts")
+    down = experts.down
+    basis = state.basis.to(down.device)
+    # One expert at a time: a float32 copy of all experts of a large MoE layer (DeepSeek-V3:
+    # 256 x 7168 x 2048) would need tens of GB; one expert is a few MB.
+    for e in range(down.shape[0]):
+        weight = down[e].detach().float()
+        # (E, H, I): the output is dim 0 of W_e, M W_e = W_e - lam V^T (V W_e); (E, I, H): W_e M^T.
+        if experts.transposed:
+            new = weight - state.lam * (weight @ basis.T) @ basis
+        else:
+            new = weight - state.lam * basis.T @ (basis @ weight)
+        down.data[e].copy_(new.to(down.dtype))
+    bias = experts.bias
+    if bias is not None:
+        bias.data.copy_(edit_output(bias.detach(), _on(state, bias.device)))
+
+
 def _on(state: EditState, device: torch.device) -> EditState:
     move = lambda t: None if t is None else t.to(device)  # noqa: E731
     return EditState(state.lam, move(state.basis), move(state.inv_norm), move(state.scale))
@@ -108,22 +154,29 @@ class Ablator:
         self.arch = arch
         self.directions = directions
         self.variant = variant
-        self.states: dict[tuple[int, str], EditState] = {}
+        check_variant(arch, variant)
+        self.states: dict[tuple[int, str, int], EditState] = {}
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._np_cache: dict[tuple[int, str, int], tuple[torch.Tensor, torch.Tensor, float]] = {}
 
-    def modules(self) -> Iterator[tuple[int, str, nn.Linear]]:
+    def modules(self) -> Iterator[tuple[tuple[int, str, int], nn.Module]]:
+        """((layer, component, part), module) for every writer; part 0 is the main writer."""
         for entry in self.arch.layers:
-            for component, module in entry.writers.items():
-                yield entry.index, component, module
+            for component in entry.writers:
+                for part, module in enumerate(entry.all_writers(component)):
+                    yield (entry.index, component, part), module
+
+    def experts_layout(self, key: tuple[int, str, int], module: nn.Module) -> FusedExperts | None:
+        return self.arch.layers[key[0]].experts.get(id(module))
 
     def install(self) -> Ablator:
-        for layer, component, module in self.modules():
-            state = self.states.setdefault((layer, component), EditState())
+        for key, module in self.modules():
+            state = self.states.setdefault(key, EditState())
 
             def hook(_module, _args, output, state=state):
                 if state.lam == 0.0:
                     return None
+                if isinstance(output, tuple):  # (hidden, extras) from some block types
+                    return (edit_output(output[0], state), *output[1:])
                 return edit_output(output, state)
 
             self.handles.append(module.register_forward_hook(hook))
@@ -138,21 +191,34 @@ class Ablator:
         for state in self.states.values():
             state.lam = 0.0
 
-    def compute_states(self, params: AblationParams) -> dict[tuple[int, str], EditState]:
+    def compute_states(self, params: AblationParams) -> dict[tuple[int, str, int], EditState]:
         bases = layer_bases(self.directions, params, self.arch.num_layers)
-        states: dict[tuple[int, str], EditState] = {}
-        for layer, component, module in self.modules():
-            lam = params.strengths(component, self.arch.num_layers)[layer]
+        components = self.arch.layers[0].writers if self.arch.layers else {}
+        strengths = {c: params.strengths(c, self.arch.num_layers) for c in components}
+        states: dict[tuple[int, str, int], EditState] = {}
+        for key, module in self.modules():
+            layer, component, _ = key
+            lam = strengths[component][layer]
             if lam == 0.0:
-                states[(layer, component)] = EditState()
+                states[key] = EditState()
                 continue
-            device = module.weight.device
+            device = next(module.parameters()).device
             basis = bases[layer].to(device=device, dtype=torch.float32)
             state = EditState(lam=lam, basis=basis)
             if self.variant == "norm-preserving":
                 state.inv_norm, state.scale = norm_preserving_terms(dense_weight(module), basis, lam)
-            states[(layer, component)] = state
+            states[key] = state
         return states
+
+    def fold(self, params: AblationParams) -> None:
+        """Write the edit of `params` into the weights (the export; the hooks stay off)."""
+        states = self.compute_states(params)
+        for key, module in self.modules():
+            layout = self.experts_layout(key, module)
+            if layout is not None:
+                fold_into_experts(layout, states[key])
+            else:
+                fold_into_linear(module, states[key])  # type: ignore[arg-type]
 
     def apply(self, params: AblationParams) -> None:
         for key, new in self.compute_states(params).items():

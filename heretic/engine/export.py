@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 
 from heretic.config.settings import Settings
-from heretic.engine.ablation import Ablator, fold_into_linear
+from heretic.engine.ablation import Ablator
 from heretic.engine.architecture import describe
 from heretic.engine.directions import Directions
 from heretic.engine.loading import LoadedModel
@@ -32,10 +32,7 @@ from heretic.progress import NullReporter, Reporter
 def fold(model: torch.nn.Module, directions: Directions, params: AblationParams,
          settings: Settings) -> None:
     arch = describe(model, list(settings.components))
-    ablator = Ablator(arch, directions, settings.ablation)
-    states = ablator.compute_states(params)
-    for layer, component, module in ablator.modules():
-        fold_into_linear(module, states[(layer, component)])
+    Ablator(arch, directions, settings.ablation).fold(params)
 
 
 def _can_fold_in_place(loaded: LoadedModel) -> bool:

@@ -34,7 +34,27 @@ def check_model(settings: Settings) -> tuple[Check, ParamCount | None]:
         f"{count.total / 1e9:.2f}B parameters ({count.model_type}, {count.num_layers} layers, "
         f"hidden {count.hidden_size}, vocab {count.vocab_size})"
     )
+    if count.moe_layers:
+        measured += (f"; mixture of experts: {count.active / 1e9:.2f}B active per token "
+                     f"({count.experts_per_token} of {count.num_experts} experts in "
+                     f"{count.moe_layers} layers)")
+    problem = _edit_problem(settings, count)
+    if problem:
+        return Check("model", Status.FAIL, measured, "an architecture heretic can edit",
+                     problem), count
     return Check("model", Status.OK, measured, "a readable config.json"), count
+
+
+def _edit_problem(settings: Settings, count: ParamCount) -> str:
+    """Why the requested edit cannot run on this architecture ('' when it can)."""
+    for component in settings.components:
+        if component in count.unsupported:
+            return count.unsupported[component]
+    if settings.ablation == "norm-preserving" and "mlp" in settings.components and count.moe_layers:
+        return (f"--ablation norm-preserving cannot be applied exactly to the {count.moe_layers} "
+                "mixture-of-experts layers (it rescales each expert's rows by its own factor). "
+                "Use --ablation standard (exact on MoE models), or --set components=attention.")
+    return ""
 
 
 def check_profile(

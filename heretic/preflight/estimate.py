@@ -8,12 +8,20 @@ folder, or from the Hub cache / a download of that one file when online.
 Estimates, not measurements: runtime memory assumes SDPA attention (no T x T score matrix), a
 prompt of `prompt_tokens` tokens, and the largest batch the settings allow. NF4 is costed as
 bitsandbytes' default layout (4 bits + one fp32 absmax per 64 weights = 0.5625 bytes/param on
-linear layers; embeddings, lm_head, norms and biases stay 16-bit).
+linear layers; embeddings, lm_head, norms and biases stay 16-bit). bitsandbytes quantizes
+nn.Linear layers only, so the fused 3-D expert tensors of mixture-of-experts models (most of
+their weights) stay 16-bit in a "4-bit" run, and are costed so.
+
+Mixture-of-experts models: memory comes from the total count (every expert is loaded); the
+active count (total minus the experts a token does not use: k of E per MoE layer) is what one
+token computes with. A decode step of a batch reads every expert that any of its tokens routes
+to, so `read_per_step(tokens)` (the parameters a step reads) grows from the active count at one
+token towards the total at large batches.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,28 @@ class ParamCount:
     num_kv_heads: int
     head_dim: int
     model_type: str
+    expert: int = 0  # parameters in fused expert tensors (gate_up, down, their biases)
+    num_experts: int = 0  # routed experts per MoE layer (E)
+    experts_per_token: int = 0  # experts each token is routed to (k)
+    moe_layers: int = 0  # decoder layers with fused experts
+    # component -> why heretic cannot edit it in this architecture (empty when it can)
+    unsupported: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def active(self) -> int:
+        """Parameters one token computes with: the inactive experts' share left out."""
+        if not self.expert or not self.num_experts:
+            return self.total
+        unused = self.expert * (self.num_experts - self.experts_per_token) / self.num_experts
+        return self.total - int(unused)
+
+    def read_per_step(self, tokens: int) -> int:
+        """Parameters a forward step over `tokens` tokens reads, in expectation over uniform
+        routing: an expert is skipped only when no token picks it, (1 - k/E)^tokens."""
+        if not self.expert or not self.num_experts:
+            return self.total
+        skipped = (1 - self.experts_per_token / self.num_experts) ** max(1, tokens)
+        return self.total - int(self.expert * skipped)
 
     @property
     def other(self) -> int:
@@ -46,7 +76,7 @@ class ParamCount:
         return self.total - self.embedding - self.lm_head - self.linear
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "active": self.active}
 
 
 def _looks_like_path(model: str) -> bool:
@@ -125,6 +155,43 @@ def _linear_counts(model: Any, lm_head: Any) -> tuple[int, int]:
     return total, largest
 
 
+def _expert_counts(model: Any, text: Any) -> tuple[int, int, int]:
+    """(parameters in fused expert tensors, experts per layer, experts per token)."""
+    from heretic.engine.architecture import fused_experts, hidden_size
+
+    hidden = hidden_size(model)
+    total = experts = 0
+    for module in model.modules():
+        layout = fused_experts(module, hidden)
+        if layout is not None:
+            total += _numel(module)
+            experts = max(experts, layout.num_experts)
+    per_token = int(getattr(text, "num_experts_per_tok", 0) or 0)
+    if total and not per_token:
+        per_token = experts  # unknown routing: count every expert as active (errs slow)
+    return total, experts, min(per_token, experts)
+
+
+def _structure(model: Any) -> tuple[int, dict[str, str]]:
+    """(MoE layer count, component -> why it cannot be edited), from the module tree alone."""
+    from heretic.engine.architecture import describe
+    from heretic.errors import HereticError
+
+    unsupported: dict[str, str] = {}
+    moe_layers = 0
+    for component in ("attention", "mlp"):
+        try:
+            arch = describe(model, [component])
+        except HereticError as exc:
+            unsupported[component] = exc.message
+            continue
+        except Exception:  # noqa: BLE001 - a model the finder trips on: the run will say why
+            continue
+        if component == "mlp":
+            moe_layers = len(arch.moe_layers)
+    return moe_layers, unsupported
+
+
 def _largest_layer(model: Any, num_layers: int) -> int:
     import torch
 
@@ -150,6 +217,8 @@ def count_from_config(config: Any, trust_remote_code: bool = False) -> ParamCoun
     heads = int(getattr(text, "num_attention_heads", 1) or 1)
     hidden = int(getattr(text, "hidden_size", 0) or 0)
     head_dim = int(getattr(text, "head_dim", 0) or 0) or (hidden // heads if heads else 0)
+    expert, num_experts, per_token = _expert_counts(model, text)
+    moe_layers, unsupported = _structure(model)
     return ParamCount(
         total=total, embedding=embedding, lm_head=lm_head, linear=linear,
         largest_linear=largest_linear,
@@ -159,6 +228,8 @@ def count_from_config(config: Any, trust_remote_code: bool = False) -> ParamCoun
         vocab_size=int(getattr(text, "vocab_size", 0) or embedding // max(hidden, 1)),
         num_kv_heads=int(getattr(text, "num_key_value_heads", 0) or heads),
         head_dim=head_dim, model_type=str(getattr(config, "model_type", "")),
+        expert=expert, num_experts=num_experts, experts_per_token=per_token,
+        moe_layers=moe_layers, unsupported=unsupported,
     )
 
 

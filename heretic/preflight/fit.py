@@ -13,7 +13,7 @@ Rules (estimates, with margins on purpose):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from heretic.preflight.estimate import MemoryEstimate
 from heretic.preflight.gpus import GIB, GpuInfo, GpuInventory
@@ -115,3 +115,20 @@ def smallest_gpu_set(
         if fit.fits:
             return f"{n}x {card.label}" + (" split with device_map balanced" if n > 1 else "")
     return None
+
+
+def planned_inventory(spec: str, base: GpuInventory) -> GpuInventory:
+    """A hypothetical machine for `heretic preflight --gpus NxGB` (e.g. 1x80, 4x24): fresh
+    cards of that common memory class, and `base`'s RAM (the planning machine's own)."""
+    from heretic.errors import ConfigError
+
+    count, _, size = spec.strip().lower().partition("x")
+    cards = {card.label.split()[0]: card for card in COMMON_GPUS}
+    if not count.isdigit() or int(count) < 1 or size.removesuffix("gb") not in cards:
+        raise ConfigError(
+            f"--gpus {spec!r} is not a GPU set heretic knows.",
+            f"Write COUNTxGB with GB one of {', '.join(cards)}, e.g. --gpus 1x80 or --gpus 4x24.",
+        )
+    card = cards[size.removesuffix("gb")]
+    gpus = [replace(card.as_gpu(i), uuid=f"planned-{i}") for i in range(int(count))]
+    return GpuInventory(gpus, base.ram_total_bytes, base.ram_available_bytes, driver="planned")

@@ -151,8 +151,18 @@ def choose_profile(
         f"The {_size(estimate)} does not fit this machine ({_machine(gpus)}): in bf16 it "
         f"{bf16.describe()}; in 4 bit it {four.describe()}"
         + (f"; split over all GPUs it {split.describe()}" if len(gpus) > 1 else "")
-        + f". {_four_bit_split_hint(m4, gpus)}{_suggestion(estimate, directory)}",
+        + f". {_four_bit_split_hint(m4, gpus)}{_suggestion(estimate, directory)}"
+        + _experts_note(estimate),
     )
+
+
+def _experts_note(count: ParamCount) -> str:
+    """Why 4 bit barely helps a mixture-of-experts model (its experts are not nn.Linear)."""
+    if not count.expert:
+        return ""
+    return (f" bitsandbytes quantizes linear layers only: the fused experts "
+            f"({count.expert / 1e9:.1f}B of the {count.total / 1e9:.1f}B parameters) stay 16-bit, "
+            "so 4 bit hardly shrinks this model.")
 
 
 def _roomiest(gpus: list[GpuInfo]) -> GpuInfo:
