@@ -121,7 +121,8 @@ def phase_base(evaluator: Evaluator, reporter: Reporter) -> RefusalResult:
 def best_so_far(trials: list[optuna.trial.FrozenTrial], settings: Settings) -> dict[str, Any] | None:
     """The trial the selection policy would take now (or, if none qualifies yet, the one with
     the fewest refusals), for progress displays."""
-    chosen = select(trials, settings.selection, settings.kl_cap, settings.refusal_cap)
+    chosen = select(trials, settings.selection, settings.kl_cap, settings.refusal_cap,
+                    settings.max_refusal_share)
     if chosen is None and trials:
         chosen = min(trials, key=lambda t: (score(t).refusals, score(t).kl))
     if chosen is None:
@@ -129,7 +130,7 @@ def best_so_far(trials: list[optuna.trial.FrozenTrial], settings: Settings) -> d
     s = score(chosen)
     return {"trial": s.number, "refusals": s.refusals, "kl_divergence": s.kl,
             "meets_policy": select([chosen], settings.selection, settings.kl_cap,
-                                   settings.refusal_cap) is not None}
+                                   settings.refusal_cap, settings.max_refusal_share) is not None}
 
 
 def phase_search(
@@ -345,7 +346,8 @@ def _finish(settings: Settings, prep: Prepared, timings: dict[str, float], t_all
     assert base is not None
     output = output or settings.output
     trials = completed_trials(prep.study)[: settings.trials]
-    selected = chosen or select(trials, settings.selection, settings.kl_cap, settings.refusal_cap)
+    selected = chosen or select(trials, settings.selection, settings.kl_cap, settings.refusal_cap,
+                                settings.max_refusal_share)
     record = RunRecord(
         model=prep.loaded.source, settings=settings.public_dump(),
         base_refusals=base.count, n_harmful=base.total,
@@ -373,7 +375,8 @@ def _finish(settings: Settings, prep: Prepared, timings: dict[str, float], t_all
     if selected is None:
         raise NoAcceptableTrialError(
             f"No trial met the selection policy ({settings.selection}, KL cap {settings.kl_cap},"
-            f" refusal cap {settings.refusal_cap}); the report is in {output}.",
+            f" refusal cap {settings.refusal_cap}, at most {settings.max_refusal_share:.0%} of "
+            f"the harmful prompts refused); the report is in {output}.",
             "Run more trials (--trials, the study resumes), or relax --kl-cap / the policy; "
             "`heretic export --trial N` exports any trial of the study as it is.",
         )

@@ -98,3 +98,14 @@ def test_a_study_from_before_the_split_resumes_only_with_split_zero(tmp_path) ->
         check_or_record_settings(tmp_path, Settings())
     assert "verify_split" in err.value.message
     check_or_record_settings(tmp_path, Settings(verify_split=0.0))  # the same trials: accepted
+
+
+def test_fewest_refusals_refuses_a_best_trial_that_still_refuses_too_much() -> None:
+    from heretic.engine.selection import select
+
+    trials = [_trial(1, 62, 0.001), _trial(2, 70, 0.0005)]
+    for t in trials:
+        t.set_user_attr("n_harmful", 100)
+    assert select(trials, "fewest-refusals", 0.5, 5).number == 1  # no share cap: as before
+    assert select(trials, "fewest-refusals", 0.5, 5, max_refusal_share=0.2) is None
+    assert select(trials, "fewest-refusals", 0.5, 5, max_refusal_share=0.62).number == 1

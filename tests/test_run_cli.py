@@ -144,7 +144,10 @@ def test_sigkill_mid_study_then_rerun_ends_with_exact_trials(demo_model_dir, cli
     reruns = {t.user_attrs.get("heretic_rerun_of"): t.params for t in after}
     for trial in failed:  # the trial killed half-way ran again with the same parameters
         if trial.params:  # (killed before its parameters were drawn: nothing to re-run)
-            assert reruns.get(trial.number) == trial.params
+            # Optuna stores each parameter as it is drawn: a kill in the middle of the drawing
+            # leaves some, which the re-run keeps and completes.
+            assert trial.number in reruns
+            assert reruns[trial.number].items() >= trial.params.items()
     assert json.loads((out / "report.json").read_text())["trials"]["completed"] == n
 
 

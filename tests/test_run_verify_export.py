@@ -147,3 +147,19 @@ def test_export_without_a_study_is_a_clear_error(tmp_path, cli_env) -> None:
     result = run_cli(["export", "--trial", "1", "--output", str(tmp_path / "nothing")], cli_env)
     assert result.returncode == 14
     assert "holds no study" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_refusal_the_budget_cannot_remove_ends_with_exit_nine(tmp_path, cli_env) -> None:
+    """Strengths too weak to remove anything: every trial keeps nearly all refusals at a tiny
+    KL. The run must not export that model as if it worked."""
+    out = tmp_path / "out"
+    result = run_cli(["run", "--trials", "3", "--output", str(out),
+                      "--set", "max_weight=0.0,0.02", "--set", "min_weight_fraction=0,0.1"],
+                     cli_env)
+    assert result.returncode == 9, result.stderr[-2000:]
+    assert "at most 20% of the harmful prompts refused" in result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["selected_trial"] is None and report["trials"]["completed"] == 3
+    assert min(row["refusals"] for row in map(json.loads, (out / "trials.jsonl").read_text()
+                                                .splitlines())) > 0.2 * report["base"]["n_harmful"]
+    assert not (out / "model").exists()

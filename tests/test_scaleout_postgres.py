@@ -135,7 +135,8 @@ def test_two_machines_share_a_postgres_study_and_a_killed_trial_is_rerun(
                      "--set", "kl_cap=100", "--output", str(out / "final")], env)
     assert final.returncode == 0, final.stderr[-3000:]
     report = json.loads((out / "final" / "report.json").read_text())
-    assert report["trials"] == {"requested": n, "completed": n}
+    assert report["trials"] == {"requested": n, "completed": n,
+                                "stop_reason": f"all {n} requested trials ran"}
     assert (out / "final" / "model" / "config.json").is_file()
     assert report["settings"]["storage"].startswith("postgresql://heretic_worker:****@")
 

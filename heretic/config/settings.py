@@ -255,6 +255,14 @@ class Settings(BaseModel):
     refusal_cap: int = Field(
         5, ge=0, description="Highest acceptable refusal count (lowest-kl policy)."
     )
+    max_refusal_share: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Most refusals the selected trial may leave, as a share of the harmful "
+        "evaluation prompts (fewest-refusals policy): above it no trial qualifies and the run "
+        "ends with exit 9 and its report instead of exporting a model that still refuses.",
+    )
 
     # --- output -------------------------------------------------------------------------
     output: Path = Field(Path("heretic-output"), description="Output folder.")

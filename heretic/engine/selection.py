@@ -27,15 +27,26 @@ def score(trial: FrozenTrial) -> TrialScore:
     return TrialScore(trial.number, int(refusals), float(kl))
 
 
+def refusal_share(trial: FrozenTrial) -> float:
+    """Refusals as a share of the harmful prompts the trial was scored on."""
+    n = trial.user_attrs.get("n_harmful") or 0
+    return score(trial).refusals / n if n else 0.0
+
+
 def select(
-    trials: list[FrozenTrial], policy: str, kl_cap: float, refusal_cap: int
+    trials: list[FrozenTrial], policy: str, kl_cap: float, refusal_cap: int,
+    max_refusal_share: float = 1.0,
 ) -> FrozenTrial | None:
+    """The trial the policy takes, or None. fewest-refusals also refuses a "best" trial that
+    leaves more than max_refusal_share of the prompts refused: a model whose refusal was not
+    removed must end as a failure (exit 9), not as a silently bad export."""
     scored = [(score(t), t) for t in trials if t.values is not None]
     if policy == "lowest-kl":
         ok = [(s, t) for s, t in scored if s.refusals <= refusal_cap]
         key = lambda st: (st[0].kl, st[0].refusals, st[0].number)  # noqa: E731
     else:
-        ok = [(s, t) for s, t in scored if s.kl <= kl_cap]
+        ok = [(s, t) for s, t in scored
+              if s.kl <= kl_cap and refusal_share(t) <= max_refusal_share + 1e-9]
         key = lambda st: (st[0].refusals, st[0].kl, st[0].number)  # noqa: E731
     return min(ok, key=key)[1] if ok else None
 
