@@ -3,7 +3,6 @@ folded export, and an unknown architecture is a clear error, not a partial edit.
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from heretic.engine.export import fold
 from heretic.engine.parameters import AblationParams, Kernel
 from heretic.config.settings import Settings
 from heretic.errors import UnsupportedArchitectureError
-from tiny_models import ARCHITECTURES, tiny_model
+from tiny_models import ARCHITECTURES, assert_hooked_equals_folded, tiny_model
 
 
 def random_directions(num_layers: int, hidden: int, k: int = 1, seed: int = 1) -> Directions:
@@ -45,22 +44,7 @@ def test_hooked_edit_equals_folded_weights(model_type: str, variant: str) -> Non
     hidden = model.get_input_embeddings().weight.shape[1]
     directions = random_directions(arch.num_layers, hidden, k=2 if variant == "standard" else 1)
     ids = torch.randint(0, 128, (2, 9), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        base = model(ids).logits
-    for params in PARAMS:
-        ablator = Ablator(arch, directions, variant).install()
-        with torch.no_grad(), ablator.applied(params):
-            hooked = model(ids).logits
-        with torch.no_grad():
-            reset = model(ids).logits
-        ablator.remove()
-        folded_model = copy.deepcopy(model)
-        fold(folded_model, directions, params, Settings(ablation=variant))
-        with torch.no_grad():
-            folded = folded_model(ids).logits
-        assert not torch.allclose(hooked, base, atol=1e-3), "the edit must change the output"
-        torch.testing.assert_close(reset, base)  # O(1) reset: clearing leaves no trace
-        torch.testing.assert_close(folded, hooked, rtol=1e-4, atol=1e-4)
+    assert_hooked_equals_folded(model, arch, directions, PARAMS, variant, ids)
 
 
 def test_norm_preserving_fold_keeps_every_row_norm() -> None:

@@ -17,6 +17,7 @@ from heretic.engine.export import export_model, fold
 from heretic.engine.parameters import AblationParams, Kernel
 from heretic.errors import ConfigError, ExitCode
 from test_engine_architectures import PARAMS, random_directions
+from tiny_models import assert_hooked_equals_folded
 from tiny_moe import MOE_ARCHITECTURES, tiny_moe_config, tiny_moe_model
 
 # (moe layers, dense layers, writers of one MoE layer's mlp component)
@@ -49,22 +50,7 @@ def test_hooked_edit_equals_folded_experts(model_type: str) -> None:
     model = tiny_moe_model(model_type)
     arch = describe(model, ["attention", "mlp"])
     directions = random_directions(arch.num_layers, 32, k=2)
-    with torch.no_grad():
-        base = model(IDS).logits
-    for params in PARAMS:
-        ablator = Ablator(arch, directions, "standard").install()
-        with torch.no_grad(), ablator.applied(params):
-            hooked = model(IDS).logits
-        with torch.no_grad():
-            reset = model(IDS).logits
-        ablator.remove()
-        folded_model = copy.deepcopy(model)
-        fold(folded_model, directions, params, Settings())
-        with torch.no_grad():
-            folded = folded_model(IDS).logits
-        assert not torch.allclose(hooked, base, atol=1e-3), "the edit must change the output"
-        torch.testing.assert_close(reset, base)  # O(1) reset: clearing leaves no trace
-        torch.testing.assert_close(folded, hooked, rtol=1e-4, atol=1e-4)
+    assert_hooked_equals_folded(model, arch, directions, PARAMS, "standard", IDS)
 
 
 @pytest.mark.parametrize("model_type", ["qwen3_moe", "gpt_oss"])
