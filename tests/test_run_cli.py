@@ -235,7 +235,9 @@ def test_bad_input_gets_one_paragraph_and_a_distinct_exit_code(
 
 
 def test_two_workers_share_one_study_and_finish_exactly_n(demo_model_dir, cli_env, tmp_path) -> None:
-    out, n = tmp_path / "out", 16
+    # Enough trials that the second worker, which loads the model after the first has started
+    # (a few seconds), still finds work: a demo trial takes about 0.1 s.
+    out, n = tmp_path / "out", 80
     result = run_cli(["run", "--trials", str(n), "--workers", "2", "--output", str(out)], cli_env)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = completed_in_journal(out / "study")
