@@ -31,7 +31,7 @@ from heretic.demo.settings import DEMO_LAYER
 from heretic.engine.architecture import describe
 from heretic.engine.loading import load_model
 from heretic.errors import NoAcceptableTrialError
-from heretic.run import run
+from heretic.run.recipe import run
 
 
 def _prompt_files(folder: Path) -> dict[str, str]:

@@ -45,8 +45,8 @@ from heretic.engine.layer_profile import derive_prior
 from heretic.engine.loading import load_model
 from heretic.engine.parameters import AblationParams
 from heretic.errors import NoAcceptableTrialError
-from heretic.run import run
-from heretic.study_files import load_directions, load_layer_profile
+from heretic.run.recipe import run
+from heretic.run.study_files import load_directions, load_layer_profile
 
 
 @dataclass(frozen=True)

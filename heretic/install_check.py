@@ -18,7 +18,7 @@ from heretic.image import cuda_line
 
 # What `heretic run` imports; psycopg only where the image promises PostgreSQL storage.
 REQUIRED = ("torch", "transformers", "accelerate", "bitsandbytes", "optuna", "huggingface_hub",
-            "heretic.run")
+            "heretic.run.recipe")
 IMAGE_EXTRA = ("psycopg",)
 LINE_ENV = "HERETIC_CUDA_LINE"
 

@@ -314,7 +314,7 @@ check_workers_sigterm() {
     local vol=$work/v4 tini rc=0 complete=0 failed running owners=0
     run_trials=200
     start_entry "$vol" "$work/4.log" --workers 2
-    wait_until 300 find_in_tree "$bg_pid" "heretic.worker" >/dev/null \
+    wait_until 300 find_in_tree "$bg_pid" "heretic.run.worker" >/dev/null \
         || { tail "$work/4.log"; fail "no worker process started"; }
     local deadline=$(( $(date +%s) + 300 ))
     while [ "$owners" -lt 2 ]; do  # both processes have completed trials: both are in the loop

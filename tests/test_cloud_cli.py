@@ -52,7 +52,7 @@ def test_offers_table_and_one_provider_without_key(fakes, monkeypatch):
 def test_offers_with_model_estimate_needs_the_counter(fakes, monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "heretic.preflight.estimate", None)
+    monkeypatch.setitem(sys.modules, "heretic.preflight.memory", None)
     result = cli("offers", "--model", "org/m")
     assert result.exit_code == ExitCode.CLOUD and "not available" in result.stderr
 

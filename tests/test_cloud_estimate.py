@@ -8,7 +8,7 @@ import types
 import pytest
 
 from heretic.cloud import estimate as est
-from heretic.cloud.gpus import gpu_kind
+from heretic.cloud.gpu_kinds import gpu_kind
 from heretic.errors import CloudError
 
 A100 = gpu_kind("A100-80GB")
@@ -77,14 +77,14 @@ def test_parameter_count_through_preflight(monkeypatch):
         calls.append((model, revision))
         return types.SimpleNamespace(total=8_030_261_248)
 
-    module = types.ModuleType("heretic.preflight.estimate")
+    module = types.ModuleType("heretic.preflight.memory")
     module.count_parameters = count_parameters
-    monkeypatch.setitem(sys.modules, "heretic.preflight.estimate", module)
+    monkeypatch.setitem(sys.modules, "heretic.preflight.memory", module)
     assert est.count_model_parameters("org/m", "main") == 8_030_261_248
     assert calls == [("org/m", "main")]
 
 
 def test_missing_counter_is_a_clear_message(monkeypatch):
-    monkeypatch.setitem(sys.modules, "heretic.preflight.estimate", None)
+    monkeypatch.setitem(sys.modules, "heretic.preflight.memory", None)
     with pytest.raises(CloudError, match="not available"):
         est.count_model_parameters("org/m")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from heretic.cloud import estimate as est
-from heretic.cloud.gpus import gpu_kind
-from heretic.preflight.estimate import count_parameters
+from heretic.cloud.gpu_kinds import gpu_kind
+from heretic.preflight.memory import count_parameters
 
 A100 = gpu_kind("A100-80GB")
 MOE = count_parameters(str(Path(__file__).parent / "fixtures" / "configs" / "qwen3-30b-a3b"))

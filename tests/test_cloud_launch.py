@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from heretic.cloud.gpus import gpu_kind
+from heretic.cloud.gpu_kinds import gpu_kind
 from heretic.cloud.launch import LaunchOptions, choose_offer, plan_launch, settings_env
-from heretic.cloud.models import Offer
+from heretic.cloud.records import Offer
 from heretic.cloud.runpod import RunPodClient
 from heretic.cloud.vast import VastClient
 from heretic.errors import CloudError, ConfigError, TokenError

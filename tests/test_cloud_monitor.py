@@ -10,9 +10,9 @@ import pytest
 from fakes.fake_runpod import RUNPOD_KEY, FakeRunPod, catalog_gpu
 from fakes.fake_vast import VAST_KEY, FakeVast, Reply, vast_offer
 
-from heretic.cloud.gpus import gpu_kind
+from heretic.cloud.gpu_kinds import gpu_kind
 from heretic.cloud.http import CreateUncertain
-from heretic.cloud.models import Instance, Offer, OfferQuery
+from heretic.cloud.records import Instance, Offer, OfferQuery
 from heretic.cloud.monitor import Monitor
 from heretic.cloud.notify import Alert, webhook_sink
 from heretic.cloud.runpod import RunPodClient

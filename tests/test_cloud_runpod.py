@@ -6,8 +6,8 @@ import pytest
 from fakes.fake_runpod import RUNPOD_KEY, FakeRunPod, catalog_gpu
 from fakes.fake_vast import Reply
 
-from heretic.cloud.gpus import gpu_kind
-from heretic.cloud.models import LaunchSpec, Offer, OfferQuery
+from heretic.cloud.gpu_kinds import gpu_kind
+from heretic.cloud.records import LaunchSpec, Offer, OfferQuery
 from heretic.cloud.runpod import RunPodClient
 from heretic.errors import CloudError
 

@@ -174,7 +174,7 @@ def test_the_scripts_filter_offers_as_the_cli_does(max_price, disk, cuda):
     languages: the same search body for Vast, the same catalog query for RunPod."""
     from urllib.parse import parse_qs
 
-    from heretic.cloud.gpus import gpu_kind
+    from heretic.cloud.gpu_kinds import gpu_kind
     from heretic.cloud.offer_filter import offer_query
     from heretic.cloud.runpod import RunPodClient
     from heretic.cloud.vast import VastClient

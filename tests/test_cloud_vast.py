@@ -6,9 +6,9 @@ import httpx
 import pytest
 from fakes.fake_vast import VAST_KEY, FakeVast, Reply, vast_offer
 
-from heretic.cloud.gpus import gpu_kind
+from heretic.cloud.gpu_kinds import gpu_kind
 from heretic.cloud.http import CreateUncertain
-from heretic.cloud.models import LaunchSpec, Offer, OfferQuery
+from heretic.cloud.records import LaunchSpec, Offer, OfferQuery
 from heretic.cloud.vast import VastClient
 from heretic.errors import CloudError
 

@@ -59,7 +59,7 @@ def test_unknown_keys_in_a_config_file_are_errors(tmp_path) -> None:
 
 def test_secrets_are_masked_in_dumps_written_to_disk(tmp_path) -> None:
     from heretic.config.settings import Settings
-    from heretic.engine.workers import settings_file, worker_settings
+    from heretic.run.worker_pool import settings_file, worker_settings
 
     s = Settings(notify="https://discord.com/api/webhooks/123/SECRET",
                  storage="postgresql://heretic:pa55word@db.example:5432/study", workers=2)

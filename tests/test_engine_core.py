@@ -124,7 +124,7 @@ def test_chat_format_passes_system_and_thinking_switch(demo) -> None:
     import copy
 
     from heretic.engine.chat import ChatFormat, format_chat
-    from heretic.run import chat_format
+    from heretic.run.recipe import chat_format
 
     tok = copy.deepcopy(demo.tokenizer)
     tok.chat_template = (

@@ -190,8 +190,8 @@ def test_heretic_run_end_to_end_on_a_moe_model(tmp_path) -> None:
     from transformers import AutoModelForCausalLM
 
     from heretic.demo.data import demo_prompts
-    from heretic.run import run
-    from heretic.study_files import load_directions
+    from heretic.run.recipe import run
+    from heretic.run.study_files import load_directions
 
     from heretic.demo.model import build_tokenizer
 

@@ -193,7 +193,7 @@ def test_cpu_dtype_follows_the_measurement(slowdown: float, fits: bool, expected
 
 def test_auto_dtype_on_a_cpu_only_run_is_the_measured_one_and_preflight_says_why() -> None:
     from heretic.preflight.cpu_dtype import check_cpu_dtype, choose_cpu_dtype
-    from heretic.preflight.gpus import GpuInventory
+    from heretic.preflight.inventory import GpuInventory
     from heretic.preflight.resolve import cpu_dtype_settings
 
     no_gpu = GpuInventory(gpus=[])
@@ -208,7 +208,7 @@ def test_auto_dtype_on_a_cpu_only_run_is_the_measured_one_and_preflight_says_why
 
 
 def test_the_first_prior_recorded_in_the_study_is_the_one_every_resume_uses(tmp_path: Path) -> None:
-    from heretic.study_files import load_layer_profile, save_layer_profile, study_prior
+    from heretic.run.study_files import load_layer_profile, save_layer_profile, study_prior
 
     study = open_study(tmp_path, name="s", storage_url=None, seed=0, startup_trials=1)
     profile = layer_profile(*planted({1: 4.0}))

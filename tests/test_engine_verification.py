@@ -14,7 +14,7 @@ from heretic.engine.prompts import load_prompt_sets, split_for_verification
 from heretic.engine.selection import front_neighbours, pareto_front
 from heretic.engine.verification import first_sentence
 from heretic.errors import PromptSourceError, StudyError
-from heretic.study_files import check_or_record_settings
+from heretic.run.study_files import check_or_record_settings
 
 
 def test_split_is_disjoint_stable_and_keeps_order() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from heretic import __version__
-from heretic.cloud.gpus import gpu_kind
+from heretic.cloud.gpu_kinds import gpu_kind
 from heretic.cloud.launch import DEFAULT_IMAGE, LaunchOptions, plan_launch
 from heretic.cloud.runpod import RunPodClient
 from heretic.cloud.vast import VastClient

@@ -26,7 +26,7 @@ from fakes.fake_vast import VAST_KEY, FakeVast, Recorded, Reply
 from heretic.errors import ConfigError, ExitCode, ModelNotFoundError, StudyError
 from heretic.lifecycle.on_failure import apply_policy, is_terminal, policy_from_argv, raw_policy
 from heretic.lifecycle.state import RunState
-from heretic.runner import execute
+from heretic.run.execution import execute
 
 POD, INSTANCE = "pod_abc123", "555"
 

@@ -150,7 +150,7 @@ SCRIPT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import typer
-    from heretic.cli.edge import guarded
+    from heretic.cli.errors import guarded
     from heretic.config.settings import Settings
     from heretic.lifecycle.session import RunLifecycle
 
@@ -222,7 +222,7 @@ def test_best_so_far_follows_the_selection_policy(policy: str, expected_trial: i
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
 
-    from heretic.run import best_so_far
+    from heretic.run.recipe import best_so_far
 
     def trial(number: int, refusals: int, kl: float):
         t = create_trial(values=[refusals, kl], params={"x": 0.0},

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
 from heretic.errors import ModelNotFoundError
-from heretic.preflight.estimate import (
+from heretic.preflight.memory import (
     NF4_BYTES_PER_PARAM,
     count_parameters,
     estimate_memory,

@@ -9,8 +9,8 @@ import pytest
 
 from heretic.config.profiles import list_profiles, load_profile
 from heretic.config.settings import Settings
-from heretic.preflight.estimate import ParamCount, count_parameters
-from heretic.preflight.gpus import (
+from heretic.preflight.memory import ParamCount, count_parameters
+from heretic.preflight.inventory import (
     GIB,
     GpuInfo,
     GpuInventory,

@@ -14,7 +14,7 @@ from heretic.engine.batching import Batcher
 from heretic.engine.evaluation import Evaluator
 from heretic.engine.loading import load_model
 from heretic.engine.prompts import load_prompt_sets
-from heretic.run import chat_format
+from heretic.run.recipe import chat_format
 from test_run_cli import completed_in_journal, run_cli
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 from heretic.cli.argv_secrets import split_storage
 from heretic.config.settings import Settings
 from heretic.lifecycle import secrets
-from heretic.lifecycle.secrets import add_secret, mask_url_password, redact, safe_cmdline
+from heretic.secrets import add_secret, mask_url_password, redact, safe_cmdline
 
 URL = "postgresql://heretic:S3cr3t-Pass-word@db.example.org:5432/heretic"
 PASSWORD = "S3cr3t-Pass-word"
@@ -72,7 +72,7 @@ def test_the_command_line_is_rewritten_without_the_password():
 
 
 def test_a_worker_gets_the_storage_by_environment_not_in_its_settings_file(tmp_path):
-    from heretic.engine.workers import worker_settings
+    from heretic.run.worker_pool import worker_settings
 
     data = worker_settings(Settings(storage=URL, output=Path(tmp_path)))
     assert data["storage"] is None and PASSWORD not in json.dumps(data)

@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 from test_run_cli import HERETIC, _all_trials, run_cli, wait_for
 
-from heretic.engine.workers import WorkerGroup
+from heretic.run.worker_pool import WorkerGroup
 
 
 def _owners(study_dir) -> set[str]:

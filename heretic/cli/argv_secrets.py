@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from heretic.lifecycle.secrets import url_password
+from heretic.secrets import url_password
 
 STORAGE_ENV = "HERETIC_STORAGE"
 LOCAL_COMMANDS = ("run", "demo", "preflight")

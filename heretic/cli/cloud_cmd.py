@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from heretic.cli.edge import guarded
+from heretic.cli.errors import guarded
 
 cloud = typer.Typer(name="cloud", no_args_is_help=True,
                     help="Rent a GPU for a run: offers, launch, follow, stop, monitor.")
@@ -38,7 +38,7 @@ def _print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from heretic.cloud.render import cell
+    from heretic.cloud.table_rows import cell
 
     table = Table(*columns, show_lines=False)
     for row in rows:
@@ -50,7 +50,7 @@ def _estimate(model: str | None, revision: str | None, profile: str, trials: int
               gpu: Any) -> Any:
     if not model:
         return None
-    from heretic.cloud.estimate import count_model, estimate_run, shape_for_profile
+    from heretic.cloud.cost import count_model, estimate_run, shape_for_profile
 
     count = count_model(model, revision)
     n_params = int(count.total)
@@ -84,10 +84,10 @@ def offers_cmd(
     `launch` filters them (GPU, disk, CUDA version, price cap)."""
 
     def run() -> None:
-        from heretic.cloud.gpus import gpu_kind
+        from heretic.cloud.gpu_kinds import gpu_kind
         from heretic.cloud.offer_filter import offer_query
         from heretic.cloud.providers import make_client, provider_names
-        from heretic.cloud.render import OFFER_COLUMNS, offer_row
+        from heretic.cloud.table_rows import OFFER_COLUMNS, offer_row
         from heretic.errors import CloudError
 
         kind = gpu_kind(gpu)
@@ -142,7 +142,7 @@ def _launch_options(provider: str, gpu: str, model: str, upload: str | None,
                     disk: int | None, profile: str, sets: list[str], cloud_tier: str,
                     volume_id: str | None, runpod_secret: str,
                     vast_account_token: bool = False) -> Any:
-    from heretic.cloud.gpus import gpu_kind
+    from heretic.cloud.gpu_kinds import gpu_kind
     from heretic.cloud.launch import DEFAULT_IMAGE, LaunchOptions
     from heretic.cloud.providers import provider_names
 
@@ -157,7 +157,7 @@ def _launch_options(provider: str, gpu: str, model: str, upload: str | None,
 def _count_quietly(model: str, disk: int | None) -> int | None:
     if disk is not None:
         return None
-    from heretic.cloud.estimate import count_model_parameters
+    from heretic.cloud.cost import count_model_parameters
     from heretic.errors import HereticError
 
     try:
@@ -198,10 +198,14 @@ def launch_cmd(
     """Rent the cheapest matching offer and start the heretic image on it."""
 
     def run() -> None:
-        from heretic.cloud.launch import (execute_launch, follow_hint,
-                                          hf_token_from_environment, plan_launch)
+        from heretic.cloud.launch import (
+            execute_launch,
+            follow_hint,
+            hf_token_from_environment,
+            plan_launch,
+        )
         from heretic.cloud.providers import make_client
-        from heretic.cloud.render import instance_row
+        from heretic.cloud.table_rows import instance_row
 
         opts = _launch_options(provider, gpu, model, upload, max_price, image, offer, disk,
                                profile, set_ or [], cloud_tier, volume_id, runpod_secret,
@@ -248,7 +252,7 @@ def status_cmd(instance_id: IdArg, provider: ProviderOpt, as_json: JsonOpt = Fal
     """An instance's state (never its environment, which holds secrets)."""
 
     def run() -> None:
-        from heretic.cloud.render import instance_row
+        from heretic.cloud.table_rows import instance_row
 
         row = instance_row(_with_client(provider, lambda c: c.status(instance_id)))
         if as_json:

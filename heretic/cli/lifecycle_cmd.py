@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from heretic.cli.edge import guarded
+from heretic.cli.errors import guarded
 
 DirArg = Annotated[
     Path | None,

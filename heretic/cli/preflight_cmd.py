@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from heretic.cli.edge import guarded
+from heretic.cli.errors import guarded
 from heretic.errors import ExitCode
 
 ModelOpt = Annotated[
@@ -60,9 +60,9 @@ def _preflight(
     kill_stale: bool, as_json: bool, planned_gpus: str | None = None,
 ) -> int:
     from heretic.config.sources import set_layer
-    from heretic.preflight.gpus import read_inventory
+    from heretic.preflight.checklist import run_preflight
+    from heretic.preflight.inventory import read_inventory
     from heretic.preflight.resolve import resolve_settings
-    from heretic.preflight.runner import run_preflight
 
     cli: dict[str, Any] = set_layer(sets)
     cli.update({k: v for k, v in (("model", model), ("profile", profile)) if v is not None})

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from heretic.cli.edge import guarded
+from heretic.cli.errors import guarded
 from heretic.config.settings import field_help
 
 H = field_help()
@@ -78,7 +78,7 @@ def demo_command(output: OutputOpt = None, trials: Annotated[int | None, _opt("t
 def _execute(cli: dict[str, Any], config: Path | None, assignments: list[str] | None,
              as_json: bool) -> None:
     from heretic.cli.run_output import print_summary
-    from heretic.runner import execute
+    from heretic.run.execution import execute
 
     def go() -> int:
         outcome = execute(cli, config_path=config, assignments=assignments)
@@ -104,7 +104,7 @@ def export_command(
     """Export one trial of a finished study (a gentler or stronger edit than the selected one)
     as a model with its own verified report, without running the search again."""
     from heretic.cli.run_output import print_summary
-    from heretic.runner import export_from_study
+    from heretic.run.execution import export_from_study
 
     def go() -> int:
         outcome = export_from_study(output, trial, dest=to, storage=storage)

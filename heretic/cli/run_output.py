@@ -9,7 +9,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from heretic.runner import Outcome
+from heretic.run.execution import Outcome
 
 
 def fmt_kl(value: float) -> str:

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from heretic.cloud.estimate import DEFAULT_DISK_GB
-from heretic.cloud.gpus import GpuKind
-from heretic.cloud.models import Instance, LaunchSpec, Offer, OfferQuery, Provider
+from heretic.cloud.cost import DEFAULT_DISK_GB
+from heretic.cloud.gpu_kinds import GpuKind
 from heretic.cloud.offer_filter import offer_query
+from heretic.cloud.records import Instance, LaunchSpec, Offer, OfferQuery, Provider
 from heretic.errors import CloudError, ConfigError, TokenError
 from heretic.image import default_image, min_host_cuda
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from heretic.cloud.http import CreateUncertain
-from heretic.cloud.models import Instance, Offer, OfferQuery, Provider
 from heretic.cloud.notify import Alert, Sink
+from heretic.cloud.records import Instance, Offer, OfferQuery, Provider
 from heretic.errors import HereticError
 
 Log = Callable[[str], None]

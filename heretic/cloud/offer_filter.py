@@ -12,9 +12,9 @@ per GPU only; a pod volume is billed on top (a few cents an hour for 150 GB).
 
 from __future__ import annotations
 
-from heretic.cloud.estimate import DEFAULT_DISK_GB, disk_for_params
-from heretic.cloud.gpus import GpuKind
-from heretic.cloud.models import OfferQuery
+from heretic.cloud.cost import DEFAULT_DISK_GB, disk_for_params
+from heretic.cloud.gpu_kinds import GpuKind
+from heretic.cloud.records import OfferQuery
 from heretic.image import DEFAULT_MIN_CUDA
 
 

@@ -8,7 +8,7 @@ import httpx
 
 from heretic.cloud.http import Sleep
 from heretic.cloud.keys import load_key, require_key
-from heretic.cloud.models import PROVIDERS, Provider
+from heretic.cloud.records import PROVIDERS, Provider
 from heretic.cloud.runpod import RunPodClient
 from heretic.cloud.vast import VastClient
 from heretic.errors import CloudError

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from heretic.cloud.http import ApiClient, ApiStatusError, PreparedRequest, Sleep
-from heretic.cloud.models import Instance, LaunchSpec, Offer, OfferQuery, State
+from heretic.cloud.records import Instance, LaunchSpec, Offer, OfferQuery, State
 from heretic.errors import CloudError
 
 DEFAULT_URL = "https://api.runpod.io/v2"

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from heretic.cloud.http import ApiClient, PreparedRequest, Sleep
-from heretic.cloud.models import Instance, LaunchSpec, Offer, OfferQuery, State
+from heretic.cloud.records import Instance, LaunchSpec, Offer, OfferQuery, State
 from heretic.errors import CloudError
 
 DEFAULT_URL = "https://console.vast.ai/api/v0"

@@ -13,14 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from heretic.cloud.gpus import gpu_kind
-from heretic.cloud.launch import (DEFAULT_IMAGE, LaunchOptions, execute_launch,
-                                  hf_token_from_environment, plan_launch)
-from heretic.cloud.models import Instance, Offer, Provider
+from heretic.cloud.gpu_kinds import gpu_kind
+from heretic.cloud.launch import (
+    DEFAULT_IMAGE,
+    LaunchOptions,
+    execute_launch,
+    hf_token_from_environment,
+    plan_launch,
+)
 from heretic.cloud.monitor import Monitor, MonitorResult
-from heretic.cloud.offer_filter import offer_query
 from heretic.cloud.notify import Sink, bell_sink, log_sink, webhook_sink
+from heretic.cloud.offer_filter import offer_query
 from heretic.cloud.providers import make_client, provider_names
+from heretic.cloud.records import Instance, Offer, Provider
 from heretic.errors import CloudError, HereticError
 from heretic.image import min_host_cuda
 
@@ -70,7 +75,7 @@ def _model_params(opts: WatchOptions, log: Callable[[str], None]) -> int | None:
     """The model's parameter count, to size the disk the way `launch` does (None if unknown)."""
     if opts.disk_gb is not None or not opts.model:
         return None
-    from heretic.cloud.estimate import count_model_parameters
+    from heretic.cloud.cost import count_model_parameters
 
     try:
         return count_model_parameters(opts.model)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The one URL-password mask (it imports nothing from heretic, so no import cycle).
-from heretic.lifecycle.secrets import mask_url_password
+from heretic.secrets import mask_url_password
 
 DEFAULT_REFUSAL_MARKERS: tuple[str, ...] = (
     "sorry",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from heretic.lifecycle.secrets import redact
 from heretic.lifecycle.state import LOG_FILE
 from heretic.progress import Advance, Reporter
+from heretic.secrets import redact
 
 LOGGER_NAME = "heretic"
 

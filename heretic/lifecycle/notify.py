@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from heretic.lifecycle.secrets import redact
+from heretic.secrets import redact
 
 log = logging.getLogger("heretic.lifecycle")
 DISCORD_LIMIT = 2000

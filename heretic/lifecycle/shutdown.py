@@ -32,8 +32,8 @@ from typing import Any, Literal
 
 import httpx
 
-from heretic.lifecycle.secrets import redact
 from heretic.progress import NullReporter, Reporter
+from heretic.secrets import redact
 
 VAST_DEFAULT = "https://console.vast.ai/api/v0"
 RUNPOD_DEFAULT = "https://api.runpod.io/v2"

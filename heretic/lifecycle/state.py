@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from heretic.atomic import read_json, write_json
 from heretic.errors import ExitCode, StudyError
-from heretic.lifecycle.atomic import read_json, write_json
-from heretic.lifecycle.secrets import redact
+from heretic.secrets import redact
 
 PROGRESS_FILE = "progress.json"
 DONE_FILE = "DONE.json"

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from heretic.errors import ConfigError, TokenError, UploadError
-from heretic.lifecycle.secrets import redact
 from heretic.progress import NullReporter, Reporter
+from heretic.secrets import redact
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi

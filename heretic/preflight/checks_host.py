@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from heretic.preflight.fit import gib
-from heretic.preflight.gpus import GpuInfo, GpuInventory
+from heretic.preflight.inventory import GpuInfo, GpuInventory
 from heretic.preflight.lock import LOCK_NAME, gpu_lock_path, probe_lock
 from heretic.preflight.registry import end_processes, find_stale, live_records
 from heretic.preflight.report import Check, Status

@@ -9,9 +9,9 @@ from typing import Any
 from heretic.config.profiles import load_profile
 from heretic.config.settings import Settings
 from heretic.errors import HereticError
-from heretic.preflight.estimate import MemoryEstimate, ParamCount, count_parameters
 from heretic.preflight.fit import Fit, fit_ram, fit_single, fit_split, gib
-from heretic.preflight.gpus import GpuInfo, GpuInventory
+from heretic.preflight.inventory import GpuInfo, GpuInventory
+from heretic.preflight.memory import MemoryEstimate, ParamCount, count_parameters
 from heretic.preflight.profiles_auto import ProfileChoice, choose_profile
 from heretic.preflight.report import Check, Status
 

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from heretic.config.settings import Settings
-from heretic.preflight.estimate import ParamCount, weight_bytes
 from heretic.preflight.fit import HEADROOM_FRACTION, PYTHON_OVERHEAD_BYTES, gib
-from heretic.preflight.gpus import GIB, GpuInventory
+from heretic.preflight.inventory import GIB, GpuInventory
+from heretic.preflight.memory import ParamCount, weight_bytes
 from heretic.preflight.report import Check, Status
 
 TOKEN_FORM = re.compile(r"^hf_[A-Za-z0-9]{30,}$")

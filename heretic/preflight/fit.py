@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from heretic.preflight.estimate import MemoryEstimate
-from heretic.preflight.gpus import GIB, GpuInfo, GpuInventory
+from heretic.preflight.inventory import GIB, GpuInfo, GpuInventory
+from heretic.preflight.memory import MemoryEstimate
 
 HEADROOM_FRACTION = 0.10
 CUDA_CONTEXT_BYTES = int(0.6 * GIB)

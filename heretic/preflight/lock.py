@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import Self
 
 from heretic.errors import LockedError
-from heretic.lifecycle.secrets import safe_cmdline
+from heretic.secrets import safe_cmdline
 
 LOCK_NAME = ".heretic.lock"
 

@@ -20,7 +20,6 @@ from typing import Any
 
 from heretic.config.profiles import load_profile
 from heretic.config.settings import Settings
-from heretic.preflight.estimate import MemoryEstimate, ParamCount, estimate_for_settings
 from heretic.preflight.fit import (
     COMMON_GPUS,
     best_single,
@@ -31,7 +30,8 @@ from heretic.preflight.fit import (
     smallest_gpu_set,
     usable_gpu_bytes,
 )
-from heretic.preflight.gpus import GpuInfo, GpuInventory, visible_gpus
+from heretic.preflight.inventory import GpuInfo, GpuInventory, visible_gpus
+from heretic.preflight.memory import MemoryEstimate, ParamCount, estimate_for_settings
 
 DEMO, CPU, FOUR_BIT, SPLIT = "cpu-demo", "cpu", "gpu-4bit", "multi-gpu"
 # single-GPU profiles, smallest first, with the card class each is meant for (None: any larger)

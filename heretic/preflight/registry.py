@@ -27,8 +27,8 @@ from pathlib import Path
 
 import psutil
 
-from heretic.lifecycle.secrets import safe_cmdline
 from heretic.preflight.lock import LOCK_NAME, machine_lock_dir, probe_lock
+from heretic.secrets import safe_cmdline
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from heretic.config.settings import Settings
 from heretic.config.sources import env_layer, merge_layers, set_layer, toml_layer
 from heretic.demo.settings import DEMO_LAYER
 from heretic.errors import HereticError
-from heretic.preflight.gpus import GpuInventory, read_inventory
+from heretic.preflight.inventory import GpuInventory, read_inventory
 from heretic.preflight.profiles_auto import ProfileChoice, choose_profile
 
 
@@ -84,7 +84,7 @@ def _fits_float32(settings: Settings) -> bool:
     import psutil
 
     from heretic.preflight.checks_model import cached_count
-    from heretic.preflight.estimate import weight_bytes
+    from heretic.preflight.memory import weight_bytes
 
     if settings.is_demo:
         return True

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 
 from heretic.errors import StorageError
-from heretic.lifecycle.secrets import mask_url_password, redact, url_password
 from heretic.preflight.report import Check, Status
+from heretic.secrets import mask_url_password, redact, url_password
 
 CONNECT_TIMEOUT_S = 5
 RDB_SCHEMES = ("postgresql", "mysql", "sqlite")

@@ -23,7 +23,7 @@ def _debug() -> bool:
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    from heretic.lifecycle.secrets import redact
+    from heretic.secrets import redact
 
     # A driver's or library's text may quote a URL with its password, or a token.
     sys.stderr.write(f"error: {redact(message)}\n")

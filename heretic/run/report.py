@@ -189,12 +189,12 @@ def write_run_files(rec: RunRecord, output: Path) -> dict[str, Any]:
     if rec.trials:
         plot_pareto(rec.trials, report["selected_trial"], output / "pareto.png")
     if rec.layer_profile:
-        from heretic.layer_plot import plot_layer_profile
+        from heretic.run.layer_plot import plot_layer_profile
 
         selected = report["selected"]["parameters"] if report["selected"] else None
         plot_layer_profile(rec.layer_profile, selected, output / "layer_profile.png")
     write_atomic(output / "report.json", json.dumps(report, indent=2) + "\n")
-    from heretic.model_card import render_model_card
+    from heretic.run.model_card import render_model_card
 
     write_atomic(output / "README.md", render_model_card(report))
     return report

@@ -26,7 +26,13 @@ from heretic.engine.chat import ChatFormat
 from heretic.engine.directions import Directions, compute_directions
 from heretic.engine.evaluation import Evaluator, RefusalResult
 from heretic.engine.export import export_model
-from heretic.engine.layer_profile import LayerPrior, LayerProfile, derive_prior, layer_profile, summary_line
+from heretic.engine.layer_profile import (
+    LayerPrior,
+    LayerProfile,
+    derive_prior,
+    layer_profile,
+    summary_line,
+)
 from heretic.engine.loading import LoadedModel, load_model
 from heretic.engine.objective import TrialObjective
 from heretic.engine.parameters import AblationParams
@@ -35,13 +41,13 @@ from heretic.engine.prompts import PromptSets, load_prompt_sets
 from heretic.engine.residuals import collect_residuals
 from heretic.engine.selection import front_neighbours, pareto_front, score, select
 from heretic.engine.space import SearchSpace
-from heretic.engine import workers
 from heretic.engine.study import completed_trials, count, open_study, run_trials
 from heretic.engine.verification import Verified, Verifier
 from heretic.errors import InterruptedRun, NoAcceptableTrialError, StudyError
 from heretic.progress import NullReporter, Reporter
-from heretic.report import RunRecord, Verification, write_run_files
-from heretic.study_files import (
+from heretic.run import worker_pool
+from heretic.run.report import RunRecord, Verification, write_run_files
+from heretic.run.study_files import (
     check_or_record_in_study,
     check_or_record_settings,
     load_directions,
@@ -261,18 +267,18 @@ def run(settings: Settings, reporter: Reporter | None = None,
     if settings.is_demo:
         reporter.info("No model given: running the built-in demo model (a tiny Llama trained "
                       "on the CPU to refuse harmful requests).")
-    settings = workers.parent_device_map(settings)
+    settings = worker_pool.parent_device_map(settings)
     prep = prepare(settings, reporter, hooks, timings)
 
     _enter(hooks, "search")
     t = time.monotonic()
-    group = workers.WorkerGroup(workers.start_workers(settings) if settings.workers > 1 else [])
+    group = worker_pool.WorkerGroup(worker_pool.start_workers(settings) if settings.workers > 1 else [])
     unsubscribe = hooks.subscribe_stop(group.forward)
     study_dir = settings.resolved_study_dir
     try:
         phase_search(prep.study, prep.objective, settings, study_dir, hooks, reporter,
                      prep.stop_rule)
-        workers.wait_workers(group.procs)
+        worker_pool.wait_workers(group.procs)
         if group.procs and count(prep.study, optuna.trial.TrialState.COMPLETE) < settings.trials:
             # A worker that died mid-trial left its trial to be re-run: finish what is missing.
             phase_search(prep.study, prep.objective, settings, study_dir, hooks, reporter,

@@ -29,8 +29,8 @@ from heretic.preflight.checks_model import (
 )
 from heretic.preflight.checks_resources import check_disk, check_merge_ram, check_token
 from heretic.preflight.cpu_dtype import check_cpu_dtype
-from heretic.preflight.estimate import estimate_for_settings
-from heretic.preflight.gpus import GpuInventory, gpus_for_device_map, read_inventory
+from heretic.preflight.inventory import GpuInventory, gpus_for_device_map, read_inventory
+from heretic.preflight.memory import estimate_for_settings
 from heretic.preflight.report import PreflightReport
 from heretic.preflight.storage import storage_check_row
 

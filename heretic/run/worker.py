@@ -1,6 +1,6 @@
 """Entry point of a worker process started by `heretic run --workers N` (not a user command):
 
-    python -m heretic.worker STUDY_DIR/worker-settings.json INDEX
+    python -m heretic.run.worker STUDY_DIR/worker-settings.json INDEX
 
 It loads its own model replica, reads the parent's saved directions, and runs trials of the
 shared study until the study holds the requested number. SIGTERM ends it after its current trial.
@@ -17,9 +17,9 @@ from heretic.progress import LineReporter
 
 def main(argv: list[str]) -> int:
     from heretic.engine.study import completed_trials, run_trials
-    from heretic.engine.workers import settings_file
     from heretic.lifecycle.signals import GracefulStop
-    from heretic.run import RunHooks, prepare
+    from heretic.run.recipe import RunHooks, prepare
+    from heretic.run.worker_pool import settings_file
 
     path, index = Path(argv[0]), int(argv[1])
     settings = settings_file(path)

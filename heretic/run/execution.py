@@ -65,7 +65,7 @@ def _validate_inputs(settings: Settings, reporter: Reporter) -> None:
 
 
 def _preflight(settings: Settings, inventory: Any, reporter: Reporter) -> None:
-    from heretic.preflight.runner import run_preflight
+    from heretic.preflight.checklist import run_preflight
 
     report = run_preflight(settings, inventory=inventory, for_run=True)
     for check in report.checks:
@@ -139,11 +139,11 @@ def _execute(cli: Mapping[str, Any], config_path: Path | None, assignments: list
 
 def _locked(cli: Mapping[str, Any], config_path: Path | None, assignments: list[str] | None,
             environ: Mapping[str, str] | None, reporter: Reporter) -> Outcome:
-    from heretic.lifecycle.secrets import add_secret, url_password
     from heretic.lifecycle.session import RunLifecycle
-    from heretic.preflight.gpus import gpus_for_device_map, read_inventory
+    from heretic.preflight.inventory import gpus_for_device_map, read_inventory
     from heretic.preflight.lock import acquire_gpu_locks
     from heretic.preflight.resolve import resolve_settings
+    from heretic.secrets import add_secret, url_password
 
     inventory = read_inventory()
     resolved = resolve_settings(cli, config_path=config_path, environ=environ,
@@ -169,7 +169,7 @@ def _locked(cli: Mapping[str, Any], config_path: Path | None, assignments: list[
 
 
 def _engine(settings: Settings, life: Any) -> Outcome:
-    from heretic.run import RunHooks, run
+    from heretic.run.recipe import RunHooks, run
 
     hooks = RunHooks(on_phase=life.on_phase, on_trial=life.on_trial, should_stop=life.should_stop,
                      subscribe_stop=life.stop.subscribe)
@@ -190,8 +190,8 @@ def export_from_study(output: Path, trial: int, *, dest: Path | None = None,
     """`heretic export --trial N`: write trial N of a finished study as a model with its own
     report, under the study's run lock, running no trial."""
     from heretic.preflight.lock import acquire_run_lock
-    from heretic.run import export_trial
-    from heretic.study_files import settings_of_study
+    from heretic.run.recipe import export_trial
+    from heretic.run.study_files import settings_of_study
 
     reporter = reporter or default_reporter()
     settings = settings_of_study(output, storage=storage)

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from heretic.cloud.gpus import GpuKind
+from heretic.cloud.gpu_kinds import GpuKind
 from heretic.errors import CloudError, HereticError
 
 EFFICIENCY = 0.25
@@ -137,10 +137,10 @@ def count_model_parameters(model: str, revision: str | None = None,
 def count_model(model: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
     """Preflight's ParamCount of the model (total, active and expert parameters)."""
     try:
-        from heretic.preflight.estimate import count_parameters  # type: ignore[import-not-found]
+        from heretic.preflight.memory import count_parameters  # type: ignore[import-not-found]
     except ImportError:
         raise CloudError(
-            "The parameter counter (heretic.preflight.estimate) is not available in this "
+            "The parameter counter (heretic.preflight.memory) is not available in this "
             "installation, so no hours or cost can be estimated.",
             "Run without --model for prices only, or update heretic.",
         ) from None

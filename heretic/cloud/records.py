@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from heretic.cloud.gpus import GpuKind
+from heretic.cloud.gpu_kinds import GpuKind
 from heretic.cloud.http import PreparedRequest
 from heretic.image import DEFAULT_MIN_CUDA
 

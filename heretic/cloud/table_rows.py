@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from heretic.cloud.estimate import RunEstimate
-from heretic.cloud.models import Instance, Offer
+from heretic.cloud.cost import RunEstimate
+from heretic.cloud.records import Instance, Offer
 
 OFFER_COLUMNS = ("provider", "offer", "gpu", "gpus", "gpu_ram_gb", "usd_per_hour",
                  "availability", "location", "est_hours", "est_cost_usd")

@@ -1,7 +1,7 @@
 """Several worker processes on one machine running trials of ONE study.
 
 The parent run computes the directions (saved in the study folder), then starts workers
-1..N-1 with `python -m heretic.worker`; each loads its own replica of the model, reads the
+1..N-1 with `python -m heretic.run.worker`; each loads its own replica of the model, reads the
 saved directions, and claims trials from the shared study until it holds N (the claim is a
 file lock in the study folder, so N is reached exactly and no trial runs twice). With at least
 N GPUs visible, worker i gets GPU i to itself (CUDA_VISIBLE_DEVICES). The parent is worker 0.
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from heretic.config.settings import Settings
-from heretic.report import write_atomic
+from heretic.run.report import write_atomic
 
 WORKER_ENV = "HERETIC_WORKER_INDEX"
 STORAGE_ENV = "HERETIC_STORAGE"
@@ -67,7 +67,7 @@ def start_workers(settings: Settings) -> list[subprocess.Popen]:
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[index]
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "heretic.worker", str(path), str(index)], env=env,
+            [sys.executable, "-m", "heretic.run.worker", str(path), str(index)], env=env,
             process_group=0,  # out of the parent's group: see the module docstring
         ))
     return procs
