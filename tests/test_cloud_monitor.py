@@ -12,9 +12,9 @@ from fakes.fake_vast import VAST_KEY, FakeVast, Reply, vast_offer
 
 from heretic.cloud.gpu_kinds import gpu_kind
 from heretic.cloud.http import CreateUncertain
-from heretic.cloud.records import Instance, Offer, OfferQuery
 from heretic.cloud.monitor import Monitor
 from heretic.cloud.notify import Alert, webhook_sink
+from heretic.cloud.records import Instance, Offer, OfferQuery
 from heretic.cloud.runpod import RunPodClient
 from heretic.cloud.vast import VastClient
 from heretic.errors import CloudError

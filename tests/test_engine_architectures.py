@@ -3,19 +3,18 @@ folded export, and an unknown architecture is a clear error, not a partial edit.
 
 from __future__ import annotations
 
-
 import pytest
 import torch
+from tiny_models import ARCHITECTURES, assert_hooked_equals_folded, tiny_model
 from torch import nn
 
+from heretic.config.settings import Settings
 from heretic.engine.ablation import Ablator, dense_weight
 from heretic.engine.architecture import describe
 from heretic.engine.directions import Directions
 from heretic.engine.export import fold
 from heretic.engine.parameters import AblationParams, Kernel
-from heretic.config.settings import Settings
 from heretic.errors import UnsupportedArchitectureError
-from tiny_models import ARCHITECTURES, assert_hooked_equals_folded, tiny_model
 
 
 def random_directions(num_layers: int, hidden: int, k: int = 1, seed: int = 1) -> Directions:

@@ -9,6 +9,9 @@ import copy
 
 import pytest
 import torch
+from test_engine_architectures import PARAMS, random_directions
+from tiny_models import assert_hooked_equals_folded
+from tiny_moe import MOE_ARCHITECTURES, tiny_moe_config, tiny_moe_model
 
 from heretic.config.settings import Settings
 from heretic.engine.ablation import Ablator
@@ -16,9 +19,6 @@ from heretic.engine.architecture import describe
 from heretic.engine.export import export_model, fold
 from heretic.engine.parameters import AblationParams, Kernel
 from heretic.errors import ConfigError, ExitCode
-from test_engine_architectures import PARAMS, random_directions
-from tiny_models import assert_hooked_equals_folded
-from tiny_moe import MOE_ARCHITECTURES, tiny_moe_config, tiny_moe_model
 
 # (moe layers, dense layers, writers of one MoE layer's mlp component)
 EXPECTED = {
@@ -190,10 +190,9 @@ def test_heretic_run_end_to_end_on_a_moe_model(tmp_path) -> None:
     from transformers import AutoModelForCausalLM
 
     from heretic.demo.data import demo_prompts
+    from heretic.demo.model import build_tokenizer
     from heretic.run.recipe import run
     from heretic.run.study_files import load_directions
-
-    from heretic.demo.model import build_tokenizer
 
     source = tmp_path / "source"
     tokenizer = build_tokenizer()

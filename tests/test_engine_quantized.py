@@ -5,6 +5,7 @@ edit into a full-precision copy that loads with plain transformers."""
 from __future__ import annotations
 
 import torch
+from test_engine_architectures import random_directions
 
 from heretic.config.settings import Settings
 from heretic.engine.ablation import Ablator, dense_weight
@@ -12,7 +13,6 @@ from heretic.engine.architecture import describe
 from heretic.engine.export import export_model, fold
 from heretic.engine.loading import load_model
 from heretic.engine.parameters import AblationParams, Kernel
-from test_engine_architectures import random_directions
 
 PARAMS = AblationParams({c: Kernel(1.2, 2.0, 0.6, 3.0) for c in ("attention", "mlp")},
                         "per-layer")

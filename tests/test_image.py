@@ -17,8 +17,17 @@ from heretic.cloud.gpu_kinds import gpu_kind
 from heretic.cloud.launch import DEFAULT_IMAGE, LaunchOptions, plan_launch
 from heretic.cloud.runpod import RunPodClient
 from heretic.cloud.vast import VastClient
-from heretic.image import (DEFAULT_LINE, DEFAULT_MIN_CUDA, LINES, REPOSITORY, cuda_line,
-                           default_image, image_tag, line_of_image, min_host_cuda)
+from heretic.image import (
+    DEFAULT_LINE,
+    DEFAULT_MIN_CUDA,
+    LINES,
+    REPOSITORY,
+    cuda_line,
+    default_image,
+    image_tag,
+    line_of_image,
+    min_host_cuda,
+)
 from heretic.install_check import check_install
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,9 +15,9 @@ import pytest
 from heretic.config.settings import Settings
 from heretic.errors import ConfigError
 from heretic.preflight.checks_model import check_model
-from heretic.preflight.memory import count_parameters, weight_bytes
 from heretic.preflight.fit import planned_inventory
 from heretic.preflight.inventory import GIB, GpuInventory
+from heretic.preflight.memory import count_parameters, weight_bytes
 from heretic.preflight.report import Status
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"

@@ -9,7 +9,6 @@ import pytest
 
 from heretic.config.profiles import list_profiles, load_profile
 from heretic.config.settings import Settings
-from heretic.preflight.memory import ParamCount, count_parameters
 from heretic.preflight.inventory import (
     GIB,
     GpuInfo,
@@ -17,6 +16,7 @@ from heretic.preflight.inventory import (
     gpus_for_device_map,
     visible_gpus,
 )
+from heretic.preflight.memory import ParamCount, count_parameters
 from heretic.preflight.profiles_auto import choose_profile
 from heretic.preflight.resolve import resolve_settings
 

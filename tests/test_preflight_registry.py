@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 
 from heretic.config.settings import Settings
+from heretic.preflight.checklist import run_preflight
 from heretic.preflight.inventory import GpuInventory
 from heretic.preflight.registry import (
     end_processes,
@@ -18,7 +19,6 @@ from heretic.preflight.registry import (
     live_records,
     register_process,
 )
-from heretic.preflight.checklist import run_preflight
 
 # A "heretic run" stand-in: takes the study lock, registers itself, then ignores SIGTERM
 # when asked to (so the test sees the SIGKILL step).

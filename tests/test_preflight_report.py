@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from heretic.cli.app import app
 from heretic.config.settings import Settings
+from heretic.preflight.checklist import run_preflight
 from heretic.preflight.inventory import GIB, GpuInfo, GpuInventory, read_inventory
 from heretic.preflight.lock import acquire_gpu_locks, acquire_run_lock
 from heretic.preflight.report import Status
-from heretic.preflight.checklist import run_preflight
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 CPU = GpuInventory([], 32 * GIB, 28 * GIB, nvml_error="NVML Shared Library Not Found")

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from test_run_cli import completed_in_journal, run_cli
 
 from heretic.config.settings import Settings
 from heretic.engine.batching import Batcher
@@ -15,7 +16,6 @@ from heretic.engine.evaluation import Evaluator
 from heretic.engine.loading import load_model
 from heretic.engine.prompts import load_prompt_sets
 from heretic.run.recipe import chat_format
-from test_run_cli import completed_in_journal, run_cli
 
 pytestmark = pytest.mark.slow
 TRIALS = 30

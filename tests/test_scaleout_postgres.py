@@ -19,10 +19,10 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from test_run_cli import run_cli, start_cli
 
 from heretic.errors import ExitCode, StorageError
 from heretic.preflight.storage import check_storage
-from test_run_cli import run_cli, start_cli
 
 PASSWORD = "Pg-Secret-" + os.urandom(6).hex()
 # A trial's parameters: four kernel parameters per component (attention, mlp), the direction

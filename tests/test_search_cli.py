@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from heretic.engine.patience import StopRule
-
 from tests.test_run_cli import completed_in_journal, prompt_files, run_cli  # noqa: F401
 
 
