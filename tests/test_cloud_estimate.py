@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from heretic.cloud import estimate as est
+from heretic.cloud import cost as est
 from heretic.cloud.gpu_kinds import gpu_kind
 from heretic.errors import CloudError
 

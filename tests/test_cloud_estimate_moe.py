@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from heretic.cloud import estimate as est
+from heretic.cloud import cost as est
 from heretic.cloud.gpu_kinds import gpu_kind
 from heretic.preflight.memory import count_parameters
 

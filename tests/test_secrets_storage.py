@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from heretic import secrets
 from heretic.cli.argv_secrets import split_storage
 from heretic.config.settings import Settings
-from heretic.lifecycle import secrets
 from heretic.secrets import add_secret, mask_url_password, redact, safe_cmdline
 
 URL = "postgresql://heretic:S3cr3t-Pass-word@db.example.org:5432/heretic"
