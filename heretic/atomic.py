@@ -1,8 +1,10 @@
-"""Atomic JSON files: a reader sees the old file or the new one, never half of one.
+"""Atomic files: a reader sees the old file or the new one, never half of one.
 
-Guaranteed: `write_json` writes a temp file in the same folder, fsyncs it and `os.replace`s it
-over the target. Not guaranteed: durability of the folder entry after a power cut (no dir fsync
-on every write: progress is rewritten often and is only advisory).
+The one place heretic writes a file by temp-file-and-rename. Guaranteed: the temp file lives in
+the target's folder (so the rename is atomic), is fsynced before `os.replace`, and is removed
+when writing fails (disk full, an exception in a plotting callback, an interrupt). Not
+guaranteed: durability of the folder entry after a power cut (no folder fsync on every write:
+progress is rewritten often and is only advisory).
 """
 
 from __future__ import annotations
@@ -10,24 +12,39 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write `data` as JSON to `path` atomically; raises OSError (e.g. disk full) untouched."""
+def write_with(path: Path, write: Callable[[Path], None]) -> None:
+    """Let `write` fill a temp file next to `path`, then replace `path` with it.
+
+    For writers that want a path of their own (matplotlib's savefig: give it the format, the
+    temp name ends in .tmp so that no reader globbing for the target's suffix sees it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write `data` (text as UTF-8) to `path` atomically; OSError (disk full) propagates."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    write_with(path, lambda tmp: tmp.write_bytes(raw))
+
+
+def write_json(path: Path, data: Any, *, indent: int | None = 2) -> None:
+    """Write `data` as JSON (non-JSON values as their str) to `path` atomically."""
+    write_atomic(path, json.dumps(data, indent=indent, default=str) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -1,11 +1,14 @@
-"""Secrets we must never write anywhere: which environment variables hold them, and redaction.
+"""Secrets we must never write anywhere: which environment variables hold them, and how they
+are masked. The one list and the one mask for the whole package (the CLI, the lifecycle, the
+cloud clients and the settings dump all use these).
 
 Guaranteed: `redact(text)` replaces the current value of every secret variable (HF_TOKEN and the
 provider keys) that is at least 4 characters long, the password of any URL written
 `scheme://user:password@host` (a storage URL, however it was given), the password of the
 storage URL in HERETIC_STORAGE, and every value registered with `add_secret` (the storage
 password from a config file). Not guaranteed: secrets that were never in the environment, a URL
-or a registration (pass them in `extra`).
+or a registration (pass them in `extra`). `mask` is the recognisable form for a dry-run listing
+("hf_****" says which token would be sent); `redact` masks whole values unless asked for that.
 """
 
 from __future__ import annotations
@@ -50,6 +53,14 @@ def mask_url_password(text: str) -> str:
     return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", text)
 
 
+def mask(value: str) -> str:
+    """A recognisable but useless form of a secret: its first 3 characters, then the mask
+    (the mask alone for values of 8 characters or fewer)."""
+    if len(value) <= 8:
+        return MASK
+    return value[:3] + MASK
+
+
 def add_secret(value: str | None) -> None:
     """Register a secret known only at run time (for example a storage password from a config
     file), so every later `redact` in this process masks it."""
@@ -75,11 +86,11 @@ def _quoted(url: str, password: str) -> str:
 
 
 def redact(text: str, extra: Iterable[str | None] = (),
-           environ: Mapping[str, str] | None = None) -> str:
-    """`text` with every known secret replaced by ****."""
+           environ: Mapping[str, str] | None = None, *, hint: bool = False) -> str:
+    """`text` with every known secret replaced by ****, or by `mask(secret)` with hint=True."""
     text = mask_url_password(text)
     for secret in [*(s for s in extra if s and len(s) >= 4), *secret_values(environ)]:
-        text = text.replace(secret, MASK)
+        text = text.replace(secret, mask(secret) if hint else MASK)
     return text
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from heretic.cloud.http import PreparedRequest
-from heretic.cloud.keys import load_key, mask, redact, require_key
+from heretic.cloud.keys import load_key, require_key
 from heretic.errors import CloudError
+from heretic.secrets import mask, redact
 
 
 def test_environment_wins_over_files(tmp_path):

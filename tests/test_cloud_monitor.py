@@ -10,10 +10,10 @@ import pytest
 from fakes.fake_runpod import RUNPOD_KEY, FakeRunPod, catalog_gpu
 from fakes.fake_vast import VAST_KEY, FakeVast, Reply, vast_offer
 
+from heretic.cloud.alerts import Alert, webhook_sink
 from heretic.cloud.gpu_kinds import gpu_kind
 from heretic.cloud.http import CreateUncertain
 from heretic.cloud.monitor import Monitor
-from heretic.cloud.notify import Alert, webhook_sink
 from heretic.cloud.records import Instance, Offer, OfferQuery
 from heretic.cloud.runpod import RunPodClient
 from heretic.cloud.vast import VastClient

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fakes.recorder import Recorder
 
-from heretic.lifecycle.notify import build_payload, send_notification
+from heretic.lifecycle.notification import build_payload, send_notification
 from heretic.lifecycle.shutdown import shutdown_self
 
 KEY = "vastkey_0123456789abcdef"

@@ -21,8 +21,9 @@ from typing import Any
 import httpx
 
 from heretic import __version__
-from heretic.cloud.keys import KEY_ENV, mask, redact
+from heretic.cloud.keys import KEY_ENV
 from heretic.errors import CloudError
+from heretic.secrets import mask, redact
 
 Sleep = Callable[[float], None]
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -56,7 +57,7 @@ class PreparedRequest:
             shown["params"] = dict(self.params)
         shown["headers"] = {"Authorization": "Bearer ****"}
         if self.body is not None:
-            shown["json"] = json.loads(redact(json.dumps(self.body), secrets))
+            shown["json"] = json.loads(redact(json.dumps(self.body), secrets, hint=True))
         return shown
 
 

@@ -2,7 +2,7 @@
 
 Guaranteed: a key is read from the provider's environment variable first, then from the key
 file the provider's own CLI writes; it is never part of an exception message, a log line or a
-dry-run listing (`redact` replaces it wherever it could appear). Not guaranteed: that the key
+dry-run listing (`heretic.secrets.redact` replaces it wherever it could appear). Not guaranteed: that the key
 is valid; the provider says so on the first call (401/403 becomes a `CloudError`).
 """
 
@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from heretic.errors import CloudError
 
 KEY_ENV = {"vast": "VAST_API_KEY", "runpod": "RUNPOD_API_KEY"}
-
-# Environment names whose values are secrets when they appear in a launch request.
-SECRET_ENV_NAMES = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VAST_API_KEY",
-                              "RUNPOD_API_KEY", "CONTAINER_API_KEY"})
 
 
 def _key_files(provider: str, home: Path) -> list[Path]:
@@ -78,18 +74,3 @@ def require_key(provider: str, environ: Mapping[str, str] | None = None,
             "(heretic never prints or stores it).",
         )
     return key
-
-
-def mask(value: str) -> str:
-    """A recognisable but useless form of a secret: its first 3 characters, then stars."""
-    if len(value) <= 8:
-        return "****"
-    return value[:3] + "****"
-
-
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """`text` with every secret replaced by its masked form."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, mask(secret))
-    return text

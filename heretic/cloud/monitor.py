@@ -16,9 +16,7 @@ second machine.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -26,8 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from heretic.atomic import write_json
+from heretic.cloud.alerts import Alert, Sink
 from heretic.cloud.http import CreateUncertain
-from heretic.cloud.notify import Alert, Sink
 from heretic.cloud.records import Instance, Offer, OfferQuery, Provider
 from heretic.errors import HereticError
 
@@ -66,15 +65,7 @@ def load_state(path: Path | None, gpu: str) -> dict[str, ProviderState]:
 def save_state(path: Path, gpu: str, states: Mapping[str, ProviderState]) -> None:
     data = {"gpu": gpu, "updated": _now(),
             "providers": {name: asdict(s) for name, s in states.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".monitor-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(path, data)
 
 
 def _now() -> str:

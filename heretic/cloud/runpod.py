@@ -186,4 +186,11 @@ class RunPodClient:
         return "\n".join(_log_lines(text))
 
     def terminate(self, instance_id: str) -> None:
+        """Terminate the pod (DELETE /pods/{id}): billing ends, its disk is gone."""
         self.api.call("DELETE", f"/pods/{instance_id}")
+
+    def stop(self, instance_id: str) -> None:
+        """Stop the pod (POST /pods/{id}/action {"action": "stop"}; v2 has no /pods/{id}/stop):
+        it goes to EXITED, /workspace is kept. A pod with a network volume can only be
+        terminated; RunPod refuses the stop with 409."""
+        self.api.call("POST", f"/pods/{instance_id}/action", body={"action": "stop"})

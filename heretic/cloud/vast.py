@@ -160,8 +160,20 @@ class VastClient:
                          "The container may not have started yet; retry in a minute.")
 
     def terminate(self, instance_id: str) -> None:
+        """Destroy the instance (DELETE /instances/{id}/): GPU and storage billing end."""
         data = self.api.call("DELETE", f"/instances/{instance_id}/") or {}
-        if data.get("success") is False:
-            raise CloudError(f"vast refused to destroy instance {instance_id}: "
+        self._require_success(data, "destroy", instance_id)
+
+    def stop(self, instance_id: str) -> None:
+        """Stop the instance (PUT /instances/{id}/ {"state": "stopped"}, as vast-cli's `stop
+        instance` sends it): GPU billing ends, the disk is kept and billed."""
+        data = self.api.call("PUT", f"/instances/{instance_id}/", body={"state": "stopped"}) or {}
+        self._require_success(data, "stop", instance_id)
+
+    @staticmethod
+    def _require_success(data: Any, verb: str, instance_id: str) -> None:
+        """Vast answers some refusals with 200 and {"success": false, "msg": ...}."""
+        if isinstance(data, dict) and data.get("success") is False:
+            raise CloudError(f"vast refused to {verb} instance {instance_id}: "
                              f"{data.get('msg') or data}.", "Check the id with `heretic cloud "
-                             "status`, or destroy it in the Vast.ai console.")
+                             f"status`, or {verb} it in the Vast.ai console.")

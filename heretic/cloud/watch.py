@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from heretic.cloud.alerts import Sink, bell_sink, log_sink, webhook_sink
 from heretic.cloud.gpu_kinds import gpu_kind
 from heretic.cloud.launch import (
     DEFAULT_IMAGE,
@@ -22,7 +23,6 @@ from heretic.cloud.launch import (
     plan_launch,
 )
 from heretic.cloud.monitor import Monitor, MonitorResult
-from heretic.cloud.notify import Sink, bell_sink, log_sink, webhook_sink
 from heretic.cloud.offer_filter import offer_query
 from heretic.cloud.providers import make_client, provider_names
 from heretic.cloud.records import Instance, Offer, Provider

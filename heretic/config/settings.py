@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The one URL-password mask (it imports nothing from heretic, so no import cycle).
-from heretic.secrets import mask_url_password
+from heretic.secrets import MASK, mask_url_password
 
 DEFAULT_REFUSAL_MARKERS: tuple[str, ...] = (
     "sorry",
@@ -316,7 +316,7 @@ class Settings(BaseModel):
         channel, and a storage URL may carry a password. For reports and files on disk."""
         data = self.model_dump(mode="json")
         if data.get("notify"):
-            data["notify"] = "****"
+            data["notify"] = MASK
         if data.get("storage"):
             data["storage"] = mask_url_password(data["storage"])
         return data

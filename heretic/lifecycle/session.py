@@ -28,7 +28,7 @@ from typing import Any
 
 from heretic.errors import ExitCode, HereticError, StudyError
 from heretic.lifecycle.logfile import LoggedReporter, attach_log_file, detach_log_file
-from heretic.lifecycle.notify import build_payload, send_notification
+from heretic.lifecycle.notification import build_payload, send_notification
 from heretic.lifecycle.shutdown import ShutdownResult, end_self, shutdown_self
 from heretic.lifecycle.signals import GracefulStop
 from heretic.lifecycle.state import RunState, guard_restart_loop

@@ -2,14 +2,13 @@
 its environment. `--shutdown-after` destroys after a confirmed upload; `--on-failure` stops or
 destroys after a terminal failure (heretic/lifecycle/on_failure.py).
 
-- Vast.ai: CONTAINER_ID + CONTAINER_API_KEY, base https://console.vast.ai/api/v0
-  (HERETIC_VAST_API_URL overrides). destroy: DELETE /instances/{id}/ (storage billing ends);
-  stop: PUT /instances/{id}/ {"state": "stopped"} (GPU billing ends, the disk is kept and
-  billed), as vast-cli's `stop instance` sends it.
-- RunPod: RUNPOD_POD_ID + RUNPOD_API_KEY, REST v2 base https://api.runpod.io/v2
-  (HERETIC_RUNPOD_API_URL overrides). destroy: DELETE /pods/{id}; stop: POST /pods/{id}/action
-  {"action": "stop"} (the pod goes to EXITED: no restart, /workspace kept). A pod with a network
-  volume can only be terminated; RunPod then refuses the stop (409) and this says so.
+The requests, their endpoints and their retries are the provider clients' own
+(`heretic.cloud.vast.VastClient` and `heretic.cloud.runpod.RunPodClient`: `stop` and
+`terminate`); this module only finds the instance and the scoped key in the environment:
+- Vast.ai: CONTAINER_ID + CONTAINER_API_KEY (HERETIC_VAST_API_URL overrides the base URL).
+- RunPod: RUNPOD_POD_ID + RUNPOD_API_KEY (HERETIC_RUNPOD_API_URL overrides the base URL). A pod
+  with a network volume can only be terminated; RunPod then refuses the stop (409) and this
+  says so.
   RunPod documents RUNPOD_API_KEY only as a "pod-scoped API key": that it may end its own
   pod through REST v2 is unverified. When a DELETE is refused with 401/403 the documented route
   is tried instead, `runpodctl pod delete $RUNPOD_POD_ID` (RunPod's "Manage Pods" page), when
@@ -28,16 +27,16 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
 
+from heretic.cloud import runpod, vast
+from heretic.cloud.http import ApiStatusError
+from heretic.errors import CloudError
 from heretic.progress import NullReporter, Reporter
 from heretic.secrets import redact
 
-VAST_DEFAULT = "https://console.vast.ai/api/v0"
-RUNPOD_DEFAULT = "https://api.runpod.io/v2"
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 Action = Literal["stop", "destroy"]
 
 
@@ -52,23 +51,10 @@ class ShutdownResult:
 @dataclass(frozen=True)
 class _Target:
     provider: str
-    method: str
-    url: str
+    instance: str
     key: str
+    base_url: str
     what: str
-    body: dict[str, Any] | None = None
-
-
-def _request(provider: str, action: Action, base: str, instance: str
-             ) -> tuple[str, str, dict[str, Any] | None]:
-    """(method, url, JSON body) of `action` on one provider's API."""
-    if provider == "runpod":
-        if action == "stop":
-            return "POST", f"{base}/pods/{instance}/action", {"action": "stop"}
-        return "DELETE", f"{base}/pods/{instance}", None
-    if action == "stop":
-        return "PUT", f"{base}/instances/{instance}/", {"state": "stopped"}
-    return "DELETE", f"{base}/instances/{instance}/", None
 
 
 def provider_of(environ: Mapping[str, str]) -> str | None:
@@ -80,7 +66,7 @@ def provider_of(environ: Mapping[str, str]) -> str | None:
     return None
 
 
-def _target(environ: Mapping[str, str], action: Action = "destroy") -> _Target | ShutdownResult:
+def _target(environ: Mapping[str, str]) -> _Target | ShutdownResult:
     """Which provider this process runs on, or a result explaining why we cannot shut down."""
     vast_id = environ.get("CONTAINER_ID", "").strip()
     pod_id = environ.get("RUNPOD_POD_ID", "").strip()
@@ -90,57 +76,37 @@ def _target(environ: Mapping[str, str], action: Action = "destroy") -> _Target |
             return ShutdownResult("runpod", False, "RUNPOD_POD_ID is set but RUNPOD_API_KEY is "
                                   "not, so this pod cannot terminate itself; terminate it in "
                                   "the RunPod console.")
-        base = environ.get("HERETIC_RUNPOD_API_URL", "").strip() or RUNPOD_DEFAULT
-        method, url, body = _request("runpod", action, base.rstrip("/"), pod_id)
-        return _Target("runpod", method, url, key, f"pod {pod_id}", body)
+        base = environ.get(runpod.URL_ENV, "").strip() or runpod.DEFAULT_URL
+        return _Target("runpod", pod_id, key, base, f"pod {pod_id}")
     if vast_id:
         key = environ.get("CONTAINER_API_KEY", "").strip()
         if not key:
             return ShutdownResult("vast", False, "CONTAINER_ID is set but CONTAINER_API_KEY is "
                                   "not, so this instance cannot destroy itself; destroy it in "
                                   "the Vast.ai console.")
-        base = environ.get("HERETIC_VAST_API_URL", "").strip() or VAST_DEFAULT
-        method, url, body = _request("vast", action, base.rstrip("/"), vast_id)
-        return _Target("vast", method, url, key, f"instance {vast_id}", body)
+        base = environ.get(vast.URL_ENV, "").strip() or vast.DEFAULT_URL
+        return _Target("vast", vast_id, key, base, f"instance {vast_id}")
     return ShutdownResult(None, False, "Not on Vast.ai or RunPod (no CONTAINER_ID or "
                           "RUNPOD_POD_ID), so heretic cannot stop this machine; it keeps "
                           "running and billing until you stop it.")
 
 
-def _refused(response: httpx.Response) -> bool:
-    """Vast answers some refusals with 200 and {"success": false, "msg": ...}."""
-    try:
-        data = response.json()
-    except ValueError:
-        return False
-    return isinstance(data, dict) and data.get("success") is False
-
-
 def _send(target: _Target, action: Action, transport: httpx.BaseTransport | None, retries: int,
           sleep: Callable[[float], None]) -> ShutdownResult:
-    headers = {"Authorization": f"Bearer {target.key}", "Accept": "application/json"}
+    client_type = runpod.RunPodClient if target.provider == "runpod" else vast.VastClient
+    client = client_type(target.key, base_url=target.base_url, sleep=sleep, retries=retries,
+                         transport=transport)
     verb = "stop" if action == "stop" else "end"
-    detail, status = "", None
-    with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0), transport=transport) as client:
-        for attempt in range(retries + 1):
-            try:
-                response = client.request(target.method, target.url, headers=headers,
-                                          json=target.body)
-            except httpx.HTTPError as exc:
-                detail = f"could not reach the API ({type(exc).__name__})"
-            else:
-                if response.status_code < 300 and not _refused(response):
-                    return ShutdownResult(target.provider, True,
-                                          f"Asked {target.provider} to {verb} {target.what}.")
-                detail = f"HTTP {response.status_code}: {response.text.strip()[:200]}"
-                status = response.status_code
-                if response.status_code not in RETRY_STATUSES:
-                    break
-            if attempt < retries:
-                sleep(min(2.0 * 2**attempt, 30.0))
-    message = (f"{target.provider} refused to {verb} {target.what}: {detail}. Stop it in the "
-               f"{target.provider} console, or it keeps billing.")
-    return ShutdownResult(target.provider, False, redact(message, (target.key,)), status)
+    try:
+        (client.stop if action == "stop" else client.terminate)(target.instance)
+    except CloudError as exc:
+        status = exc.status if isinstance(exc, ApiStatusError) else None
+        message = (f"{target.provider} refused to {verb} {target.what}: {exc.message.rstrip('.')}. Stop it "
+                   f"in the {target.provider} console, or it keeps billing.")
+        return ShutdownResult(target.provider, False, redact(message, (target.key,)), status)
+    finally:
+        client.close()
+    return ShutdownResult(target.provider, True, f"Asked {target.provider} to {verb} {target.what}.")
 
 
 def _runpodctl_delete(environ: Mapping[str, str], refused: ShutdownResult) -> ShutdownResult:
@@ -180,7 +146,7 @@ def end_self(action: Action, environ: Mapping[str, str] | None = None, *,
     """Stop or destroy the machine this runs on, when the provider lets it. Never raises."""
     environ = os.environ if environ is None else environ
     reporter = reporter or NullReporter()
-    target = _target(environ, action)
+    target = _target(environ)
     if isinstance(target, ShutdownResult):
         result = target
     else:

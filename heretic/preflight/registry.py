@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+from heretic.atomic import write_json
 from heretic.preflight.lock import LOCK_NAME, machine_lock_dir, probe_lock
 from heretic.secrets import safe_cmdline
 
@@ -57,7 +58,7 @@ def registry_dir() -> Path:
 def register_process(study_dir: Path, registry: Path | None = None) -> Path:
     """Record this process as a heretic run on `study_dir`; returns the record file.
 
-    Written atomically (temp file + os.replace). Records of dead processes are harmless and
+    Written atomically (heretic.atomic). Records of dead processes are harmless and
     are removed by the next scan.
     """
     registry = registry or registry_dir()
@@ -72,9 +73,7 @@ def register_process(study_dir: Path, registry: Path | None = None) -> Path:
         "registered": time.time(),
     }
     path = registry / f"{me.pid}.json"
-    tmp = registry / f".{me.pid}.json.tmp"
-    tmp.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, record, indent=None)
     return path
 
 

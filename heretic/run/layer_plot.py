@@ -4,10 +4,10 @@ per layer over it (so a reader sees whether the edit sits where the refusal is).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from heretic.atomic import write_with
 from heretic.engine.parameters import AblationParams
 
 
@@ -41,7 +41,7 @@ def plot_layer_profile(profile: dict[str, Any], parameters: dict[str, Any] | Non
         handles, labels = handles + more_h, labels + more_l
     ax.legend(handles, labels, loc="best", fontsize=7, framealpha=0.8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)

@@ -5,9 +5,7 @@ README.md. Every file is written to a temporary name and renamed, so readers nev
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,16 +13,9 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from heretic import __version__
+from heretic.atomic import write_atomic, write_with
 from heretic.engine.selection import TrialScore, pareto_front, score
 from heretic.engine.verification import Verified
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def _measured(v: Verified) -> dict[str, Any]:
@@ -175,10 +166,10 @@ def plot_pareto(trials: list[FrozenTrial], selected: int | None, path: Path) -> 
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def write_run_files(rec: RunRecord, output: Path) -> dict[str, Any]:

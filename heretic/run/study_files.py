@@ -11,11 +11,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from heretic.atomic import write_atomic
 from heretic.config.settings import Settings
 from heretic.engine.directions import Directions
 from heretic.engine.layer_profile import LayerPrior, LayerProfile
 from heretic.errors import StudyError
-from heretic.run.report import write_atomic
 
 # Settings that change what a trial measures: a study is only resumable if they are unchanged.
 STUDY_KEYS = (

@@ -21,8 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from heretic.atomic import write_atomic
 from heretic.config.settings import Settings
-from heretic.run.report import write_atomic
 
 WORKER_ENV = "HERETIC_WORKER_INDEX"
 STORAGE_ENV = "HERETIC_STORAGE"

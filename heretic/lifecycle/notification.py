@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from heretic.secrets import redact
+from heretic.webhook import WebhookError, post_json, shown_url
 
 log = logging.getLogger("heretic.lifecycle")
 DISCORD_LIMIT = 2000
@@ -29,25 +30,15 @@ def build_payload(status: str, message: str, **facts: Any) -> dict[str, Any]:
     return payload
 
 
-def _host_of(url: str) -> str:
-    try:
-        parsed = httpx.URL(url)
-    except Exception:  # a malformed URL: say so without echoing it
-        return "(malformed URL)"
-    return f"{parsed.scheme}://{parsed.host}/..."
-
-
-def send_notification(url: str, payload: dict, *, timeout_s: float = 10,
+def send_notification(url: str, payload: dict[str, Any], *, timeout_s: float = 10,
                       transport: httpx.BaseTransport | None = None) -> bool:
     """POST `payload` as JSON to `url`; True on a 2xx answer, False (with a warning) otherwise."""
-    shown = _host_of(url)  # webhook URLs carry their secret in the path or query
     try:
-        with httpx.Client(timeout=timeout_s, transport=transport) as client:
-            response = client.post(url, json=payload)
-    except Exception as exc:  # the run's outcome must not depend on a webhook
-        log.warning("Notification to %s failed: %s", shown, type(exc).__name__)
+        post_json(url, payload, timeout_s=timeout_s, transport=transport)
+    except WebhookError as exc:
+        log.warning("Notification to %s failed: %s.", shown_url(url), exc)
         return False
-    if response.status_code >= 300:
-        log.warning("Notification to %s answered HTTP %d.", shown, response.status_code)
+    except Exception as exc:  # the run's outcome must not depend on a webhook
+        log.warning("Notification to %s failed: %s", shown_url(url), type(exc).__name__)
         return False
     return True

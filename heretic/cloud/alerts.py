@@ -1,7 +1,8 @@
 """Where monitor alerts go: a log line, the terminal bell, a webhook.
 
-Each sink is a callable taking an `Alert`. A sink that fails raises; the monitor catches and
-logs it, so a dead webhook never stops the watch. The webhook receives a JSON POST.
+Each sink is a callable taking an `Alert`. A sink that fails raises (`WebhookError` for the
+webhook, see heretic.webhook); the monitor catches and logs it, so a dead webhook never stops
+the watch.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Literal, TextIO
 
 import httpx
 
-from heretic import __version__
+from heretic.webhook import post_json
 
 
 @dataclass(frozen=True)
@@ -54,15 +55,7 @@ def webhook_sink(url: str, *, timeout_s: float = 10.0,
     """POST the alert as JSON to `url` (Slack/Discord-compatible `text` field included)."""
 
     def post(alert: Alert) -> None:
-        payload = {**asdict(alert), "text": "heretic: " + alert.line()}
-        # Webhook URLs often embed a token: errors name the failure, never the URL.
-        try:
-            with httpx.Client(timeout=timeout_s, transport=transport,
-                              headers={"User-Agent": f"heretic/{__version__}"}) as client:
-                response = client.post(url, json=payload)
-        except httpx.HTTPError as exc:
-            raise RuntimeError(f"webhook unreachable ({type(exc).__name__})") from None
-        if response.status_code >= 400:
-            raise RuntimeError(f"webhook answered HTTP {response.status_code}")
+        post_json(url, {**asdict(alert), "text": "heretic: " + alert.line()},
+                  timeout_s=timeout_s, transport=transport)
 
     return post
