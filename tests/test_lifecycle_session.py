@@ -150,7 +150,7 @@ SCRIPT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import typer
-    from heretic.cli.errors import guarded
+    from heretic.cli.errors import map_errors
     from heretic.config.settings import Settings
     from heretic.lifecycle.session import RunLifecycle
 
@@ -168,7 +168,8 @@ SCRIPT = textwrap.dedent("""
                 life.stop.check()
             life.finish()
     try:
-        guarded(run)
+        with map_errors():
+            run()
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
 """)

@@ -1,21 +1,24 @@
-"""The CLI edge: turns library exceptions into one message paragraph and a distinct exit code.
+"""The one place where failures become exit codes: every library exception turns into one
+message paragraph on stderr and a distinct exit code (`heretic.errors.ExitCode`).
 
-Tracebacks are shown only with HERETIC_DEBUG=1.
+Every command is registered with `command(app, name)`, which runs it inside `map_errors`;
+commands raise, they do not catch. Tracebacks are shown only with HERETIC_DEBUG=1.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import traceback
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
 
 import typer
 
 from heretic.errors import ExitCode, HereticError
-
-T = TypeVar("T")
+from heretic.secrets import redact
 
 
 def _debug() -> bool:
@@ -23,19 +26,18 @@ def _debug() -> bool:
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    from heretic.secrets import redact
-
     # A driver's or library's text may quote a URL with its password, or a token.
     sys.stderr.write(f"error: {redact(message)}\n")
     sys.stderr.flush()
     return typer.Exit(code)
 
 
-def guarded(fn: Callable[[], T]) -> T:
-    """Run `fn`; map every failure to a message and an exit code."""
+@contextmanager
+def map_errors() -> Iterator[None]:
+    """Let typer's own exits through; map everything else to a message and an exit code."""
     try:
-        return fn()
-    except typer.Exit:
+        yield
+    except (typer.Exit, typer.Abort):
         raise
     except HereticError as exc:
         if _debug():
@@ -54,3 +56,29 @@ def guarded(fn: Callable[[], T]) -> T:
             "unexpected environment; rerun with HERETIC_DEBUG=1 for the traceback and report it.",
             int(ExitCode.INTERNAL),
         ) from None
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def command(app: typer.Typer, name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Register the decorated function as `app`'s command `name`, run inside `map_errors`.
+    (typer reads the options from the wrapped function's signature.)"""
+
+    def register(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def mapped(*args: P.args, **kwargs: P.kwargs) -> R:
+            with map_errors():
+                return fn(*args, **kwargs)
+
+        app.command(name)(mapped)
+        return fn
+
+    return register
+
+
+def exit_with(code: int) -> None:
+    """End the command with `code` (nothing to do for 0)."""
+    if code:
+        raise typer.Exit(code)

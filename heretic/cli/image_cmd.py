@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from heretic.cli.errors import command
 from heretic.errors import ExitCode
 
 # Docker's HEALTHCHECK contract: 0 healthy, 1 unhealthy (2 is reserved).
@@ -58,5 +59,5 @@ def _study_dir(folder: Path | None) -> Path:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("version")(version)
-    app.command("health")(health)
+    command(app, "version")(version)
+    command(app, "health")(health)

@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from heretic.cli.errors import guarded
+from heretic.cli.errors import command
+from heretic.cli.options import JsonOpt
 
 DirArg = Annotated[
     Path | None,
@@ -26,7 +27,7 @@ def _default_output() -> Path:
 
 def status(
     folder: DirArg = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
+    as_json: JsonOpt = False,
     lines: Annotated[int, typer.Option(min=0, help="Log lines to show.")] = 5,
     clear_failures: Annotated[bool, typer.Option(
         "--clear-failures", help="Forget earlier failed starts so a stopped restart loop may "
@@ -35,14 +36,11 @@ def status(
     """Show where a run is: phase, trials k of n, ETA, best so far, failures, upload URL."""
     from heretic.lifecycle.status import locate, render, summary
 
-    def go() -> None:
-        state = locate(folder if folder is not None else _default_output())
-        if clear_failures:
-            state.clear_failures()
-        data = summary(state, lines)
-        typer.echo(json.dumps(data, indent=2, default=str) if as_json else render(data))
-
-    guarded(go)
+    state = locate(folder if folder is not None else _default_output())
+    if clear_failures:
+        state.clear_failures()
+    data = summary(state, lines)
+    typer.echo(json.dumps(data, indent=2, default=str) if as_json else render(data))
 
 
 def upload(
@@ -53,23 +51,13 @@ def upload(
     retries: Annotated[int, typer.Option(min=0, help="Retries of transient failures.")] = 5,
 ) -> None:
     """Upload a finished output folder to the Hub (token from HF_TOKEN), then verify it."""
-    from heretic.lifecycle.state import RunState
-    from heretic.lifecycle.upload import upload_output
+    from heretic.lifecycle.upload import upload_finished_run
     from heretic.progress import default_reporter
 
-    def go() -> None:
-        url = upload_output(folder, repo_id, private=not public, retries=retries,
-                            reporter=default_reporter())
-        study = folder / "study"
-        if study.is_dir():  # let `heretic status` and a restart know it is on the Hub now
-            state = RunState(study)
-            state.mark_done({**(state.done_info() or {"output_dir": str(folder)}),
-                             "repo_id": repo_id, "upload_url": url})
-        typer.echo(url)
-
-    guarded(go)
+    typer.echo(upload_finished_run(folder, repo_id, private=not public, retries=retries,
+                                   reporter=default_reporter()))
 
 
 def register(app: typer.Typer) -> None:
-    app.command("status")(status)
-    app.command("upload")(upload)
+    command(app, "status")(status)
+    command(app, "upload")(upload)

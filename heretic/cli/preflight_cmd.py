@@ -13,20 +13,13 @@ from typing import Annotated, Any
 
 import typer
 
-from heretic.cli.errors import guarded
+from heretic.cli.errors import command, exit_with
+from heretic.cli.options import ConfigOpt, JsonOpt, ProfileOpt, SetOpt
 from heretic.errors import ExitCode
 
 ModelOpt = Annotated[
     str | None, typer.Option("--model", help="Hub id or local path; empty checks the demo model.")
 ]
-ProfileOpt = Annotated[
-    str | None, typer.Option("--profile", help="Hardware profile name, or auto.")
-]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Settings TOML file.")]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="KEY=VALUE setting (repeatable).")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 GpusOpt = Annotated[str | None, typer.Option(
     "--gpus", help="Plan for another machine: COUNTxGB of fresh cards (1x24, 1x80, 4x24, "
     "2x48, 1x141) instead of this machine's GPUs; RAM stays this machine's.")]
@@ -98,7 +91,7 @@ def _profiles(as_json: bool) -> int:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("preflight")
+    @command(app, "preflight")
     def preflight(
         model: ModelOpt = None,
         profile: ProfileOpt = None,
@@ -111,11 +104,9 @@ def register(app: typer.Typer) -> None:
         gpus: GpusOpt = None,
     ) -> None:
         """Check GPUs, memory, disk, locks and stale processes before a run; FAIL exits 7."""
-        code = guarded(lambda: _preflight(model, profile, config, sets or [], kill_stale, as_json,
-                                          gpus))
-        raise typer.Exit(code)
+        exit_with(_preflight(model, profile, config, sets or [], kill_stale, as_json, gpus))
 
-    @app.command("profiles")
+    @command(app, "profiles")
     def profiles(as_json: JsonOpt = False) -> None:
         """List the hardware profiles, one line each."""
-        raise typer.Exit(guarded(lambda: _profiles(as_json)))
+        exit_with(_profiles(as_json))

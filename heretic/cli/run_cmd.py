@@ -7,24 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from heretic.cli.errors import guarded
-from heretic.config.settings import field_help
-
-H = field_help()
-
-
-def _opt(key: str, *names: str, **kw: Any) -> Any:
-    return typer.Option(*names, help=H[key], show_default=False, **kw)
-
-
-ModelOpt = Annotated[str | None, _opt("model", "--model", "-m")]
-OutputOpt = Annotated[Path | None, _opt("output", "--output", "-o")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML file with settings.")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Any setting as KEY=VALUE (repeatable), e.g. --set kl_cap=0.3."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the final report as JSON on stdout.")]
+from heretic.cli.errors import command, exit_with
+from heretic.cli.options import (
+    ConfigOpt,
+    JsonOpt,
+    ModelOpt,
+    OutputOpt,
+    ProfileOpt,
+    SetOpt,
+    StorageOpt,
+)
+from heretic.cli.options import setting_option as _opt
 
 
 def run_command(
@@ -37,7 +30,7 @@ def run_command(
     seed: Annotated[int | None, _opt("seed", "--seed")] = None,
     output: OutputOpt = None,
     study_dir: Annotated[Path | None, _opt("study_dir", "--study-dir")] = None,
-    profile: Annotated[str | None, _opt("profile", "--profile")] = None,
+    profile: ProfileOpt = None,
     device_map: Annotated[str | None, _opt("device_map", "--device-map")] = None,
     quantization: Annotated[str | None, _opt("quantization", "--quantization")] = None,
     dtype: Annotated[str | None, _opt("dtype", "--dtype")] = None,
@@ -49,7 +42,7 @@ def run_command(
     kl_cap: Annotated[float | None, _opt("kl_cap", "--kl-cap")] = None,
     patience: Annotated[int | None, _opt("patience", "--patience")] = None,
     trust_remote_code: Annotated[bool | None, _opt("trust_remote_code", "--trust-remote-code")] = None,
-    storage: Annotated[str | None, _opt("storage", "--storage")] = None,
+    storage: StorageOpt = None,
     study_name: Annotated[str | None, _opt("study_name", "--study-name")] = None,
     workers: Annotated[int | None, _opt("workers", "--workers")] = None,
     upload: Annotated[str | None, _opt("upload", "--upload")] = None,
@@ -80,14 +73,9 @@ def _execute(cli: dict[str, Any], config: Path | None, assignments: list[str] | 
     from heretic.cli.run_output import print_summary
     from heretic.run.execution import execute
 
-    def go() -> int:
-        outcome = execute(cli, config_path=config, assignments=assignments)
-        print_summary(outcome, as_json=as_json)
-        return outcome.exit_code
-
-    code = guarded(go)
-    if code:
-        raise typer.Exit(code)
+    outcome = execute(cli, config_path=config, assignments=assignments)
+    print_summary(outcome, as_json=as_json)
+    exit_with(outcome.exit_code)
 
 
 def export_command(
@@ -98,7 +86,7 @@ def export_command(
     to: Annotated[Path | None, typer.Option("--to", help="Where to write the model and its "
                                             "report (default OUTPUT/trial-N).",
                                             show_default=False)] = None,
-    storage: Annotated[str | None, _opt("storage", "--storage")] = None,
+    storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export one trial of a finished study (a gentler or stronger edit than the selected one)
@@ -106,17 +94,12 @@ def export_command(
     from heretic.cli.run_output import print_summary
     from heretic.run.execution import export_from_study
 
-    def go() -> int:
-        outcome = export_from_study(output, trial, dest=to, storage=storage)
-        print_summary(outcome, as_json=as_json)
-        return outcome.exit_code
-
-    code = guarded(go)
-    if code:
-        raise typer.Exit(code)
+    outcome = export_from_study(output, trial, dest=to, storage=storage)
+    print_summary(outcome, as_json=as_json)
+    exit_with(outcome.exit_code)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run")(run_command)
-    app.command("demo")(demo_command)
-    app.command("export")(export_command)
+    command(app, "run")(run_command)
+    command(app, "demo")(demo_command)
+    command(app, "export")(export_command)

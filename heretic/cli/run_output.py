@@ -10,13 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from heretic.run.execution import Outcome
+from heretic.run.report_types import RunReport, VerificationRecord
 
 
 def fmt_kl(value: float) -> str:
     return f"{value:.4f}" if value >= 1e-3 or value == 0 else f"{value:.2e}"
 
 
-def summary_table(report: dict) -> Table:
+def summary_table(report: RunReport) -> Table:
     base, sel = report["base"], report.get("selected")
     n = base["n_harmful"]
     table = Table(title=f"heretic: {report['model']}")
@@ -44,7 +45,7 @@ def summary_table(report: dict) -> Table:
     return table
 
 
-def _verification_rows(table: Table, verify: dict) -> None:
+def _verification_rows(table: Table, verify: VerificationRecord) -> None:
     nh = verify["prompts"]["harmful"]
     label = "verification" if verify["held_out"] else "re-check (search prompts)"
     table.add_row(f"{label}, {verify['max_response_tokens']} tokens: base",

@@ -17,6 +17,7 @@ for choosing a budget, not a promise: real runs vary with the prompts and the mo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,7 +138,8 @@ def count_model_parameters(model: str, revision: str | None = None,
 def count_model(model: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
     """Preflight's ParamCount of the model (total, active and expert parameters)."""
     try:
-        from heretic.preflight.memory import count_parameters  # type: ignore[import-not-found]
+        # A slimmed installation may lack preflight's counter: prices still work without it.
+        from heretic.preflight.memory import count_parameters
     except ImportError:
         raise CloudError(
             "The parameter counter (heretic.preflight.memory) is not available in this "
@@ -153,3 +155,30 @@ def count_model(model: str, revision: str | None = None, trust_remote_code: bool
                          f"{type(exc).__name__}: {exc}.",
                          "Check the model id (and HF_TOKEN for gated models).") from None
     return result
+
+
+def estimate_for_model(model: str, revision: str | None, profile: str, trials: int | None,
+                       gpu: GpuKind) -> tuple[RunEstimate, list[str]]:
+    """The run's estimate on one `gpu`, and the lines that tell the user what it rests on."""
+    count = count_model(model, revision)
+    n_params = int(count.total)
+    est = estimate_run(n_params, shape_for_profile(profile, trials), gpu, count=count)
+    active = getattr(count, "active", n_params)
+    moe = f" ({active / 1e9:.2f}B active per token)" if active < n_params else ""
+    lines = [f"{model}: {n_params / 1e9:.2f}B parameters{moe}, {est.weights_gb} GB of weights. "
+             f"Rough estimate on one {gpu.name}: {est.hours} h (see docs/cloud.md for how it "
+             "is made)."]
+    if not est.fits:
+        lines.append(f"WARNING: the weights do not fit one {gpu.name}; use --set "
+                     "quantization=bnb-4bit or a larger GPU.")
+    return est, lines
+
+
+def count_for_disk(model: str, warn: Callable[[str], None]) -> int | None:
+    """The parameter count the launcher sizes the disk from, or None (with a warning) when the
+    model cannot be counted: the launch then takes the default disk."""
+    try:
+        return count_model_parameters(model)
+    except HereticError as exc:
+        warn(f"WARNING: could not size the disk from the model: {exc.message}")
+        return None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from heretic.cloud.cost import DEFAULT_DISK_GB
-from heretic.cloud.gpu_kinds import GpuKind
+from heretic.cloud.gpu_kinds import GpuKind, gpu_kind
 from heretic.cloud.offer_filter import offer_query
 from heretic.cloud.records import Instance, LaunchSpec, Offer, OfferQuery, Provider
 from heretic.errors import CloudError, ConfigError, TokenError
@@ -213,3 +213,22 @@ def follow_hint(instance: Instance) -> str:
     return (f"Follow it with: heretic cloud status --provider {p} {i}\n"
             f"             heretic cloud logs --provider {p} {i}\n"
             f"Stop it with:   heretic cloud stop --provider {p} {i}")
+
+
+def launch_options(provider: str, gpu: str, model: str, *, assignments: list[str],
+                   image: str | None = None, upload: str | None = None,
+                   max_price: float | None = None, offer_id: str | None = None,
+                   disk_gb: int | None = None, profile: str = "auto", cloud: str = "SECURE",
+                   volume_id: str | None = None, runpod_secret: str = "hf_token",
+                   vast_account_token: bool = False) -> LaunchOptions:
+    """LaunchOptions from command-line values: the provider and GPU names validated, the
+    --set assignments split, the RunPod tier upper-cased."""
+    from heretic.cloud.providers import provider_names
+    from heretic.config.sources import split_assignments
+
+    provider_names(provider)  # validates the name
+    return LaunchOptions(
+        provider=provider, gpu=gpu_kind(gpu), model=model, image=image or DEFAULT_IMAGE,
+        upload=upload, max_price=max_price, offer_id=offer_id, disk_gb=disk_gb, profile=profile,
+        settings=split_assignments(assignments), cloud=cloud.upper(), volume_id=volume_id,
+        runpod_secret=runpod_secret, vast_account_token=vast_account_token)

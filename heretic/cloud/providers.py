@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import httpx
 
 from heretic.cloud.http import Sleep
 from heretic.cloud.keys import load_key, require_key
-from heretic.cloud.records import PROVIDERS, Provider
+from heretic.cloud.records import PROVIDERS, Offer, OfferQuery, Provider
 from heretic.cloud.runpod import RunPodClient
 from heretic.cloud.vast import VastClient
 from heretic.errors import CloudError
@@ -37,3 +38,27 @@ def provider_names(choice: str) -> list[str]:
     if choice not in PROVIDERS:
         raise CloudError(f"Unknown provider '{choice}'.", "Choose vast, runpod or all.")
     return [choice]
+
+
+def search_offers(names: list[str], query: OfferQuery,
+                  warn: Callable[[str], None]) -> list[Offer]:
+    """Offers matching `query` from every provider in `names`, cheapest first. With several
+    providers one that fails is skipped with a warning; the search fails when all do."""
+    offers: list[Offer] = []
+    failures: list[CloudError] = []
+    for name in names:
+        try:
+            client = make_client(name)
+            try:
+                offers.extend(client.search(query))
+            finally:
+                client.close()
+        except CloudError as exc:
+            if len(names) == 1:
+                raise
+            failures.append(exc)
+            warn(f"WARNING: {name} skipped: {exc.paragraph()}")
+    if failures and len(failures) == len(names):
+        raise failures[0]
+    offers.sort(key=lambda o: (o.price_per_hour is None, o.price_per_hour or 0))
+    return offers

@@ -98,16 +98,21 @@ def toml_layer(path: Path) -> dict[str, Any]:
     return data
 
 
-def set_layer(assignments: list[str]) -> dict[str, Any]:
-    """Repeated --set KEY=VALUE flags."""
-    layer: dict[str, Any] = {}
+def split_assignments(assignments: list[str]) -> dict[str, str]:
+    """Repeated --set KEY=VALUE flags as raw strings (keys with '_' for '-'), unparsed: the
+    launcher passes them on to the container's environment as they are."""
+    raw: dict[str, str] = {}
     for item in assignments:
-        if "=" not in item:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
             raise ConfigError(f"--set expects KEY=VALUE, got '{item}'.", "Example: --set kl_cap=0.3")
-        key, raw = item.split("=", 1)
-        key = key.strip().replace("-", "_")
-        layer[key] = parse_value(key, raw)
-    return layer
+        raw[key.strip().replace("-", "_")] = value
+    return raw
+
+
+def set_layer(assignments: list[str]) -> dict[str, Any]:
+    """Repeated --set KEY=VALUE flags, parsed as their settings' types."""
+    return {key: parse_value(key, value) for key, value in split_assignments(assignments).items()}
 
 
 def _check_keys(data: Mapping[str, Any], where: str) -> None:

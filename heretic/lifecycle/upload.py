@@ -204,3 +204,18 @@ def upload_output(output_dir: Path, repo_id: str, *, private: bool = True,
             reporter.info(f"Uploaded and verified: {url}")
             return url
     raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def upload_finished_run(output_dir: Path, repo_id: str, *, private: bool = True,
+                        retries: int = 5, reporter: Reporter | None = None) -> str:
+    """`heretic upload`: upload a finished output folder, then record the upload in its study's
+    done marker, so `heretic status` and a restart know the model is on the Hub."""
+    from heretic.lifecycle.state import RunState
+
+    url = upload_output(output_dir, repo_id, private=private, retries=retries, reporter=reporter)
+    study = output_dir / "study"
+    if study.is_dir():
+        state = RunState(study)
+        state.mark_done({**(state.done_info() or {"output_dir": str(output_dir)}),
+                         "repo_id": repo_id, "upload_url": url})
+    return url
