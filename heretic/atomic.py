@@ -39,7 +39,11 @@ def write_with(path: Path, write: Callable[[Path], None]) -> None:
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write `data` (text as UTF-8) to `path` atomically; OSError (disk full) propagates."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    write_with(path, lambda tmp: tmp.write_bytes(raw))
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(raw)
+
+    write_with(path, write)
 
 
 def write_json(path: Path, data: Any, *, indent: int | None = 2) -> None:

@@ -127,10 +127,10 @@ class ApiClient:
 
     def _delay(self, attempt: int, response: httpx.Response | None) -> float:
         if response is not None:
-            after = response.headers.get("Retry-After", "")
+            after: str = response.headers.get("Retry-After", "")
             if after.strip().isdigit():
                 return min(float(after), MAX_RETRY_AFTER_S)
-        return min(self.backoff_s * (2 ** attempt), MAX_RETRY_AFTER_S)
+        return min(self.backoff_s * 2.0**attempt, MAX_RETRY_AFTER_S)
 
     def _error(self, req: PreparedRequest, detail: str, status: int | None) -> ApiStatusError:
         where = f"{req.method} {req.url}"

@@ -144,10 +144,10 @@ class Monitor:
         return alerts, current
 
     def next_delay(self) -> float:
-        base = min(self.interval_s * (2 ** min(self.failures, 16)), self.max_backoff_s)
+        base = min(self.interval_s * 2.0 ** min(self.failures, 16), self.max_backoff_s)
         if self.failures == 0:
             base = self.interval_s
-        return max(0.0, base * (1 + self.rng.uniform(-self.jitter, self.jitter)))
+        return max(0.0, base * (1 + float(self.rng.uniform(-self.jitter, self.jitter))))
 
     def _try_launch(self, offers: list[Offer]) -> Instance | None:
         if self.on_available is None or not offers:

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from heretic.cloud.http import ApiClient, ApiStatusError, PreparedRequest, Sleep
-from heretic.cloud.records import Instance, LaunchSpec, Offer, OfferQuery, State
+from heretic.cloud.records import Instance, LaunchSpec, Offer, OfferQuery, ProviderName, State
 from heretic.errors import CloudError
 
 DEFAULT_URL = "https://api.runpod.io/v2"
@@ -77,7 +77,7 @@ def _log_lines(text: str) -> list[str]:
 
 
 class RunPodClient:
-    name = "runpod"
+    name: ProviderName = "runpod"
 
     def __init__(self, key: str | None, *, base_url: str | None = None, sleep: Sleep = time.sleep,
                  retries: int = 4, transport: httpx.BaseTransport | None = None,
@@ -170,7 +170,7 @@ class RunPodClient:
     @staticmethod
     def _instance(pod: dict[str, Any], fallback_id: str) -> Instance:
         status = str(pod.get("status") or "unknown").upper()
-        gpu = pod.get("gpu") if isinstance(pod.get("gpu"), dict) else {}
+        gpu: dict[str, Any] = pod["gpu"] if isinstance(pod.get("gpu"), dict) else {}
         cost = pod.get("cost")
         # v2 pods carry no status message; where and on what CUDA is what it tells.
         where = ", ".join(f"{k} {pod[k]}" for k in ("dataCenterId", "cudaVersion") if pod.get(k))

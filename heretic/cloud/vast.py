@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from heretic.cloud.http import ApiClient, PreparedRequest, Sleep
-from heretic.cloud.records import Instance, LaunchSpec, Offer, OfferQuery, State
+from heretic.cloud.records import Instance, LaunchSpec, Offer, OfferQuery, ProviderName, State
 from heretic.errors import CloudError
 
 DEFAULT_URL = "https://console.vast.ai/api/v0"
@@ -42,7 +42,7 @@ def _float(value: Any) -> float | None:
 
 
 class VastClient:
-    name = "vast"
+    name: ProviderName = "vast"
 
     def __init__(self, key: str | None, *, base_url: str | None = None, sleep: Sleep = time.sleep,
                  retries: int = 4, transport: httpx.BaseTransport | None = None,

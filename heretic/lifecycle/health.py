@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from heretic.lifecycle.state import PROGRESS_FILE, RunState
 
@@ -28,7 +29,7 @@ class Health:
     message: str
 
 
-def allowed_age(trials: dict, min_age_s: float) -> float:
+def allowed_age(trials: dict[str, Any], min_age_s: float) -> float:
     """How old progress.json may be during the search: the floor, or 3 average trials."""
     remaining = int(trials.get("requested") or 0) - int(trials.get("completed") or 0)
     eta = trials.get("eta_s")

@@ -26,12 +26,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from heretic.config.settings import Settings
 from heretic.errors import ExitCode, HereticError, StudyError
 from heretic.lifecycle.logfile import LoggedReporter, attach_log_file, detach_log_file
 from heretic.lifecycle.notification import build_payload, send_notification
 from heretic.lifecycle.shutdown import ShutdownResult, end_self, shutdown_self
 from heretic.lifecycle.signals import GracefulStop
-from heretic.lifecycle.state import RunState, guard_restart_loop
+from heretic.lifecycle.state import BestSoFar, RunState, guard_restart_loop
 from heretic.lifecycle.upload import check_repo_id, resolve_token, upload_output
 from heretic.progress import NullReporter, Reporter
 
@@ -64,7 +65,7 @@ def _clean_exit(exc: BaseException) -> bool:
 class RunLifecycle:
     """Context manager tying state, log, signals, upload, notification and shutdown together."""
 
-    def __init__(self, settings: Any, reporter: Reporter | None = None, *,
+    def __init__(self, settings: Settings, reporter: Reporter | None = None, *,
                  environ: Mapping[str, str] | None = None,
                  restart_limit: int = RESTART_LIMIT) -> None:
         self.settings = settings
@@ -98,7 +99,7 @@ class RunLifecycle:
             self._retry_pending_shutdown(done)
             return
         guard_restart_loop(self.state, self.restart_limit)
-        repo = getattr(self.settings, "upload", None)
+        repo = self.settings.upload
         if repo:  # fail in seconds, not after the search
             check_repo_id(repo)
             resolve_token()
@@ -135,7 +136,7 @@ class RunLifecycle:
         self.state.set_phase(phase)
 
     def on_trial(self, completed: int, requested: int, eta_s: float | None,
-                 best: dict | None) -> None:
+                 best: BestSoFar | None) -> None:
         # `best` is the trial the selection policy would take now, over the whole study
         # (heretic.run.best_so_far), so restarts and other workers' trials are counted.
         self.state.set_trials(completed, requested, eta_s, best)
@@ -144,28 +145,28 @@ class RunLifecycle:
         return self.stop.requested
 
     # --- the end of a successful run ------------------------------------------------------
-    def finish(self, info: dict | None = None) -> dict:
+    def finish(self, info: dict[str, Any] | None = None) -> dict[str, Any]:
         """Upload (if asked), write DONE.json, notify, and end the machine (if asked)."""
         info = {"output_dir": str(self.settings.output), **(info or {})}
         # Absolute, so `heretic status` run from another folder (or the host) can find them.
         for key in ("output_dir", "model_dir"):
             if info.get(key):
                 info[key] = str(Path(info[key]).resolve())
-        repo = getattr(self.settings, "upload", None)
+        repo = self.settings.upload
         if repo:
             self.state.set_phase("upload", repo)
             info["repo_id"] = repo
             info["upload_url"] = upload_output(
-                self.settings.output, repo, private=not getattr(self.settings, "public", False),
+                self.settings.output, repo, private=not self.settings.public,
                 reporter=self.reporter)
         self.state.mark_done(info)
         where = info.get("upload_url") or info["output_dir"]
         self.notify("done", f"finished: {where}", upload_url=info.get("upload_url"))
-        if getattr(self.settings, "shutdown_after", False):
+        if self.settings.shutdown_after:
             info = self._shutdown(info)
         return info
 
-    def _shutdown(self, info: dict) -> dict:
+    def _shutdown(self, info: dict[str, Any]) -> dict[str, Any]:
         if not info.get("upload_url"):
             self.reporter.warn("--shutdown-after needs a confirmed --upload: without it the "
                                "results exist only on this machine, so it is left running.")
@@ -189,20 +190,20 @@ class RunLifecycle:
         default) the instance is at least stopped, so the GPU stops billing."""
         if refused.ok or refused.provider is None:
             return refused
-        if getattr(self.settings, "on_failure", "stop") != "stop":
+        if self.settings.on_failure != "stop":
             return refused
         stopped = end_self("stop", self.environ, reporter=self.reporter)
         return ShutdownResult(refused.provider, stopped.ok,
                               f"{refused.message} --on-failure stop: {stopped.message}",
                               refused.status)
 
-    def _retry_pending_shutdown(self, done: dict) -> None:
-        wanted = getattr(self.settings, "shutdown_after", False)
+    def _retry_pending_shutdown(self, done: dict[str, Any]) -> None:
+        wanted = self.settings.shutdown_after
         if wanted and done.get("upload_url") and not (done.get("shutdown") or {}).get("ok"):
             self._shutdown(done)
 
     def notify(self, status: str, message: str, **facts: Any) -> bool:
-        url = getattr(self.settings, "notify", None)
+        url = self.settings.notify
         if not url:
             return False
         payload = build_payload(status, message, study_dir=str(self.state.study_dir), **facts)

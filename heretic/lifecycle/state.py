@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from heretic.atomic import read_json, write_json
 from heretic.errors import ExitCode, StudyError
@@ -34,6 +34,15 @@ log = logging.getLogger("heretic.lifecycle")
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
+
+
+class BestSoFar(TypedDict):
+    """progress.json's "best": the trial the selection policy would take now."""
+
+    trial: int
+    refusals: int
+    kl_divergence: float
+    meets_policy: bool
 
 class RunState:
     """Reads and writes progress.json and DONE.json in one study folder."""
@@ -69,7 +78,7 @@ class RunState:
         self._update(phase=phase, message=redact(message))
 
     def set_trials(self, completed: int, requested: int, eta_s: float | None,
-                   best: dict | None) -> None:
+                   best: BestSoFar | None) -> None:
         previous = int(self._progress().get("trials", {}).get("completed", 0) or 0)
         changes: dict[str, Any] = {
             "trials": {"completed": completed, "requested": requested,
@@ -96,7 +105,7 @@ class RunState:
         """Failed starts (interruptions excluded) since the last completed trial or success."""
         return int(self._progress().get("failure_streak", 0))
 
-    def record_after_failure(self, info: dict) -> None:
+    def record_after_failure(self, info: dict[str, Any]) -> None:
         """What --on-failure did to the machine (only into an existing progress.json)."""
         if self.progress_path.is_file():
             self._update(after_failure=info)
@@ -105,7 +114,7 @@ class RunState:
         self._update(failure_streak=0)
 
     # --- done marker ----------------------------------------------------------------------
-    def mark_done(self, info: dict) -> None:
+    def mark_done(self, info: dict[str, Any]) -> None:
         """Write DONE.json (atomically, last). Raises StudyError when it cannot be written."""
         payload = {"finished_at": now_iso(), **info}
         self._update(phase="done", message="", failure_streak=0)
@@ -120,10 +129,10 @@ class RunState:
     def is_done(self) -> bool:
         return self.done_info() is not None
 
-    def done_info(self) -> dict | None:
+    def done_info(self) -> dict[str, Any] | None:
         return read_json(self.done_path)
 
-    def read(self) -> dict:
+    def read(self) -> dict[str, Any]:
         """Progress and done marker together: {"study_dir", "progress", "done"}."""
         return {"study_dir": str(self.study_dir), "progress": self._progress(),
                 "done": self.done_info()}

@@ -68,7 +68,7 @@ def summary(state: RunState, log_lines: int = 5) -> dict[str, Any]:
 def _verdict(data: dict[str, Any]) -> str:
     if data["done"] is not None:
         return "done"
-    phase = data["progress"].get("phase", "unknown")
+    phase = str(data["progress"].get("phase", "unknown"))
     if phase in ("failed", "interrupted"):
         return phase
     age = data.get("age_s")

@@ -15,26 +15,31 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heretic.config.settings import Settings
 from heretic.config.sources import merge_layers
 from heretic.demo.settings import DEMO_LAYER
 from heretic.errors import ExitCode, HereticError, NoAcceptableTrialError, PreflightError
 from heretic.progress import Reporter, default_reporter
+from heretic.run.report_types import RunReport
+
+if TYPE_CHECKING:  # imported where used: `heretic run` starts before torch is imported
+    from heretic.lifecycle.session import RunLifecycle
+    from heretic.preflight.inventory import GpuInventory
 
 
 @dataclass
 class Outcome:
     exit_code: int
-    report: dict[str, Any] | None = None
+    report: RunReport | None = None
     message: str = ""  # why the run failed (printed as an error)
     notice: str = ""  # something to say on success
     model_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _read_report(output: Path) -> dict[str, Any] | None:
+def _read_report(output: Path) -> RunReport | None:
     path = output / "report.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
@@ -64,7 +69,7 @@ def _validate_inputs(settings: Settings, reporter: Reporter) -> None:
         reporter.info(f"Study storage: {check_storage(settings.storage)}.")
 
 
-def _preflight(settings: Settings, inventory: Any, reporter: Reporter) -> None:
+def _preflight(settings: Settings, inventory: GpuInventory, reporter: Reporter) -> None:
     from heretic.preflight.checklist import run_preflight
 
     report = run_preflight(settings, inventory=inventory, for_run=True)
@@ -168,7 +173,7 @@ def _locked(cli: Mapping[str, Any], config_path: Path | None, assignments: list[
             return _engine(settings, life)
 
 
-def _engine(settings: Settings, life: Any) -> Outcome:
+def _engine(settings: Settings, life: RunLifecycle) -> Outcome:
     from heretic.run.recipe import RunHooks, run
 
     hooks = RunHooks(on_phase=life.on_phase, on_trial=life.on_trial, should_stop=life.should_stop,

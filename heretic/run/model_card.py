@@ -5,12 +5,13 @@ built only from the report, which never contains tokens."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from huggingface_hub import ModelCardData
 
+from heretic.run.report_types import ExampleSets, RunReport
 
-def _metadata(report: dict[str, Any]) -> str:
+
+def _metadata(report: RunReport) -> str:
     model = report["model"]
     data = ModelCardData(
         base_model=model if _is_hub_id(model) else None,
@@ -29,10 +30,11 @@ def _model_link(model: str) -> str:
     return f"[{model}](https://huggingface.co/{model})" if _is_hub_id(model) else f"`{model}`"
 
 
-def _samples(report: dict[str, Any]) -> str:
+def _samples(report: RunReport) -> str:
     prompts = report.get("sample_prompts") or []
     before = report["base"].get("sample_responses") or []
-    after = (report.get("selected") or {}).get("sample_responses") or []
+    selected = report.get("selected")
+    after = (selected["sample_responses"] if selected else None) or []
     if not prompts or not after:
         return ""
     rows = "".join(
@@ -50,7 +52,7 @@ def _pct(value: float) -> str:
     return f"{value:.0%}"
 
 
-def _verification(report: dict[str, Any]) -> str:
+def _verification(report: RunReport) -> str:
     v = report.get("verification")
     if not v:
         return ""
@@ -81,13 +83,12 @@ def _verification(report: dict[str, Any]) -> str:
     text += ("\nThe alternatives are the selected trial's neighbours on the Pareto front (none "
              "when the front is this trial alone); `heretic export --trial N` writes any trial "
              "of the study, with its own report, without running the search again.\n")
-    return text + _pairs(v.get("examples") or {})
+    return text + _pairs(v["examples"])
 
 
-def _pairs(examples: dict[str, list[dict[str, str]]]) -> str:
+def _pairs(examples: ExampleSets) -> str:
     out = ""
-    for kind in ("harmful", "harmless"):
-        pairs = examples.get(kind) or []
+    for kind, pairs in (("harmful", examples["harmful"]), ("harmless", examples["harmless"])):
         if pairs:
             out += (f"\n### Before and after: {kind} prompts (verification split, greedy)\n"
                     "| prompt | base model | this model |\n|---|---|---|\n")
@@ -96,7 +97,7 @@ def _pairs(examples: dict[str, list[dict[str, str]]]) -> str:
     return out
 
 
-def _limits(report: dict[str, Any]) -> str:
+def _limits(report: RunReport) -> str:
     markers = report.get("refusal_markers") or report.get("settings", {}).get("refusal_markers") or []
     shown = ", ".join(f"`{m}`" for m in markers)
     return (
@@ -111,7 +112,7 @@ def _limits(report: dict[str, Any]) -> str:
     )
 
 
-def _layer_profile(report: dict[str, Any]) -> str:
+def _layer_profile(report: RunReport) -> str:
     profile = report.get("layer_profile")
     if not profile:
         return ""
@@ -123,12 +124,12 @@ def _layer_profile(report: dict[str, Any]) -> str:
             "![separation per layer and the selected kernel](layer_profile.png)\n\n")
 
 
-def _stopped(report: dict[str, Any]) -> str:
+def _stopped(report: RunReport) -> str:
     reason = report["trials"].get("stop_reason") or ""
     return f"Search: {reason} ({report['trials']['completed']} completed)." if reason else ""
 
 
-def render_model_card(report: dict[str, Any]) -> str:
+def render_model_card(report: RunReport) -> str:
     base, sel = report["base"], report.get("selected")
     n = base["n_harmful"]
     chosen = report["policy"].get("chosen_by")

@@ -44,9 +44,11 @@ from heretic.engine.space import SearchSpace
 from heretic.engine.study import completed_trials, count, open_study, run_trials
 from heretic.engine.verification import Verified, Verifier
 from heretic.errors import InterruptedRun, NoAcceptableTrialError, StudyError
+from heretic.lifecycle.state import BestSoFar
 from heretic.progress import NullReporter, Reporter
 from heretic.run import worker_pool
 from heretic.run.report import RunRecord, Verification, write_run_files
+from heretic.run.report_types import RunReport
 from heretic.run.study_files import (
     check_or_record_in_study,
     check_or_record_settings,
@@ -63,7 +65,7 @@ class RunHooks:
     """How the lifecycle layer follows a run; every callback is optional."""
 
     on_phase: Callable[[str], None] = lambda phase: None
-    on_trial: Callable[[int, int, float | None, dict[str, Any] | None], None] = (
+    on_trial: Callable[[int, int, float | None, BestSoFar | None], None] = (
         lambda done, total, eta, best: None
     )
     should_stop: Callable[[], bool] = lambda: False
@@ -75,7 +77,7 @@ class RunHooks:
 
 @dataclass
 class RunResult:
-    report: dict[str, Any] | None
+    report: RunReport | None
     model_dir: Path | None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -124,7 +126,7 @@ def phase_base(evaluator: Evaluator, reporter: Reporter) -> RefusalResult:
     return base
 
 
-def best_so_far(trials: list[optuna.trial.FrozenTrial], settings: Settings) -> dict[str, Any] | None:
+def best_so_far(trials: list[optuna.trial.FrozenTrial], settings: Settings) -> BestSoFar | None:
     """The trial the selection policy would take now (or, if none qualifies yet, the one with
     the fewest refusals), for progress displays."""
     chosen = select(trials, settings.selection, settings.kl_cap, settings.refusal_cap,

@@ -6,23 +6,34 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from optuna.trial import FrozenTrial
 
 from heretic import __version__
 from heretic.atomic import write_atomic, write_with
 from heretic.engine.selection import TrialScore, pareto_front, score
-from heretic.engine.verification import Verified
+from heretic.engine.verification import Example, Verified
+from heretic.run.report_types import (
+    ExampleRecord,
+    JsonDict,
+    MeasuredRecord,
+    RunReport,
+    TrialRow,
+    VerificationRecord,
+)
 
 
-def _measured(v: Verified) -> dict[str, Any]:
+def _measured(v: Verified) -> MeasuredRecord:
     return {"trial": v.trial, "refusals": v.refusals, "n_harmful": v.n_harmful,
             "kl_divergence": v.kl_divergence, "harmless_unchanged": round(v.harmless_unchanged, 4),
             "first_sentence_changed": round(v.first_sentence_changed, 4),
             "n_harmless": v.n_harmless}
+
+
+def _example(e: Example) -> ExampleRecord:
+    return {"prompt": e.prompt, "base": e.base, "edited": e.edited}
 
 
 @dataclass
@@ -48,7 +59,7 @@ class Verification:
                 f"{s.kl_divergence:.3g}, {s.harmless_unchanged:.0%} of harmless answers "
                 f"unchanged for {self.compare_tokens} tokens.")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> VerificationRecord:
         s = self.selected
         return {
             "held_out": self.held_out,
@@ -60,8 +71,8 @@ class Verification:
             "base": {"refusals": self.base.refusals, "n_harmful": self.base.n_harmful},
             "selected": _measured(s),
             "examples": {
-                "harmful": [asdict(e) for e in s.harmful_examples],
-                "harmless": [asdict(e) for e in s.harmless_examples],
+                "harmful": [_example(e) for e in s.harmful_examples],
+                "harmless": [_example(e) for e in s.harmless_examples],
             },
             "alternatives": [
                 {"trial": v.trial, "search": {"refusals": t.refusals, "kl_divergence": t.kl},
@@ -74,7 +85,7 @@ class Verification:
 @dataclass
 class RunRecord:
     model: str
-    settings: dict[str, Any]
+    settings: JsonDict
     base_refusals: int
     n_harmful: int
     n_harmless: int
@@ -89,10 +100,10 @@ class RunRecord:
     num_layers: int = 0
     chosen_by: str = ""  # the selection policy, or "manual" for heretic export --trial N
     stop_reason: str = ""
-    layer_profile: dict[str, Any] | None = None
+    layer_profile: JsonDict | None = None
 
 
-def trial_row(t: FrozenTrial) -> dict[str, Any]:
+def trial_row(t: FrozenTrial) -> TrialRow:
     s = score(t)
     return {
         "trial": s.number,
@@ -104,7 +115,7 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
     }
 
 
-def build_report(rec: RunRecord) -> dict[str, Any]:
+def build_report(rec: RunRecord) -> RunReport:
     durations = [t.user_attrs.get("duration_s", 0.0) for t in rec.trials]
     timings = dict(rec.timings)
     timings["trials_total"] = timings.get("trials_total", float(sum(durations)))
@@ -172,7 +183,7 @@ def plot_pareto(trials: list[FrozenTrial], selected: int | None, path: Path) -> 
         plt.close(fig)
 
 
-def write_run_files(rec: RunRecord, output: Path) -> dict[str, Any]:
+def write_run_files(rec: RunRecord, output: Path) -> RunReport:
     report = build_report(rec)
     output.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps(trial_row(t)) + "\n" for t in rec.trials)

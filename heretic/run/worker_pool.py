@@ -53,7 +53,7 @@ def worker_settings(settings: Settings) -> dict[str, object]:
     return data
 
 
-def start_workers(settings: Settings) -> list[subprocess.Popen]:
+def start_workers(settings: Settings) -> list[subprocess.Popen[bytes]]:
     study_dir = settings.resolved_study_dir
     path = study_dir / "worker-settings.json"
     write_atomic(path, json.dumps(worker_settings(settings), indent=2))
@@ -76,7 +76,7 @@ def start_workers(settings: Settings) -> list[subprocess.Popen]:
 class WorkerGroup:
     """The worker processes of one run and the stop requests sent to them."""
 
-    def __init__(self, procs: list[subprocess.Popen]) -> None:
+    def __init__(self, procs: list[subprocess.Popen[bytes]]) -> None:
         self.procs = procs
         self.requests_sent = 0
 
@@ -94,12 +94,12 @@ class WorkerGroup:
         wait_workers(self.procs, timeout_s)
 
 
-def stop_workers(procs: list[subprocess.Popen], timeout_s: float = 120.0) -> None:
+def stop_workers(procs: list[subprocess.Popen[bytes]], timeout_s: float = 120.0) -> None:
     """Ask each worker to finish its trial (SIGTERM), then wait; kill only if it hangs."""
     WorkerGroup(procs).stop(timeout_s)
 
 
-def wait_workers(procs: list[subprocess.Popen], timeout_s: float | None = None) -> list[int]:
+def wait_workers(procs: list[subprocess.Popen[bytes]], timeout_s: float | None = None) -> list[int]:
     codes = []
     for proc in procs:
         try:
