@@ -2,7 +2,7 @@
 #   docker build -t heretic:0.1.0-cu126 .                              (drivers R525+, A100/H100)
 #   docker build --build-arg CUDA_LINE=cu130 -t heretic:0.1.0-cu130 .  (drivers R580+, Blackwell)
 # First run: docker run --gpus all -e HF_TOKEN -v heretic-work:/workspace heretic:0.1.0-cu126 --profile auto
-# README.md ("Running heretic in a container") has volumes, environment and restarts;
+# docs/container.md has volumes, environment and restarts;
 # scripts/test_image.sh builds a CPU variant locally and runs it through tini + entrypoint.sh.
 #
 # Base: python slim, not nvidia/cuda. torch's CUDA wheels carry their own CUDA runtime, cuBLAS
