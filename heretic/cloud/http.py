@@ -23,7 +23,7 @@ import httpx
 from heretic import __version__
 from heretic.cloud.keys import KEY_ENV
 from heretic.errors import CloudError
-from heretic.secrets import mask, redact
+from heretic.secrets import redact
 
 Sleep = Callable[[float], None]
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -226,8 +226,3 @@ class ApiClient:
         except httpx.HTTPError as exc:
             raise CloudError(f"Could not fetch {self.provider} logs from the link it gave: "
                              f"{type(exc).__name__}.", "Retry in a few seconds.") from None
-
-
-def key_hint(key: str | None) -> str:
-    """How a key is shown in dry-run output."""
-    return mask(key) if key else "(not set)"

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 
 from heretic.config.settings import Settings
 from heretic.engine.ablation import Ablator
@@ -425,8 +424,3 @@ def export_trial(settings: Settings, number: int, dest: Path,
         )
     return _finish(settings, prep, timings, t_all, RunHooks(), reporter, chosen=found[number],
                    output=dest)
-
-
-def free_memory() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
