@@ -50,11 +50,15 @@ class ShutdownResult:
 
 @dataclass(frozen=True)
 class _Target:
-    provider: str
+    provider_info: _Provider
     instance: str
     key: str
     base_url: str
     what: str
+
+    @property
+    def provider(self) -> str:
+        return self.provider_info.name
 
 
 def provider_of(environ: Mapping[str, str]) -> str | None:
@@ -66,26 +70,41 @@ def provider_of(environ: Mapping[str, str]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Provider:
+    name: str
+    id_env: str  # the instance's id, set by the provider in the container
+    key_env: str  # the instance-scoped API key, set by the provider
+    client: type[runpod.RunPodClient] | type[vast.VastClient]
+    url_env: str
+    default_url: str
+    noun: str
+    verb: str
+    console: str
+
+
+# RunPod first: a pod never has CONTAINER_ID, and RUNPOD_POD_ID decides.
+_PROVIDERS = (
+    _Provider("runpod", "RUNPOD_POD_ID", "RUNPOD_API_KEY", runpod.RunPodClient, runpod.URL_ENV,
+              runpod.DEFAULT_URL, "pod", "terminate", "RunPod"),
+    _Provider("vast", "CONTAINER_ID", "CONTAINER_API_KEY", vast.VastClient, vast.URL_ENV,
+              vast.DEFAULT_URL, "instance", "destroy", "Vast.ai"),
+)
+
+
 def _target(environ: Mapping[str, str]) -> _Target | ShutdownResult:
     """Which provider this process runs on, or a result explaining why we cannot shut down."""
-    vast_id = environ.get("CONTAINER_ID", "").strip()
-    pod_id = environ.get("RUNPOD_POD_ID", "").strip()
-    if pod_id:
-        key = environ.get("RUNPOD_API_KEY", "").strip()
+    for p in _PROVIDERS:
+        instance = environ.get(p.id_env, "").strip()
+        if not instance:
+            continue
+        key = environ.get(p.key_env, "").strip()
         if not key:
-            return ShutdownResult("runpod", False, "RUNPOD_POD_ID is set but RUNPOD_API_KEY is "
-                                  "not, so this pod cannot terminate itself; terminate it in "
-                                  "the RunPod console.")
-        base = environ.get(runpod.URL_ENV, "").strip() or runpod.DEFAULT_URL
-        return _Target("runpod", pod_id, key, base, f"pod {pod_id}")
-    if vast_id:
-        key = environ.get("CONTAINER_API_KEY", "").strip()
-        if not key:
-            return ShutdownResult("vast", False, "CONTAINER_ID is set but CONTAINER_API_KEY is "
-                                  "not, so this instance cannot destroy itself; destroy it in "
-                                  "the Vast.ai console.")
-        base = environ.get(vast.URL_ENV, "").strip() or vast.DEFAULT_URL
-        return _Target("vast", vast_id, key, base, f"instance {vast_id}")
+            return ShutdownResult(p.name, False, f"{p.id_env} is set but {p.key_env} is not, so "
+                                  f"this {p.noun} cannot {p.verb} itself; {p.verb} it in the "
+                                  f"{p.console} console.")
+        base = environ.get(p.url_env, "").strip() or p.default_url
+        return _Target(p, instance, key, base, f"{p.noun} {instance}")
     return ShutdownResult(None, False, "Not on Vast.ai or RunPod (no CONTAINER_ID or "
                           "RUNPOD_POD_ID), so heretic cannot stop this machine; it keeps "
                           "running and billing until you stop it.")
@@ -93,8 +112,7 @@ def _target(environ: Mapping[str, str]) -> _Target | ShutdownResult:
 
 def _send(target: _Target, action: Action, transport: httpx.BaseTransport | None, retries: int,
           sleep: Callable[[float], None]) -> ShutdownResult:
-    client_type = runpod.RunPodClient if target.provider == "runpod" else vast.VastClient
-    client = client_type(target.key, base_url=target.base_url, sleep=sleep, retries=retries,
+    client = target.provider_info.client(target.key, base_url=target.base_url, sleep=sleep, retries=retries,
                          transport=transport)
     verb = "stop" if action == "stop" else "end"
     try:
