@@ -42,6 +42,7 @@ from heretic.engine.residuals import collect_residuals
 from heretic.engine.selection import front_neighbours, pareto_front, score, select
 from heretic.engine.space import SearchSpace
 from heretic.engine.study import completed_trials, count, open_study, run_trials
+from heretic.engine.trial_record import TrialRecord
 from heretic.engine.verification import Verified, Verifier
 from heretic.errors import InterruptedRun, NoAcceptableTrialError, StudyError
 from heretic.progress import NullReporter, Reporter
@@ -326,7 +327,7 @@ def phase_verify(prep: Prepared, trials: list[optuna.trial.FrozenTrial],
                                   settings.verify_alternatives)
 
     def measure(number: int) -> Verified:
-        params = AblationParams.from_dict(by_number[number].user_attrs["parameters"])
+        params = AblationParams.from_dict(TrialRecord.read(by_number[number]).required_parameters())
         return verifier.edit(prep.objective.ablator, params, number)
 
     base = verifier.base()
@@ -366,7 +367,7 @@ def _finish(settings: Settings, prep: Prepared, timings: dict[str, float], t_all
     )
     model_dir = None
     if selected is not None:
-        params = AblationParams.from_dict(selected.user_attrs["parameters"])
+        params = AblationParams.from_dict(TrialRecord.read(selected).required_parameters())
         hooks.on_phase("verify")
         record.verification = phase_verify(prep, trials, selected, settings, reporter)
         _enter(hooks, "export")
