@@ -33,7 +33,10 @@ class NullReporter:
 
     @contextmanager
     def task(self, name: str, total: int) -> Iterator[Advance]:
-        yield lambda n=1: None
+        def advance(n: int = 1) -> None:
+            pass
+
+        yield advance
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -113,7 +116,11 @@ class RichReporter:
         )
         with Progress(*columns, console=self.console, transient=False) as progress:
             task_id = progress.add_task(name, total=total)
-            yield lambda n=1: progress.advance(task_id, n)
+
+            def advance(n: int = 1) -> None:
+                progress.advance(task_id, n)
+
+            yield advance
 
 
 def default_reporter() -> NullReporter | LineReporter | RichReporter:

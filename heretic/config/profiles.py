@@ -16,12 +16,12 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
 from heretic.config.settings import Settings
 from heretic.errors import ConfigError
+from heretic.jsontypes import JsonDict
 
 
 def profiles_dir() -> Path:
@@ -35,7 +35,7 @@ def profiles_dir() -> Path:
 class Profile:
     name: str
     description: str
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: JsonDict = field(default_factory=dict)
     path: Path | None = None
 
 

@@ -7,9 +7,11 @@ and validates them. Unknown keys are errors everywhere.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from heretic.jsontypes import JsonDict
 
 # The one URL-password mask (it imports nothing from heretic, so no import cycle).
 from heretic.secrets import MASK, mask_url_password
@@ -37,6 +39,19 @@ DEFAULT_REFUSAL_MARKERS: tuple[str, ...] = (
 )
 
 # Defaults for real models; the demo model ships its own prompt sets.
+# The residual writers an edit may touch, and the ways a trial may pick its direction.
+Component = Literal["attention", "mlp"]
+DirectionScope = Literal["global", "per-layer"]
+
+
+def _all_components() -> list[Component]:
+    return ["attention", "mlp"]
+
+
+def _all_direction_scopes() -> list[DirectionScope]:
+    return ["global", "per-layer"]
+
+
 HUB_HARMFUL_TRAIN = "hub:mlabonne/harmful_behaviors:train[:400]:text"
 HUB_HARMLESS_TRAIN = "hub:mlabonne/harmless_alpaca:train[:400]:text"
 HUB_HARMFUL_EVAL = "hub:mlabonne/harmful_behaviors:test[:100]:text"
@@ -120,8 +135,8 @@ class Settings(BaseModel):
         "standard",
         description="standard: y - lam v(v.y). norm-preserving: keep each weight row's norm (exact).",
     )
-    components: list[Literal["attention", "mlp"]] = Field(
-        default_factory=lambda: ["attention", "mlp"],
+    components: list[Component] = Field(
+        default_factory=_all_components,
         description="Which residual writers are ablated.",
     )
     max_weight: Range = Field(
@@ -146,8 +161,8 @@ class Settings(BaseModel):
         description="Global direction position range, as a fraction of the last layer index "
         "(default: from the layer profile).",
     )
-    direction_scopes: list[Literal["global", "per-layer"]] = Field(
-        default_factory=lambda: ["global", "per-layer"],
+    direction_scopes: list[DirectionScope] = Field(
+        default_factory=_all_direction_scopes,
         description="Direction modes the search may choose from.",
     )
 
@@ -311,7 +326,7 @@ class Settings(BaseModel):
             raise ValueError("refusal_markers must not contain empty strings")
         return self
 
-    def public_dump(self) -> dict[str, Any]:
+    def public_dump(self) -> JsonDict:
         """The settings as JSON, with secrets masked: a webhook URL lets anyone post to its
         channel, and a storage URL may carry a password. For reports and files on disk."""
         data = self.model_dump(mode="json")

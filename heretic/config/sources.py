@@ -11,12 +11,12 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
 from heretic.config.settings import Range, Settings
 from heretic.errors import ConfigError
+from heretic.jsontypes import JsonDict
 
 ENV_PREFIX = "HERETIC_"
 # Environment variables with this prefix that are not settings (used by the lifecycle code).
@@ -38,7 +38,7 @@ def _list_field(name: str) -> bool:
     return ann.startswith("list")
 
 
-def parse_value(key: str, raw: str) -> Any:
+def parse_value(key: str, raw: str) -> object:
     """Turn a string (environment or --set) into the value the settings field expects."""
     if key not in Settings.model_fields:
         raise ConfigError(f"Unknown setting '{key}'.", _known_keys_hint())
@@ -69,9 +69,9 @@ def _known_keys_hint() -> str:
     return "Known settings: " + ", ".join(sorted(Settings.model_fields)) + "."
 
 
-def env_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+def env_layer(environ: Mapping[str, str] | None = None) -> JsonDict:
     environ = os.environ if environ is None else environ
-    layer: dict[str, Any] = {}
+    layer: JsonDict = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name in _NON_SETTING_ENV:
             continue
@@ -85,7 +85,7 @@ def env_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return layer
 
 
-def toml_layer(path: Path) -> dict[str, Any]:
+def toml_layer(path: Path) -> JsonDict:
     """A --config file: settings keys at the top level (a [settings] table is also accepted)."""
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.", "Check the --config path.")
@@ -93,9 +93,9 @@ def toml_layer(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Config file {path} is not valid TOML: {exc}.", "Fix the file.") from exc
-    data = data.get("settings", data)
-    _check_keys(data, f"config file {path}")
-    return data
+    table: JsonDict = data.get("settings", data)
+    _check_keys(table, f"config file {path}")
+    return table
 
 
 def split_assignments(assignments: list[str]) -> dict[str, str]:
@@ -110,12 +110,12 @@ def split_assignments(assignments: list[str]) -> dict[str, str]:
     return raw
 
 
-def set_layer(assignments: list[str]) -> dict[str, Any]:
+def set_layer(assignments: list[str]) -> JsonDict:
     """Repeated --set KEY=VALUE flags, parsed as their settings' types."""
     return {key: parse_value(key, value) for key, value in split_assignments(assignments).items()}
 
 
-def _check_keys(data: Mapping[str, Any], where: str) -> None:
+def _check_keys(data: Mapping[str, object], where: str) -> None:
     unknown = sorted(set(data) - set(Settings.model_fields))
     if unknown:
         raise ConfigError(
@@ -123,9 +123,9 @@ def _check_keys(data: Mapping[str, Any], where: str) -> None:
         )
 
 
-def merge_layers(*layers: Mapping[str, Any], where: str = "the configuration") -> Settings:
+def merge_layers(*layers: Mapping[str, object], where: str = "the configuration") -> Settings:
     """Later layers win. Raises ConfigError naming every invalid field."""
-    merged: dict[str, Any] = {}
+    merged: dict[str, object] = {}
     for layer in layers:
         merged.update({k: v for k, v in layer.items()})
     _check_keys(merged, where)

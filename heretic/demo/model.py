@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 from heretic.demo.data import REFUSAL, demo_prompts, response_for, vocabulary
+from heretic.jsontypes import JsonDict
 from heretic.progress import NullReporter, Reporter
 
 DEMO_VERSION = "2"
@@ -67,7 +68,7 @@ def build_tokenizer(refusal: str = REFUSAL) -> PreTrainedTokenizerFast:
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.post_processor = processors.TemplateProcessing(single="$A", special_tokens=[])
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # unannotated in transformers
         tokenizer_object=core,
         bos_token="<s>",
         eos_token="<|end|>",
@@ -148,8 +149,8 @@ def train_demo_model(
 
 
 def fit_and_save(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, output_dir: Path, *, steps: int,
-    seed: int, reporter: Reporter | None, label: str, marker: dict, lr: float = 4e-3,
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, output_dir: Path, *, steps: int,
+    seed: int, reporter: Reporter | None, label: str, marker: JsonDict, lr: float = 4e-3,
     refusal: str = REFUSAL,
 ) -> None:
     """Train `model` on the demo conversations (refuse the harmful verbs with `refusal`, answer
@@ -172,7 +173,7 @@ def fit_and_save(
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             advance(1)
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]  # PreTrainedModel.eval is unannotated
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(output_dir)

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
     PreTrainedTokenizerFast,
     Qwen2MoeConfig,
     Qwen2MoeForCausalLM,
@@ -39,26 +41,29 @@ def moe_model_dir() -> Path:
     return cache_root() / f"demo-moe-model-v{MOE_VERSION}"
 
 
-def build_moe_config(tokenizer: PreTrainedTokenizerFast, dense: object) -> Qwen2MoeConfig:
+def build_moe_config(tokenizer: PreTrainedTokenizerFast, dense: LlamaConfig) -> Qwen2MoeConfig:
     """The MoE config matching the dense demo model's shapes (`dense`: its config)."""
+    rope = dense.rope_parameters
+    if rope is None:  # dict(None) would raise the same TypeError
+        raise TypeError("The dense demo model's config has no rope_parameters.")
     return Qwen2MoeConfig(
         vocab_size=len(tokenizer),
-        hidden_size=dense.hidden_size,  # type: ignore[attr-defined]
-        intermediate_size=dense.intermediate_size,  # type: ignore[attr-defined]
-        moe_intermediate_size=dense.intermediate_size,  # type: ignore[attr-defined]
-        shared_expert_intermediate_size=dense.intermediate_size // 2,  # type: ignore[attr-defined]
+        hidden_size=dense.hidden_size,
+        intermediate_size=dense.intermediate_size,
+        moe_intermediate_size=dense.intermediate_size,
+        shared_expert_intermediate_size=dense.intermediate_size // 2,
         num_experts=EXPERTS,
         num_experts_per_tok=2,
         norm_topk_prob=True,
         mlp_only_layers=[0],
         decoder_sparse_step=1,
         qkv_bias=False,
-        num_hidden_layers=dense.num_hidden_layers,  # type: ignore[attr-defined]
-        num_attention_heads=dense.num_attention_heads,  # type: ignore[attr-defined]
-        num_key_value_heads=dense.num_key_value_heads,  # type: ignore[attr-defined]
-        max_position_embeddings=dense.max_position_embeddings,  # type: ignore[attr-defined]
-        rope_parameters=dict(dense.rope_parameters),  # type: ignore[attr-defined]
-        rms_norm_eps=dense.rms_norm_eps,  # type: ignore[attr-defined]
+        num_hidden_layers=dense.num_hidden_layers,
+        num_attention_heads=dense.num_attention_heads,
+        num_key_value_heads=dense.num_key_value_heads,
+        max_position_embeddings=dense.max_position_embeddings,
+        rope_parameters=dict(rope),
+        rms_norm_eps=dense.rms_norm_eps,
         tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -67,7 +72,7 @@ def build_moe_config(tokenizer: PreTrainedTokenizerFast, dense: object) -> Qwen2
 
 
 @torch.no_grad()
-def upcycle(dense: torch.nn.Module, moe: torch.nn.Module, noise: float = 0.1) -> None:
+def upcycle(dense: LlamaForCausalLM, moe: Qwen2MoeForCausalLM, noise: float = 0.1) -> None:
     """Copy the dense model into the MoE model; experts start as the dense MLP plus noise."""
     state = moe.state_dict()
     for name, value in dense.state_dict().items():
@@ -92,6 +97,8 @@ def train_moe_model(
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     dense = AutoModelForCausalLM.from_pretrained(ensure_demo_model(reporter), dtype=torch.float32)
+    if not isinstance(dense, LlamaForCausalLM):  # the demo model is built as one (demo.model)
+        raise TypeError(f"The demo model loaded as {type(dense).__name__}, not LlamaForCausalLM.")
     model = Qwen2MoeForCausalLM(build_moe_config(tokenizer, dense.config))
     upcycle(dense, model)
     fit_and_save(model, tokenizer, output_dir, steps=steps, seed=seed, reporter=reporter,

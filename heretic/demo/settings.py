@@ -3,12 +3,12 @@ otherwise (the layer sits right above the defaults)."""
 
 from __future__ import annotations
 
-from typing import Any
+from heretic.jsontypes import JsonDict
 
 # The demo model is tiny: a short budget suffices and the search converges in tens of trials.
 # Its refusal is written in the early layers (unlike the late-layer habit of large models); the
 # layer profile finds that, so no search range is set here.
-DEMO_LAYER: dict[str, Any] = {
+DEMO_LAYER: JsonDict = {
     "trials": 50,
     "startup_trials": 15,
     "max_response_tokens": 16,

@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from heretic.engine.architecture import Architecture, FusedExperts
+from heretic.engine.architecture import Architecture, FusedExperts, ModuleOutput
 from heretic.engine.directions import Directions
 from heretic.engine.parameters import AblationParams, layer_bases
 from heretic.errors import ConfigError
@@ -59,8 +59,9 @@ def dense_weight(module: nn.Linear) -> torch.Tensor:
     if quant_state is not None:
         import bitsandbytes.functional as bnbf
 
-        return bnbf.dequantize_4bit(weight.data, quant_state).float()
-    scb = getattr(weight, "SCB", None) if weight.dtype == torch.int8 else None
+        dequantized: torch.Tensor = bnbf.dequantize_4bit(weight.data, quant_state)
+        return dequantized.float()
+    scb: torch.Tensor | None = getattr(weight, "SCB", None) if weight.dtype == torch.int8 else None
     if scb is not None:
         return weight.data.float() * (scb.float()[:, None] / 127.0)
     return weight.detach().float()
@@ -143,8 +144,19 @@ def fold_into_experts(experts: FusedExperts, state: EditState) -> None:
 
 
 def _on(state: EditState, device: torch.device) -> EditState:
-    move = lambda t: None if t is None else t.to(device)  # noqa: E731
+    def move(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.to(device)
+
     return EditState(state.lam, move(state.basis), move(state.inv_norm), move(state.scale))
+
+
+def _as_linear(module: nn.Module) -> nn.Linear:
+    """A writer that is not fused experts: `describe` only finds nn.Linear ones (bitsandbytes'
+    layers included), so the TypeError is a broken invariant, not a model to support."""
+    if not isinstance(module, nn.Linear):
+        raise TypeError(f"residual writer {type(module).__name__} is neither nn.Linear nor fused "
+                        "experts")
+    return module
 
 
 class Ablator:
@@ -172,7 +184,8 @@ class Ablator:
         for key, module in self.modules():
             state = self.states.setdefault(key, EditState())
 
-            def hook(_module, _args, output, state=state):
+            def hook(_module: nn.Module, _args: tuple[object, ...], output: ModuleOutput,
+                     state: EditState = state) -> ModuleOutput | None:
                 if state.lam == 0.0:
                     return None
                 if isinstance(output, tuple):  # (hidden, extras) from some block types
@@ -206,7 +219,8 @@ class Ablator:
             basis = bases[layer].to(device=device, dtype=torch.float32)
             state = EditState(lam=lam, basis=basis)
             if self.variant == "norm-preserving":
-                state.inv_norm, state.scale = norm_preserving_terms(dense_weight(module), basis, lam)
+                state.inv_norm, state.scale = norm_preserving_terms(
+                    dense_weight(_as_linear(module)), basis, lam)
             states[key] = state
         return states
 
@@ -218,7 +232,7 @@ class Ablator:
             if layout is not None:
                 fold_into_experts(layout, states[key])
             else:
-                fold_into_linear(module, states[key])  # type: ignore[arg-type]
+                fold_into_linear(_as_linear(module), states[key])
 
     def apply(self, params: AblationParams) -> None:
         for key, new in self.compute_states(params).items():

@@ -25,15 +25,35 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from heretic.errors import UnsupportedArchitectureError
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 # Forward arguments only an attention block takes.
 _ATTENTION_ARGS = {"attention_mask", "position_embeddings", "past_key_values", "past_key_value",
                    "cache", "position_ids", "layer_past"}
+
+# What a residual writer or a decoder layer returns: the hidden states, or a tuple whose first
+# item they are (attention weights, caches or router logits after them).
+ModuleOutput = torch.Tensor | tuple[torch.Tensor, *tuple[object, ...]]
+
+
+def tensor_attr(module: nn.Module, name: str) -> torch.Tensor:
+    """`module.<name>`, a parameter or buffer. nn.Module's attribute lookup is typed as "tensor
+    or submodule"; a submodule (or anything else) here raises AttributeError, as a missing
+    tensor attribute does."""
+    value: object = getattr(module, name)
+    if not isinstance(value, torch.Tensor):
+        raise AttributeError(
+            f"'{type(module).__name__}.{name}' is a {type(value).__name__}, not a tensor"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -45,8 +65,8 @@ class FusedExperts:
     transposed: bool
 
     @property
-    def down(self) -> nn.Parameter:
-        return self.module.down_proj  # type: ignore[return-value]
+    def down(self) -> torch.Tensor:
+        return tensor_attr(self.module, "down_proj")
 
     @property
     def bias(self) -> nn.Parameter | None:
@@ -90,7 +110,7 @@ class Architecture:
         return [entry.index for entry in self.layers if entry.is_moe]
 
 
-def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
+def find_decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
     """The ModuleList whose length is the config's layer count (model.model.layers and kin)."""
     n_layers = getattr(model.config, "num_hidden_layers", None)
     text_config = getattr(model.config, "text_config", None)
@@ -112,7 +132,7 @@ def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
     return min(candidates, key=lambda item: item[0].count("."))[1]
 
 
-def hidden_size(model: nn.Module) -> int:
+def hidden_size(model: PreTrainedModel) -> int:
     embed = model.get_input_embeddings()
     weight = getattr(embed, "weight", None)
     if isinstance(weight, torch.Tensor):
@@ -221,7 +241,7 @@ def _layer_writers(
     return found, layouts, odd
 
 
-def describe(model: nn.Module, components: list[str]) -> Architecture:
+def describe(model: PreTrainedModel, components: list[str]) -> Architecture:
     model_type = str(getattr(model.config, "model_type", type(model).__name__))
     hidden = hidden_size(model)
     layers = find_decoder_layers(model)

@@ -46,7 +46,8 @@ def _contrastive_extra(
     order = torch.argsort(values, descending=True)[: extra + 1]
     candidates = (q @ vectors[:, order]).T  # (extra+1, d)
     candidates = candidates - (candidates @ main)[:, None] * main[None, :]
-    basis = torch.linalg.qr(torch.cat([main[None], candidates]).T)[0].T  # orthonormal rows
+    q_full: torch.Tensor = torch.linalg.qr(torch.cat([main[None], candidates]).T)[0]
+    basis = q_full.T  # orthonormal rows
     return basis[1 : extra + 1]
 
 

@@ -14,7 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    GenerationConfig,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from heretic.engine.batching import Batcher
 from heretic.engine.chat import ChatFormat, encode
@@ -50,16 +55,20 @@ def is_refusal(text: str, markers: Sequence[str], strip_thinking: bool = True) -
 class _MarkerStop(StoppingCriteria):
     """Marks a row finished once its new text holds a refusal marker."""
 
-    def __init__(self, tokenizer, prompt_len: int, markers: Sequence[str], strip: bool) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_len: int, markers: Sequence[str],
+                 strip: bool) -> None:
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
         self.markers = markers
         self.strip = strip
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: tuple[torch.Tensor] | None,
+                 **kwargs: object) -> torch.BoolTensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
         done = [has_marker(visible_text(t, self.strip), self.markers) for t in texts]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        # transformers declares the legacy torch.BoolTensor class as the result; torch's stubs
+        # type every tensor op as plain Tensor, bool ones included.
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
 @dataclass
@@ -94,7 +103,7 @@ class Evaluator:
         self.base_logprobs: torch.Tensor | None = None
         tok = loaded.tokenizer
         cfg = loaded.model.generation_config
-        self.generation_config = GenerationConfig(
+        self.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]  # unannotated in transformers
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=tok.pad_token_id,
@@ -129,7 +138,8 @@ class Evaluator:
         tok = self.loaded.tokenizer
         config = self.generation_config
         if max_new_tokens is not None:
-            config = GenerationConfig(**{**config.to_dict(), "max_new_tokens": max_new_tokens})
+            config = GenerationConfig(  # type: ignore[no-untyped-call]  # unannotated in transformers
+                **{**config.to_dict(), "max_new_tokens": max_new_tokens})
 
         def run(batch: Sequence[str], _start: int) -> list[str]:
             inputs = encode(tok, list(batch), self.chat, self.loaded.device)

@@ -15,6 +15,7 @@ import errno
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -26,10 +27,14 @@ from heretic.engine.directions import Directions
 from heretic.engine.loading import LoadedModel
 from heretic.engine.parameters import AblationParams
 from heretic.errors import DiskFullError
+from heretic.jsontypes import JsonDict
 from heretic.progress import NullReporter, Reporter
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
-def fold(model: torch.nn.Module, directions: Directions, params: AblationParams,
+
+def fold(model: PreTrainedModel, directions: Directions, params: AblationParams,
          settings: Settings) -> None:
     arch = describe(model, list(settings.components))
     Ablator(arch, directions, settings.ablation).fold(params)
@@ -41,7 +46,7 @@ def _can_fold_in_place(loaded: LoadedModel) -> bool:
     return all(p.device.type != "meta" for p in loaded.model.parameters())
 
 
-def _full_precision_copy(loaded: LoadedModel, settings: Settings) -> torch.nn.Module:
+def _full_precision_copy(loaded: LoadedModel, settings: Settings) -> PreTrainedModel:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(loaded.path, trust_remote_code=settings.trust_remote_code)
@@ -53,7 +58,7 @@ def _full_precision_copy(loaded: LoadedModel, settings: Settings) -> torch.nn.Mo
         dtype=dtype if dtype != "auto" else torch.bfloat16,
         device_map="cpu",
     )
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]  # PreTrainedModel.eval is unannotated
     return model
 
 
@@ -65,7 +70,9 @@ def existing_export(target: Path, params: AblationParams) -> bool:
     marker = target / MARKER
     if not marker.is_file():
         return False
-    return json.loads(marker.read_text(encoding="utf-8")).get("parameters") == params.to_dict()
+    recorded: JsonDict = json.loads(marker.read_text(encoding="utf-8"))
+    stored: object = recorded.get("parameters")
+    return stored == params.to_dict()
 
 
 def _disk_full(exc: BaseException) -> bool:
@@ -85,6 +92,7 @@ def export_model(
     if existing_export(target, params):
         reporter.info(f"{target} already holds this export; not writing it again.")
         return target
+    model: PreTrainedModel
     if _can_fold_in_place(loaded):
         model = loaded.model
     else:

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from heretic.jsontypes import JsonDict
+
 WRITER_SHARE = 0.3  # a layer writes the refusal if its write separation >= this x the largest
 STRONG_SHARE = 0.6  # a residual position is strongly separated at >= this x the largest
 MIN_SEPARATION = 0.5  # below this everywhere, no layer separates: search the whole stack
@@ -59,16 +61,17 @@ class LayerPrior:
     writers: list[int]  # layers taken as writing the refusal
     reason: str
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JsonDict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> LayerPrior:
+    def from_dict(cls, data: JsonDict) -> LayerPrior:
+        """`data`: `to_dict()` read back from JSON (the pairs come back as lists)."""
         return cls(
-            tuple(data["max_weight_position"]),  # type: ignore[arg-type]
-            tuple(data["min_weight_distance"]),  # type: ignore[arg-type]
-            tuple(data["direction_index"]),  # type: ignore[arg-type]
-            [int(x) for x in data["writers"]],  # type: ignore[union-attr]
+            tuple(data["max_weight_position"]),
+            tuple(data["min_weight_distance"]),
+            tuple(data["direction_index"]),
+            [int(x) for x in data["writers"]],
             str(data["reason"]),
         )
 

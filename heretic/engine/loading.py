@@ -11,13 +11,23 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from heretic.config.settings import Settings
+from heretic.engine.architecture import tensor_attr
 from heretic.errors import ConfigError, ModelNotFoundError, OutOfMemoryError
 from heretic.progress import NullReporter, Reporter
+
+if TYPE_CHECKING:
+    from transformers import BitsAndBytesConfig, PreTrainedModel
+
+    # What AutoModelForCausalLM.from_pretrained is annotated to return: a PreTrainedModel that
+    # also has GenerationMixin's `generate`. transformers declares this class for type checking
+    # only (no public name), so it exists here for annotations only.
+    from transformers.models.auto.modeling_auto import _BaseModelWithGenerate as CausalLM
 
 FALLBACK_DTYPES = ("bfloat16", "float16", "float32")
 FALLBACK_CHAT_TEMPLATE = (
@@ -28,7 +38,7 @@ FALLBACK_CHAT_TEMPLATE = (
 
 @dataclass
 class LoadedModel:
-    model: torch.nn.Module
+    model: CausalLM
     tokenizer: PreTrainedTokenizerBase
     source: str  # what the user named (Hub id or path)
     path: str  # what was loaded (resolved demo path, or the same as source)
@@ -37,7 +47,7 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+        return tensor_attr(self.model.get_input_embeddings(), "weight").device
 
 
 def resolve_model_source(settings: Settings, reporter: Reporter | None = None) -> tuple[str, str]:
@@ -83,15 +93,15 @@ def _dtype_candidates(settings: Settings) -> list[str]:
     return [first] + [d for d in FALLBACK_DTYPES if d != first]
 
 
-def _quantization_config(settings: Settings, dtype: str):  # -> BitsAndBytesConfig | None
+def _quantization_config(settings: Settings, dtype: str) -> BitsAndBytesConfig | None:
     if settings.quantization == "none":
         return None
     from transformers import BitsAndBytesConfig
 
     compute = torch.bfloat16 if dtype in ("auto", "bfloat16") else getattr(torch, dtype)
     if settings.quantization == "bnb-8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
+        return BitsAndBytesConfig(load_in_8bit=True)  # type: ignore[no-untyped-call]  # unannotated in transformers
+    return BitsAndBytesConfig(  # type: ignore[no-untyped-call]  # unannotated in transformers
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_compute_dtype=compute,
@@ -111,7 +121,7 @@ def load_tokenizer(path: str, settings: Settings) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def _refuse_offload(model: torch.nn.Module, settings: Settings, source: str) -> None:
+def _refuse_offload(model: PreTrainedModel, settings: Settings, source: str) -> None:
     """accelerate quietly puts what does not fit on the GPUs on the CPU or disk, which makes
     every trial many times slower (one cause of the 30-hour run in the field notes)."""
     placement = getattr(model, "hf_device_map", None) or {}
@@ -154,9 +164,9 @@ def load_model(settings: Settings, reporter: Reporter | None = None) -> LoadedMo
             reporter.warn(f"Loading with dtype {dtype} failed; trying the next dtype.")
             continue
         _refuse_offload(model, settings, source)
-        model.eval()
+        model.eval()  # type: ignore[no-untyped-call]  # PreTrainedModel.eval is unannotated
         model.requires_grad_(False)
-        weight = model.get_input_embeddings().weight
+        weight = tensor_attr(model.get_input_embeddings(), "weight")
         reporter.info(f"Loaded {source} ({weight.dtype}, device map {settings.device_map}).")
         return LoadedModel(model, tokenizer, source, path, weight.dtype,
                            settings.quantization != "none")

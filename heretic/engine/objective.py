@@ -17,6 +17,7 @@ import optuna
 from heretic.engine.ablation import Ablator
 from heretic.engine.evaluation import Evaluator
 from heretic.engine.space import SearchSpace
+from heretic.engine.trial_record import TrialRecord
 
 SAMPLE_RESPONSES = 3
 
@@ -35,12 +36,14 @@ class TrialObjective:
         with self.ablator.applied(params):
             kl = self.evaluator.kl_divergence()
             refusals = self.evaluator.refusals()
-        trial.set_user_attr("parameters", params.to_dict())
-        trial.set_user_attr("refusals", refusals.count)
-        trial.set_user_attr("n_harmful", refusals.total)
-        trial.set_user_attr("kl_divergence", kl)
-        trial.set_user_attr("duration_s", time.monotonic() - start)
-        trial.set_user_attr("sample_responses", refusals.responses[:SAMPLE_RESPONSES])
+        TrialRecord(
+            parameters=params.to_dict(),
+            refusals=refusals.count,
+            n_harmful=refusals.total,
+            kl_divergence=kl,
+            duration_s=time.monotonic() - start,
+            sample_responses=refusals.responses[:SAMPLE_RESPONSES],
+        ).write(trial)
         return float(refusals.count), shaped_kl(kl, self.kl_target)
 
 

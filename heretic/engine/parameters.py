@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
 from heretic.engine.directions import Directions
+from heretic.jsontypes import JsonDict
 
 Scope = Literal["global", "per-layer"]
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+
+
+def parse_scope(value: str) -> Scope:
+    """`value` as a Scope; ValueError for anything else."""
+    for scope in SCOPES:
+        if value == scope:
+            return scope
+    raise ValueError(f"Unknown direction scope '{value}' (expected one of {', '.join(SCOPES)}).")
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,7 @@ class AblationParams:
             return [0.0] * num_layers
         return [kernel.weight_at(layer) for layer in range(num_layers)]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         return {
             "direction_scope": self.direction_scope,
             "direction_index": self.direction_index,
@@ -58,7 +68,7 @@ class AblationParams:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AblationParams:
+    def from_dict(cls, data: JsonDict) -> AblationParams:
         return cls(
             kernels={name: Kernel(**k) for name, k in data["kernels"].items()},
             direction_scope=data["direction_scope"],
@@ -67,7 +77,8 @@ class AblationParams:
 
 
 def _orthonormal(rows: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.qr(rows.T)[0].T
+    q: torch.Tensor = torch.linalg.qr(rows.T)[0]
+    return q.T
 
 
 def layer_bases(directions: Directions, params: AblationParams, num_layers: int) -> list[torch.Tensor]:

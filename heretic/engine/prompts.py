@@ -72,7 +72,8 @@ def _read_table(path: Path) -> dict[str, list[object]]:
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pydict()
+        table: dict[str, list[object]] = pq.read_table(path).to_pydict()  # pyarrow has no types
+        return table
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))

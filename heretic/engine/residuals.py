@@ -11,16 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
-from heretic.engine.architecture import Architecture
+from heretic.engine.architecture import Architecture, ModuleOutput
 from heretic.engine.batching import Batcher
 from heretic.engine.chat import ChatFormat, encode
 from heretic.engine.loading import LoadedModel
 from heretic.progress import NullReporter, Reporter
 
 
-def _first_tensor(output: object) -> torch.Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output  # type: ignore[return-value]
+def _first_tensor(output: ModuleOutput) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 class _LastTokenTap:
@@ -34,13 +35,17 @@ class _LastTokenTap:
     def __enter__(self) -> _LastTokenTap:
         first = self.arch.layers[0].layer
 
-        def pre_hook(_module, args, kwargs):
+        def pre_hook(_module: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
             hidden = args[0] if args else kwargs["hidden_states"]
+            if not isinstance(hidden, torch.Tensor):
+                raise TypeError(f"The first decoder layer's input is a {type(hidden).__name__}, "
+                                "not the hidden-states tensor.")
             self.slots[0] = hidden[:, -1, :].detach().float().cpu()
 
         self.handles.append(first.register_forward_pre_hook(pre_hook, with_kwargs=True))
         for entry in self.arch.layers:
-            def hook(_module, _args, output, index=entry.index + 1):
+            def hook(_module: nn.Module, _args: tuple[object, ...], output: ModuleOutput,
+                     index: int = entry.index + 1) -> None:
                 self.slots[index] = _first_tensor(output)[:, -1, :].detach().float().cpu()
 
             self.handles.append(entry.layer.register_forward_hook(hook))

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial
 
+from heretic.engine.trial_record import TrialRecord
+
 
 @dataclass(frozen=True)
 class TrialScore:
@@ -23,13 +25,15 @@ def score(trial: FrozenTrial) -> TrialScore:
     """The trial's refusals and its REAL KL: the objective value may be shaped (raised to the
     KL target), the recorded attribute never is."""
     refusals, kl = trial.values
-    kl = trial.user_attrs.get("kl_divergence", kl)
+    recorded = TrialRecord.read(trial).kl_divergence
+    if recorded is not None:
+        kl = recorded
     return TrialScore(trial.number, int(refusals), float(kl))
 
 
 def refusal_share(trial: FrozenTrial) -> float:
     """Refusals as a share of the harmful prompts the trial was scored on."""
-    n = trial.user_attrs.get("n_harmful") or 0
+    n = TrialRecord.read(trial).n_harmful
     return score(trial).refusals / n if n else 0.0
 
 

@@ -8,13 +8,14 @@ prior (`heretic.engine.layer_profile`), else from the fixed late-layer defaults 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import optuna
 
 from heretic.config.settings import Settings
 from heretic.engine.layer_profile import LayerPrior
-from heretic.engine.parameters import AblationParams, Kernel
+from heretic.engine.parameters import AblationParams, Kernel, parse_scope
 
 # Used only without a prior (it is computed from the residuals in every run): the late-layer
 # habit of large chat models.
@@ -38,7 +39,8 @@ class SearchSpace:
         if given is not None:
             return float(given.low), float(given.high)
         if self.prior is not None:
-            return getattr(self.prior, name)
+            prior_range: tuple[float, float] = getattr(self.prior, name)
+            return prior_range
         return FALLBACK_RANGES[name]
 
     def ranges(self) -> dict[str, tuple[float, float]]:
@@ -52,7 +54,7 @@ class SearchSpace:
         s, last = self.settings, self.last
         pos_range, dist_range = self.range_of("max_weight_position"), self.range_of("min_weight_distance")
         index_range = self.range_of("direction_index")
-        kernels = {}
+        kernels: dict[str, Kernel] = {}
         for c in s.components:
             peak = trial.suggest_float(f"{c}.max_weight", s.max_weight.low, s.max_weight.high)
             pos = trial.suggest_float(
@@ -67,7 +69,7 @@ class SearchSpace:
                 max(1.0, dist_range[1] * last),
             )
             kernels[c] = Kernel(peak, pos, frac * peak, dist)
-        scope = trial.suggest_categorical("direction_scope", list(s.direction_scopes))
+        scope = parse_scope(trial.suggest_categorical("direction_scope", list(s.direction_scopes)))
         # Residual position 1 + f*(L-1): the output of the layer at fraction f of the depth.
         index = trial.suggest_float(
             "direction_index", 1 + index_range[0] * last, 1 + index_range[1] * last
@@ -75,16 +77,18 @@ class SearchSpace:
         return AblationParams(kernels, scope, index if scope == "global" else None)
 
     @staticmethod
-    def from_optuna_params(params: dict[str, object], components: list[str]) -> AblationParams:
-        kernels = {}
+    def from_optuna_params(params: Mapping[str, float | str], components: list[str]) -> AblationParams:
+        """`params`: an Optuna trial's params (the floats and the scope string `suggest` asks
+        for)."""
+        kernels: dict[str, Kernel] = {}
         for c in components:
-            peak = float(params[f"{c}.max_weight"])  # type: ignore[arg-type]
+            peak = float(params[f"{c}.max_weight"])
             kernels[c] = Kernel(
                 peak,
-                float(params[f"{c}.max_weight_position"]),  # type: ignore[arg-type]
-                float(params[f"{c}.min_weight_fraction"]) * peak,  # type: ignore[arg-type]
-                float(params[f"{c}.min_weight_distance"]),  # type: ignore[arg-type]
+                float(params[f"{c}.max_weight_position"]),
+                float(params[f"{c}.min_weight_fraction"]) * peak,
+                float(params[f"{c}.min_weight_distance"]),
             )
-        scope = str(params["direction_scope"])
-        index = float(params["direction_index"]) if scope == "global" else None  # type: ignore[arg-type]
-        return AblationParams(kernels, scope, index)  # type: ignore[arg-type]
+        scope = parse_scope(str(params["direction_scope"]))
+        index = float(params["direction_index"]) if scope == "global" else None
+        return AblationParams(kernels, scope, index)

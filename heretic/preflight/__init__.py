@@ -14,7 +14,7 @@ Public entry points (import from the submodules; this package imports nothing he
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from heretic.preflight.checklist import run_preflight as run_preflight
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["run_preflight"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name == "run_preflight":
         from heretic.preflight.checklist import run_preflight
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any
 
 from heretic.config.profiles import load_profile
 from heretic.config.settings import Settings
 from heretic.errors import HereticError
+from heretic.jsontypes import JsonDict
 from heretic.preflight.fit import Fit, fit_ram, fit_single, fit_split, gib
 from heretic.preflight.inventory import GpuInfo, GpuInventory
 from heretic.preflight.memory import MemoryEstimate, ParamCount, count_parameters
@@ -145,7 +145,7 @@ def check_batch(settings: Settings) -> Check:
     return Check("batch size", Status.OK, f"{size}, max {settings.max_batch_size}", "-")
 
 
-def estimate_dict(count: ParamCount | None, mem: MemoryEstimate | None) -> dict[str, Any] | None:
+def estimate_dict(count: ParamCount | None, mem: MemoryEstimate | None) -> JsonDict | None:
     if count is None:
         return None
     return {"parameters": count.to_dict(), "memory": mem.to_dict() if mem else None}

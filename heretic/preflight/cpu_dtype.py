@@ -15,9 +15,13 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from heretic.config.settings import Settings
 from heretic.preflight.report import Check, Status
+
+if TYPE_CHECKING:  # imported when measuring: this module must import fast
+    import torch
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 BF16_SLACK = 1.15  # bf16 may be this much slower and still win (half the memory traffic/RAM)
@@ -50,7 +54,8 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...]:
     return tuple(f for f in BF16_FLAGS if f in words)
 
 
-def _block(x, w_qkv, w_o, w_up, w_down):  # x (b, s, d): one decoder block, the ops a model runs
+def _block(x: torch.Tensor, w_qkv: torch.Tensor, w_o: torch.Tensor, w_up: torch.Tensor,
+           w_down: torch.Tensor) -> torch.Tensor:  # x (b, s, d): one decoder block, the ops a model runs
     import torch.nn.functional as F
 
     b, s, d = x.shape
@@ -62,7 +67,7 @@ def _block(x, w_qkv, w_o, w_up, w_down):  # x (b, s, d): one decoder block, the 
     return x + (F.silu(gate) * up) @ w_down
 
 
-def _inputs(dtype_name: str, d: int) -> list:
+def _inputs(dtype_name: str, d: int) -> list[torch.Tensor]:
     import torch
 
     gen = torch.Generator().manual_seed(0)

@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from types import ModuleType
 
 import psutil
+
+from heretic.jsontypes import JsonDict
 
 GIB = 1024**3
 
@@ -49,7 +51,7 @@ class GpuInventory:
     def cpu_only(self) -> bool:
         return not self.gpus
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         return asdict(self)
 
 
@@ -62,7 +64,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _gpu(pynvml: Any, index: int) -> GpuInfo:
+def _gpu(pynvml: ModuleType, index: int) -> GpuInfo:
     handle = pynvml.nvmlDeviceGetHandleByIndex(index)
     mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
     try:

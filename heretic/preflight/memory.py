@@ -23,9 +23,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from heretic.errors import ModelNotFoundError, UnsupportedArchitectureError
+from heretic.jsontypes import JsonDict
+
+if TYPE_CHECKING:  # imported when used: this module must import fast
+    from torch import nn
+    from transformers import PreTrainedConfig, PreTrainedModel
+
+    from heretic.config.settings import Settings
 
 DEFAULT_PROMPT_TOKENS = 256
 NF4_BYTES_PER_PARAM = 0.5 + 4 / 64
@@ -75,7 +82,7 @@ class ParamCount:
         """Norms, biases and anything else that stays in 16 bit when quantized."""
         return self.total - self.embedding - self.lm_head - self.linear
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         return {**asdict(self), "active": self.active}
 
 
@@ -109,12 +116,14 @@ def _config_dir(model: str, revision: str | None) -> Path:
         ) from exc
 
 
-def _load_config(model: str, revision: str | None, trust_remote_code: bool) -> Any:
+def _load_config(model: str, revision: str | None, trust_remote_code: bool) -> PreTrainedConfig:
     from transformers import AutoConfig
 
     folder = _config_dir(model, revision)
     try:
-        return AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        config: PreTrainedConfig = AutoConfig.from_pretrained(
+            folder, trust_remote_code=trust_remote_code)
+        return config
     except (ValueError, KeyError, OSError) as exc:
         raise UnsupportedArchitectureError(
             f"The config.json of '{model}' is not one transformers can read: {exc}.",
@@ -122,7 +131,7 @@ def _load_config(model: str, revision: str | None, trust_remote_code: bool) -> A
         ) from exc
 
 
-def _meta_model(config: Any, trust_remote_code: bool) -> Any:
+def _meta_model(config: PreTrainedConfig, trust_remote_code: bool) -> PreTrainedModel:
     # torch's meta device rather than accelerate's init_empty_weights: with transformers 5 the
     # latter leaves tied embeddings untied and counts them twice.
     import torch
@@ -130,7 +139,9 @@ def _meta_model(config: Any, trust_remote_code: bool) -> Any:
 
     try:
         with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+            model: PreTrainedModel = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]  # unannotated in transformers
+                config, trust_remote_code=trust_remote_code)
+            return model
     except (ValueError, KeyError, ImportError) as exc:
         raise UnsupportedArchitectureError(
             f"transformers cannot build a causal LM from this config "
@@ -139,11 +150,11 @@ def _meta_model(config: Any, trust_remote_code: bool) -> Any:
         ) from exc
 
 
-def _numel(module: Any) -> int:
+def _numel(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _linear_counts(model: Any, lm_head: Any) -> tuple[int, int]:
+def _linear_counts(model: PreTrainedModel, lm_head: nn.Module | None) -> tuple[int, int]:
     import torch
 
     total = largest = 0
@@ -155,7 +166,7 @@ def _linear_counts(model: Any, lm_head: Any) -> tuple[int, int]:
     return total, largest
 
 
-def _expert_counts(model: Any, text: Any) -> tuple[int, int, int]:
+def _expert_counts(model: PreTrainedModel, text: PreTrainedConfig) -> tuple[int, int, int]:
     """(parameters in fused expert tensors, experts per layer, experts per token)."""
     from heretic.engine.architecture import fused_experts, hidden_size
 
@@ -172,7 +183,7 @@ def _expert_counts(model: Any, text: Any) -> tuple[int, int, int]:
     return total, experts, min(per_token, experts)
 
 
-def _structure(model: Any) -> tuple[int, dict[str, str]]:
+def _structure(model: PreTrainedModel) -> tuple[int, dict[str, str]]:
     """(MoE layer count, component -> why it cannot be edited), from the module tree alone."""
     from heretic.engine.architecture import describe
     from heretic.errors import HereticError
@@ -192,7 +203,7 @@ def _structure(model: Any) -> tuple[int, dict[str, str]]:
     return moe_layers, unsupported
 
 
-def _largest_layer(model: Any, num_layers: int) -> int:
+def _largest_layer(model: PreTrainedModel, num_layers: int) -> int:
     import torch
 
     best = 0
@@ -202,16 +213,18 @@ def _largest_layer(model: Any, num_layers: int) -> int:
     return best
 
 
-def count_from_config(config: Any, trust_remote_code: bool = False) -> ParamCount:
+def count_from_config(config: PreTrainedConfig, trust_remote_code: bool = False) -> ParamCount:
     """ParamCount of a transformers config, built on the meta device."""
+    from heretic.engine.architecture import tensor_attr
+
     model = _meta_model(config, trust_remote_code)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     total = _numel(model)
     embed = model.get_input_embeddings()
-    head = model.get_output_embeddings()
-    embedding = embed.weight.numel() if embed is not None else 0
+    head: nn.Module | None = model.get_output_embeddings()  # type: ignore[no-untyped-call]  # unannotated in transformers
+    embedding = tensor_attr(embed, "weight").numel() if embed is not None else 0
     tied = head is not None and embed is not None and head.weight is embed.weight
-    lm_head = head.weight.numel() if head is not None and not tied else 0
+    lm_head = tensor_attr(head, "weight").numel() if head is not None and not tied else 0
     linear, largest_linear = _linear_counts(model, head)
     layers = int(getattr(text, "num_hidden_layers", 0) or 0)
     heads = int(getattr(text, "num_attention_heads", 1) or 1)
@@ -313,7 +326,7 @@ def estimate_memory(
     )
 
 
-def estimate_for_settings(count: ParamCount, settings: Any) -> MemoryEstimate:
+def estimate_for_settings(count: ParamCount, settings: Settings) -> MemoryEstimate:
     """estimate_memory with the batch, dtype and quantization of a Settings-like object."""
     return estimate_memory(
         count,

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from heretic.config.profiles import load_profile
 from heretic.config.settings import Settings
+from heretic.jsontypes import JsonDict
 from heretic.preflight.fit import (
     COMMON_GPUS,
     best_single,
@@ -44,7 +44,7 @@ class ProfileChoice:
     reason: str
     fail_message: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         return asdict(self)
 
 

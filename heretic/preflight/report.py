@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
+from heretic.jsontypes import JsonDict
 from heretic.preflight.profiles_auto import ProfileChoice
 
 
@@ -34,7 +34,7 @@ class Check:
 class PreflightReport:
     checks: list[Check] = field(default_factory=list)
     profile: ProfileChoice | None = None
-    estimate: dict[str, Any] | None = None  # parameter count and memory estimate, if known
+    estimate: JsonDict | None = None  # parameter count and memory estimate, if known
 
     @property
     def failed(self) -> bool:
@@ -52,7 +52,7 @@ class PreflightReport:
                  for c in self.failures]
         return "Preflight failed: " + "; ".join(parts) + "."
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         return {
             "ok": not self.failed,
             "checks": [c.to_dict() for c in self.checks],

@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from heretic.config.profiles import load_profile
 from heretic.config.settings import Settings
 from heretic.config.sources import env_layer, merge_layers, set_layer, toml_layer
 from heretic.demo.settings import DEMO_LAYER
 from heretic.errors import HereticError
+from heretic.jsontypes import JsonDict
 from heretic.preflight.inventory import GpuInventory, read_inventory
 from heretic.preflight.profiles_auto import ProfileChoice, choose_profile
 
@@ -44,9 +44,9 @@ def auto_choice(
 
 
 def upper_layers(
-    cli: Mapping[str, Any], *, config_path: Path | None = None,
+    cli: Mapping[str, object], *, config_path: Path | None = None,
     environ: Mapping[str, str] | None = None, assignments: list[str] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[JsonDict]:
     """The layers above the profile, lowest first. Raises ConfigError for bad input."""
     conf = toml_layer(config_path) if config_path else {}
     given = {k: v for k, v in cli.items() if v is not None}
@@ -54,7 +54,7 @@ def upper_layers(
 
 
 def resolve_settings(
-    cli: Mapping[str, Any],
+    cli: Mapping[str, object],
     *,
     config_path: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -96,7 +96,7 @@ def _fits_float32(settings: Settings) -> bool:
 
 
 def _merge_all(
-    cli: Mapping[str, Any],
+    cli: Mapping[str, object],
     *,
     config_path: Path | None = None,
     environ: Mapping[str, str] | None = None,

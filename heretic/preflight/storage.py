@@ -12,10 +12,14 @@ creates Optuna's schema; a read-only role fails then, with the database's own me
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from heretic.errors import StorageError
 from heretic.preflight.report import Check, Status
 from heretic.secrets import mask_url_password, redact, url_password
+
+if TYPE_CHECKING:
+    import sqlalchemy
 
 CONNECT_TIMEOUT_S = 5
 RDB_SCHEMES = ("postgresql", "mysql", "sqlite")
@@ -32,7 +36,7 @@ def _fail(url: str, what: str, hint: str) -> StorageError:
     return StorageError(f"The study storage {mask_url_password(url)} {what}", hint)
 
 
-def _engine(url: str):  # -> sqlalchemy.Engine
+def _engine(url: str) -> sqlalchemy.Engine:
     """An engine for one probe connection; StorageError if the dialect or driver is missing."""
     import sqlalchemy
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError

@@ -41,6 +41,7 @@ from heretic.engine.residuals import collect_residuals
 from heretic.engine.selection import front_neighbours, pareto_front, score, select
 from heretic.engine.space import SearchSpace
 from heretic.engine.study import completed_trials, count, open_study, run_trials
+from heretic.engine.trial_record import TrialRecord
 from heretic.engine.verification import Verified, Verifier
 from heretic.errors import InterruptedRun, NoAcceptableTrialError, StudyError
 from heretic.lifecycle.state import BestSoFar
@@ -327,7 +328,7 @@ def phase_verify(prep: Prepared, trials: list[optuna.trial.FrozenTrial],
                                   settings.verify_alternatives)
 
     def measure(number: int) -> Verified:
-        params = AblationParams.from_dict(by_number[number].user_attrs["parameters"])
+        params = AblationParams.from_dict(TrialRecord.read(by_number[number]).required_parameters())
         return verifier.edit(prep.objective.ablator, params, number)
 
     base = verifier.base()
@@ -367,7 +368,7 @@ def _finish(settings: Settings, prep: Prepared, timings: dict[str, float], t_all
     )
     model_dir = None
     if selected is not None:
-        params = AblationParams.from_dict(selected.user_attrs["parameters"])
+        params = AblationParams.from_dict(TrialRecord.read(selected).required_parameters())
         hooks.on_phase("verify")
         record.verification = phase_verify(prep, trials, selected, settings, reporter)
         _enter(hooks, "export")

@@ -14,10 +14,11 @@ from optuna.trial import FrozenTrial
 from heretic import __version__
 from heretic.atomic import write_atomic, write_with
 from heretic.engine.selection import TrialScore, pareto_front, score
+from heretic.engine.trial_record import TrialRecord
 from heretic.engine.verification import Example, Verified
+from heretic.jsontypes import JsonDict
 from heretic.run.report_types import (
     ExampleRecord,
-    JsonDict,
     MeasuredRecord,
     RunReport,
     TrialRow,
@@ -109,14 +110,14 @@ def trial_row(t: FrozenTrial) -> TrialRow:
         "trial": s.number,
         "refusals": s.refusals,
         "kl_divergence": s.kl,
-        "parameters": t.user_attrs.get("parameters"),
-        "duration_s": t.user_attrs.get("duration_s"),
-        "sample_responses": t.user_attrs.get("sample_responses", []),
+        "parameters": TrialRecord.read(t).parameters,
+        "duration_s": TrialRecord.read(t).duration_s,
+        "sample_responses": TrialRecord.read(t).sample_responses,
     }
 
 
 def build_report(rec: RunRecord) -> RunReport:
-    durations = [t.user_attrs.get("duration_s", 0.0) for t in rec.trials]
+    durations = [TrialRecord.read(t).duration_s or 0.0 for t in rec.trials]
     timings = dict(rec.timings)
     timings["trials_total"] = timings.get("trials_total", float(sum(durations)))
     timings["trial_median"] = float(statistics.median(durations)) if durations else 0.0
@@ -134,8 +135,8 @@ def build_report(rec: RunRecord) -> RunReport:
         "selected": None if sel is None else {
             "refusals": score(sel).refusals,
             "kl_divergence": score(sel).kl,
-            "parameters": sel.user_attrs.get("parameters"),
-            "sample_responses": sel.user_attrs.get("sample_responses", []),
+            "parameters": TrialRecord.read(sel).parameters,
+            "sample_responses": TrialRecord.read(sel).sample_responses,
         },
         "verification": rec.verification.to_dict() if rec.verification else None,
         "policy": {"selection": rec.settings.get("selection"), "kl_cap": rec.settings.get("kl_cap"),

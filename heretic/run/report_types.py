@@ -4,9 +4,9 @@ checker holds every reader and writer to these keys; the JSON stays exactly as i
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import TypedDict
 
-JsonDict = dict[str, Any]  # a settings dump or another free-form JSON object
+from heretic.jsontypes import JsonDict
 
 
 class SearchScore(TypedDict):
