@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
+from heretic.engine.tables import read_table
 from heretic.errors import PromptSourceError
 
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
@@ -32,8 +33,6 @@ def read_split(dataset: str, split: str, *, where: str) -> dict[str, list[object
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-    from heretic.engine.prompts import _read_table
-
     try:
         # One client, so listing and downloads go to the same endpoint (HF_ENDPOINT, read now).
         api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
@@ -47,7 +46,7 @@ def read_split(dataset: str, split: str, *, where: str) -> dict[str, list[object
         columns: dict[str, list[object]] = {}
         for name in chosen:
             local = Path(api.hf_hub_download(dataset, name, repo_type="dataset"))
-            for key, values in _read_table(local).items():
+            for key, values in read_table(local).items():
                 columns.setdefault(key, []).extend(values)
         return columns
     except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as exc:

@@ -22,6 +22,7 @@ from heretic.config.settings import (
     HUB_HARMLESS_TRAIN,
     Settings,
 )
+from heretic.engine.tables import read_table
 from heretic.errors import PromptSourceError
 
 _SPLIT = re.compile(r"^(?P<name>[\w.-]+)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
@@ -67,35 +68,6 @@ def _pick_column(columns: dict[str, list[object]], wanted: str | None, where: st
     )
 
 
-def _read_table(path: Path) -> dict[str, list[object]]:
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table: dict[str, list[object]] = pq.read_table(path).to_pydict()  # pyarrow has no types
-        return table
-    if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    elif suffix in (".jsonl", ".json"):
-        text = path.read_text(encoding="utf-8")
-        rows = json.loads(text) if suffix == ".json" else [
-            json.loads(line) for line in text.splitlines() if line.strip()
-        ]
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise PromptSourceError(f"{path} is not a list of JSON objects.", "One object a line.")
-    else:
-        raise PromptSourceError(
-            f"Unsupported prompt file type '{suffix}' ({path}).",
-            "Use .txt, .jsonl, .json, .csv or .parquet, or hub:DATASET_ID:SPLIT:COLUMN.",
-        )
-    columns: dict[str, list[object]] = {}
-    for row in rows:
-        for key, value in row.items():
-            columns.setdefault(key, []).append(value)
-    return columns
-
-
 def _load_file(spec: str) -> list[str]:
     path_text, _, column = spec.partition("::")
     path = Path(path_text).expanduser()
@@ -106,7 +78,7 @@ def _load_file(spec: str) -> list[str]:
     if path.suffix.lower() in (".txt", ""):
         return path.read_text(encoding="utf-8").splitlines()
     try:
-        return _pick_column(_read_table(path), column or None, spec)
+        return _pick_column(read_table(path), column or None, spec)
     except (json.JSONDecodeError, UnicodeDecodeError, csv.Error, OSError) as exc:
         raise PromptSourceError(f"Could not read prompt file {path}: {exc}.", "Fix the file.") from exc
 

@@ -8,7 +8,6 @@ prior (`heretic.engine.layer_profile`), else from the fixed late-layer defaults 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import optuna
@@ -75,20 +74,3 @@ class SearchSpace:
             "direction_index", 1 + index_range[0] * last, 1 + index_range[1] * last
         )
         return AblationParams(kernels, scope, index if scope == "global" else None)
-
-    @staticmethod
-    def from_optuna_params(params: Mapping[str, float | str], components: list[str]) -> AblationParams:
-        """`params`: an Optuna trial's params (the floats and the scope string `suggest` asks
-        for)."""
-        kernels: dict[str, Kernel] = {}
-        for c in components:
-            peak = float(params[f"{c}.max_weight"])
-            kernels[c] = Kernel(
-                peak,
-                float(params[f"{c}.max_weight_position"]),
-                float(params[f"{c}.min_weight_fraction"]) * peak,
-                float(params[f"{c}.min_weight_distance"]),
-            )
-        scope = parse_scope(str(params["direction_scope"]))
-        index = float(params["direction_index"]) if scope == "global" else None
-        return AblationParams(kernels, scope, index)

@@ -41,7 +41,7 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
-from heretic.errors import InterruptedRun, StudyError
+from heretic.errors import InterruptedRun
 
 OWNER_KEY = "heretic_owner"
 RERUN_KEY = "heretic_rerun_of"
@@ -293,11 +293,3 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
 def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
 
-
-def check_not_over(study: optuna.Study, n_trials: int) -> None:
-    done = count(study, TrialState.COMPLETE)
-    if done > n_trials:
-        raise StudyError(
-            f"The study already holds {done} completed trials, more than the {n_trials} asked for.",
-            f"Ask for at least {done} trials, or start a new study with another --output.",
-        )

@@ -107,10 +107,6 @@ class RunLock:
         self._held = paths_and_fds
 
     @property
-    def paths(self) -> list[Path]:
-        return [p for p, _ in self._held]
-
-    @property
     def held(self) -> bool:
         return bool(self._held)
 
