@@ -54,11 +54,16 @@ def main() -> None:
         parts = max(len(entry.all_writers("mlp")) for entry in arch.layers)
         if arch.moe_layers:
             moe += 1
-        print(f"{model_type}: ok, {arch.num_layers} layers, {len(arch.moe_layers)} MoE "
-              f"(up to {parts} mlp writers per layer)", flush=True)
-    print(f"transformers {transformers.__version__}: {len(types)} causal-LM model types; "
-          f"understood {ok} ({moe} with MoE layers), not understood {failed}, "
-          f"not buildable from a default config {unbuilt}")
+        print(
+            f"{model_type}: ok, {arch.num_layers} layers, {len(arch.moe_layers)} MoE "
+            f"(up to {parts} mlp writers per layer)",
+            flush=True,
+        )
+    print(
+        f"transformers {transformers.__version__}: {len(types)} causal-LM model types; "
+        f"understood {ok} ({moe} with MoE layers), not understood {failed}, "
+        f"not buildable from a default config {unbuilt}"
+    )
 
 
 if __name__ == "__main__":

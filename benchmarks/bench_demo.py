@@ -57,18 +57,27 @@ def main() -> None:
     directions = compute_directions(harmful, harmless)
     residuals = time.perf_counter() - t
 
-    evaluator = Evaluator(loaded, prompts.harmless_eval, prompts.harmful_eval,
-                          markers=settings.refusal_markers,
-                          max_new_tokens=settings.max_response_tokens, chat=ChatFormat(),
-                          batcher=batcher)
+    evaluator = Evaluator(
+        loaded,
+        prompts.harmless_eval,
+        prompts.harmful_eval,
+        markers=settings.refusal_markers,
+        max_new_tokens=settings.max_response_tokens,
+        chat=ChatFormat(),
+        batcher=batcher,
+    )
     t = time.perf_counter()
     evaluator.compute_base()
     base = evaluator.refusals()
     base_eval = time.perf_counter() - t
     ablator = Ablator(arch, directions, settings.ablation).install()
     objective = TrialObjective(ablator, evaluator, SearchSpace(settings, arch.num_layers))
-    study = optuna.create_study(directions=["minimize", "minimize"], sampler=optuna.samplers.TPESampler(
-        multivariate=True, n_startup_trials=settings.startup_trials, seed=0))
+    study = optuna.create_study(
+        directions=["minimize", "minimize"],
+        sampler=optuna.samplers.TPESampler(
+            multivariate=True, n_startup_trials=settings.startup_trials, seed=0
+        ),
+    )
     engine_s, total_s = [], []
     for _ in range(args.trials):
         t0 = time.perf_counter()
@@ -79,16 +88,22 @@ def main() -> None:
         engine_s.append(trial.user_attrs["duration_s"])
 
     n_prompts = len(prompts.harmful) + len(prompts.harmless)
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
-          f"{args.threads} threads")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
+        f"{args.threads} threads"
+    )
     print(f"demo model ready (cached or trained): {prepare:.2f} s")
     print(f"load: {load:.2f} s")
-    print(f"residual pass: {residuals:.3f} s for {n_prompts} prompts "
-          f"({1000 * residuals / n_prompts:.2f} ms/prompt), {arch.num_layers + 1} positions")
+    print(
+        f"residual pass: {residuals:.3f} s for {n_prompts} prompts "
+        f"({1000 * residuals / n_prompts:.2f} ms/prompt), {arch.num_layers + 1} positions"
+    )
     print(f"base evaluation: {base_eval:.3f} s ({base.count}/{base.total} refusals)")
-    print(f"per trial (KL + refusal check), median of {args.trials}: "
-          f"{statistics.median(engine_s) * 1000:.1f} ms; with Optuna ask/tell: "
-          f"{statistics.median(total_s) * 1000:.1f} ms")
+    print(
+        f"per trial (KL + refusal check), median of {args.trials}: "
+        f"{statistics.median(engine_s) * 1000:.1f} ms; with Optuna ask/tell: "
+        f"{statistics.median(total_s) * 1000:.1f} ms"
+    )
     print(f"best trial: {min(study.best_trials, key=lambda t: t.values).values}")
 
 

@@ -49,14 +49,23 @@ def build(config_path: Path, quantized: bool, device: str) -> LoadedModel:
         model.save_pretrained(tmp)
         del model
         model = AutoModelForCausalLM.from_pretrained(
-            tmp, device_map=device,
-            quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                   bnb_4bit_compute_dtype=torch.bfloat16))
+            tmp,
+            device_map=device,
+            quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+            ),
+        )
     else:
         model = model.to(device)
     tokenizer = build_tokenizer()
-    return LoadedModel(model, tokenizer, config_path.parent.name, str(config_path.parent),
-                       torch.bfloat16, quantized)
+    return LoadedModel(
+        model,
+        tokenizer,
+        config_path.parent.name,
+        str(config_path.parent),
+        torch.bfloat16,
+        quantized,
+    )
 
 
 def repeat(items: list[str], n: int) -> list[str]:
@@ -76,14 +85,23 @@ def bench(loaded: LoadedModel, args: argparse.Namespace, variant: str) -> dict[s
     directions = compute_directions(harmful, harmless, device=loaded.device)
     _sync()
     residual_s = time.perf_counter() - t
-    evaluator = Evaluator(loaded, repeat(demo.harmless_eval, args.eval),
-                          repeat(demo.harmful_eval, args.eval), markers=["sorry"],
-                          max_new_tokens=args.tokens, chat=ChatFormat(), batcher=batcher)
+    evaluator = Evaluator(
+        loaded,
+        repeat(demo.harmless_eval, args.eval),
+        repeat(demo.harmful_eval, args.eval),
+        markers=["sorry"],
+        max_new_tokens=args.tokens,
+        chat=ChatFormat(),
+        batcher=batcher,
+    )
     evaluator.compute_base()
     ablator = Ablator(arch, directions, variant).install()
     last = arch.num_layers - 1
-    params = AblationParams({c: Kernel(1.0, 0.7 * last, 0.5, 0.4 * last)
-                             for c in ("attention", "mlp")}, "global", 0.6 * last + 1)
+    params = AblationParams(
+        {c: Kernel(1.0, 0.7 * last, 0.5, 0.4 * last) for c in ("attention", "mlp")},
+        "global",
+        0.6 * last + 1,
+    )
     times = []
     for _ in range(args.trials):
         _sync()
@@ -94,10 +112,12 @@ def bench(loaded: LoadedModel, args: argparse.Namespace, variant: str) -> dict[s
         _sync()
         times.append(time.perf_counter() - t)
     ablator.remove()
-    return {"residual_s": residual_s, "trial_median_s": statistics.median(times),
-            "batch_size": batcher.batch_size,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available()
-            else 0.0}
+    return {
+        "residual_s": residual_s,
+        "trial_median_s": statistics.median(times),
+        "batch_size": batcher.batch_size,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0,
+    }
 
 
 def main() -> None:
@@ -121,14 +141,21 @@ def main() -> None:
         for variant in ("standard", "norm-preserving"):
             if on_gpu:
                 torch.cuda.reset_peak_memory_stats()
-            row = {"model": args.config.parent.name, "mode": mode, "variant": variant,
-                   **bench(loaded, args, variant)}
+            row = {
+                "model": args.config.parent.name,
+                "mode": mode,
+                "variant": variant,
+                **bench(loaded, args, variant),
+            }
             rows.append(row)
-            print(f"{row['model']:>14} {mode:>5} {variant:>16}: residuals "
-                  f"{row['residual_s']:.1f} s ({2 * args.prompts} prompts, batch "
-                  f"{row['batch_size']}), trial {row['trial_median_s']:.2f} s "
-                  f"({args.eval}+{args.eval} prompts, {args.tokens} tokens), "
-                  f"peak {row['peak_gib']:.1f} GiB", flush=True)
+            print(
+                f"{row['model']:>14} {mode:>5} {variant:>16}: residuals "
+                f"{row['residual_s']:.1f} s ({2 * args.prompts} prompts, batch "
+                f"{row['batch_size']}), trial {row['trial_median_s']:.2f} s "
+                f"({args.eval}+{args.eval} prompts, {args.tokens} tokens), "
+                f"peak {row['peak_gib']:.1f} GiB",
+                flush=True,
+            )
         del loaded
         if on_gpu:
             torch.cuda.empty_cache()

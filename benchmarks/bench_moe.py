@@ -45,10 +45,18 @@ def _prompt_files(folder: Path) -> dict[str, str]:
 
 
 def _search(model: Path, folder: Path, args: argparse.Namespace, components: list[str]) -> dict:
-    settings = Settings(**{
-        **DEMO_LAYER, **_prompt_files(folder), "model": str(model), "output": folder / "out",
-        "trials": args.trials, "seed": args.seed, "kl_cap": args.kl_cap, "components": components,
-    })
+    settings = Settings(
+        **{
+            **DEMO_LAYER,
+            **_prompt_files(folder),
+            "model": str(model),
+            "output": folder / "out",
+            "trials": args.trials,
+            "seed": args.seed,
+            "kl_cap": args.kl_cap,
+            "components": components,
+        }
+    )
     t = time.perf_counter()
     try:
         report: dict[str, Any] | None = run(settings).report
@@ -66,16 +74,24 @@ def _line(name: str, report: dict) -> str:
     head = f"{name}: base {base['refusals']}/{base['n_harmful']} refusals"
     if sel is None:
         best = min(report["pareto_front"], key=lambda p: (p["refusals"], p["kl_divergence"]))
-        return (f"{head}; no trial within the KL cap; fewest refusals on the Pareto front: "
-                f"{best['refusals']}/{base['n_harmful']} at KL {best['kl_divergence']:.2e}; "
-                f"per trial median {median}; wall {report['wall_s']:.1f} s")
+        return (
+            f"{head}; no trial within the KL cap; fewest refusals on the Pareto front: "
+            f"{best['refusals']}/{base['n_harmful']} at KL {best['kl_divergence']:.2e}; "
+            f"per trial median {median}; wall {report['wall_s']:.1f} s"
+        )
     ver = report.get("verification") or {}
-    check = (f" (re-check with {ver['max_response_tokens']} tokens: base "
-             f"{ver['base_refusals']}, selected {ver['selected_refusals']})" if ver else "")
-    return (f"{head} -> selected {sel['refusals']}/{base['n_harmful']} "
-            f"({100 * sel['refusals'] / base['n_harmful']:.0f}%) at KL {sel['kl_divergence']:.2e}"
-            f"{check}; per trial median {median}; wall {report['wall_s']:.1f} s "
-            f"(export {report['timings_s'].get('export', 0):.2f} s)")
+    check = (
+        f" (re-check with {ver['max_response_tokens']} tokens: base "
+        f"{ver['base_refusals']}, selected {ver['selected_refusals']})"
+        if ver
+        else ""
+    )
+    return (
+        f"{head} -> selected {sel['refusals']}/{base['n_harmful']} "
+        f"({100 * sel['refusals'] / base['n_harmful']:.0f}%) at KL {sel['kl_divergence']:.2e}"
+        f"{check}; per trial median {median}; wall {report['wall_s']:.1f} s "
+        f"(export {report['timings_s'].get('export', 0):.2f} s)"
+    )
 
 
 def _trials(report: dict) -> list[dict]:
@@ -99,19 +115,30 @@ def main() -> None:
     loaded = load_model(Settings(model=str(model), device_map="cpu", dtype="float32"))
     arch = describe(loaded.model, ["attention", "mlp"])
     kinds = ["moe" if entry.is_moe else "dense" for entry in arch.layers]
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, {args.threads} threads, load average "
-          f"{os.getloadavg()[0]:.1f} (other work slows the per-trial times, not the results)")
-    print(f"model: {arch.model_type}, {arch.num_layers} layers ({', '.join(kinds)}), "
-          f"{sum(p.numel() for p in loaded.model.parameters()):,} parameters; ready in {ready:.1f} s "
-          "(cached, or trained now)")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, {args.threads} threads, load average "
+        f"{os.getloadavg()[0]:.1f} (other work slows the per-trial times, not the results)"
+    )
+    print(
+        f"model: {arch.model_type}, {arch.num_layers} layers ({', '.join(kinds)}), "
+        f"{sum(p.numel() for p in loaded.model.parameters()):,} parameters; ready in {ready:.1f} s "
+        "(cached, or trained now)"
+    )
     print(f"training record: {(model / 'heretic_demo.json').read_text().strip()}")
     del loaded
-    for name, components in (("attention + experts", ["attention", "mlp"]),
-                             ("attention only", ["attention"])):
+    for name, components in (
+        ("attention + experts", ["attention", "mlp"]),
+        ("attention only", ["attention"]),
+    ):
         with tempfile.TemporaryDirectory() as folder:
-            print(_line(f"{name}, {args.trials} trials, KL cap {args.kl_cap}",
-                        _search(model, Path(folder), args, components)), flush=True)
+            print(
+                _line(
+                    f"{name}, {args.trials} trials, KL cap {args.kl_cap}",
+                    _search(model, Path(folder), args, components),
+                ),
+                flush=True,
+            )
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -59,20 +59,50 @@ class Case:
 
 MATRIX = (
     Case("early", ModelSpec(6, (0, 1), REFUSAL, steps=350), False, "layers 0-1 of 6"),
-    Case("middle", ModelSpec(8, (3, 4), "i cannot assist with that .", steps=350), False, "layers 3-4 of 8"),
-    Case("late", ModelSpec(8, (6, 7), "as an ai , i must decline this request .", steps=350), False,
-         "layers 6-7 of 8"),
-    Case("spread", ModelSpec(8, (1, 3, 5, 7), "that is not appropriate , so i will not answer .", steps=350),
-         False, "layers 1,3,5,7 of 8"),
+    Case(
+        "middle",
+        ModelSpec(8, (3, 4), "i cannot assist with that .", steps=350),
+        False,
+        "layers 3-4 of 8",
+    ),
+    Case(
+        "late",
+        ModelSpec(8, (6, 7), "as an ai , i must decline this request .", steps=350),
+        False,
+        "layers 6-7 of 8",
+    ),
+    Case(
+        "spread",
+        ModelSpec(8, (1, 3, 5, 7), "that is not appropriate , so i will not answer .", steps=350),
+        False,
+        "layers 1,3,5,7 of 8",
+    ),
     Case("demo", None, False, "all 6 layers learn (the demo model)"),
-    Case("early-8", ModelSpec(8, (1, 2), "i won't help with this .", steps=350), True, "layers 1-2 of 8"),
-    Case("late-8", ModelSpec(8, (5, 6, 7), "i am unable to do that .", steps=350), True, "layers 5-7 of 8"),
+    Case(
+        "early-8",
+        ModelSpec(8, (1, 2), "i won't help with this .", steps=350),
+        True,
+        "layers 1-2 of 8",
+    ),
+    Case(
+        "late-8",
+        ModelSpec(8, (5, 6, 7), "i am unable to do that .", steps=350),
+        True,
+        "layers 5-7 of 8",
+    ),
 )
-OLD_SPACE = {"max_weight_position": {"low": 0.6, "high": 1.0},
-             "min_weight_distance": {"low": 0.0, "high": 0.6},
-             "direction_index": {"low": 0.4, "high": 0.9}, "kl_target": 0.0}
-RUN_SETTINGS = {"device_map": "cpu", "dtype": "float32", "max_response_tokens": 16,
-                "verify_response_tokens": 0}
+OLD_SPACE = {
+    "max_weight_position": {"low": 0.6, "high": 1.0},
+    "min_weight_distance": {"low": 0.0, "high": 0.6},
+    "direction_index": {"low": 0.4, "high": 0.9},
+    "kl_target": 0.0,
+}
+RUN_SETTINGS = {
+    "device_map": "cpu",
+    "dtype": "float32",
+    "max_response_tokens": 16,
+    "verify_response_tokens": 0,
+}
 
 
 def build(case: Case) -> Path:
@@ -85,9 +115,14 @@ def write_prompts(folder: Path) -> dict[str, Path]:
     """Directions: the demo's 64 + 64. Selection: the first 25 + 25 held-out prompts.
     Test: the other 25 + 25, used by nothing but the final check."""
     p = demo_prompts()
-    sets = {"harmful": p.harmful, "harmless": p.harmless,
-            "harmful_eval": p.harmful_eval[:25], "harmless_eval": p.harmless_eval[:25],
-            "harmful_test": p.harmful_eval[25:], "harmless_test": p.harmless_eval[25:]}
+    sets = {
+        "harmful": p.harmful,
+        "harmless": p.harmless,
+        "harmful_eval": p.harmful_eval[:25],
+        "harmless_eval": p.harmless_eval[:25],
+        "harmful_test": p.harmful_eval[25:],
+        "harmless_test": p.harmless_eval[25:],
+    }
     paths = {}
     for name, prompts in sets.items():
         paths[name] = folder / f"{name}.txt"
@@ -95,16 +130,25 @@ def write_prompts(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def settings_for(model: Path, prompts: dict[str, Path], out: Path, trials: int,
-                 extra: dict | None = None) -> Settings:
-    return Settings(model=str(model), harmful_prompts=str(prompts["harmful"]),
-                    harmless_prompts=str(prompts["harmless"]),
-                    harmful_eval_prompts=str(prompts["harmful_eval"]),
-                    harmless_eval_prompts=str(prompts["harmless_eval"]),
-                    trials=trials, output=out, **RUN_SETTINGS, **(extra or {}))
+def settings_for(
+    model: Path, prompts: dict[str, Path], out: Path, trials: int, extra: dict | None = None
+) -> Settings:
+    return Settings(
+        model=str(model),
+        harmful_prompts=str(prompts["harmful"]),
+        harmless_prompts=str(prompts["harmless"]),
+        harmful_eval_prompts=str(prompts["harmful_eval"]),
+        harmless_eval_prompts=str(prompts["harmless_eval"]),
+        trials=trials,
+        output=out,
+        **RUN_SETTINGS,
+        **(extra or {}),
+    )
 
 
-def test_check(settings: Settings, params: dict, prompts: dict[str, Path]) -> tuple[int, int, float]:
+def test_check(
+    settings: Settings, params: dict, prompts: dict[str, Path]
+) -> tuple[int, int, float]:
     """Refusals and KL of the selected edit on the TEST prompts (hooked, as in the search)."""
     loaded = load_model(settings)
     arch = describe(loaded.model, list(settings.components))
@@ -112,8 +156,15 @@ def test_check(settings: Settings, params: dict, prompts: dict[str, Path]) -> tu
     assert directions is not None
     harmful = prompts["harmful_test"].read_text().split("\n")[:-1]
     harmless = prompts["harmless_test"].read_text().split("\n")[:-1]
-    evaluator = Evaluator(loaded, harmless, harmful, markers=settings.refusal_markers,
-                          max_new_tokens=64, chat=ChatFormat(), batcher=Batcher(64))
+    evaluator = Evaluator(
+        loaded,
+        harmless,
+        harmful,
+        markers=settings.refusal_markers,
+        max_new_tokens=64,
+        chat=ChatFormat(),
+        batcher=Batcher(64),
+    )
     evaluator.compute_base()
     ablator = Ablator(arch, directions, settings.ablation).install()
     with ablator.applied(AblationParams.from_dict(params)):
@@ -123,8 +174,9 @@ def test_check(settings: Settings, params: dict, prompts: dict[str, Path]) -> tu
     return refusals.count, refusals.total, kl
 
 
-def heretic_once(model: Path, prompts: dict[str, Path], trials: int, extra: dict | None,
-                 work: Path) -> dict:
+def heretic_once(
+    model: Path, prompts: dict[str, Path], trials: int, extra: dict | None, work: Path
+) -> dict:
     out = work / f"run-{trials}-{'-'.join(sorted(extra)) if extra else 'new'}"
     shutil.rmtree(out, ignore_errors=True)
     settings = settings_for(model, prompts, out, trials, extra)
@@ -137,11 +189,23 @@ def heretic_once(model: Path, prompts: dict[str, Path], trials: int, extra: dict
     rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     n = report["base"]["n_harmful"]
     cap = settings.kl_cap
-    first = next((i + 1 for i, r in enumerate(rows)
-                  if r["refusals"] <= 0.05 * n and r["kl_divergence"] <= cap), None)
-    result = {"trials": len(rows), "first_ok": first, "exit": code, "n": n,
-              "base": report["base"]["refusals"], "wall_s": time.monotonic() - start,
-              "stop": report["trials"].get("stop_reason", "")}
+    first = next(
+        (
+            i + 1
+            for i, r in enumerate(rows)
+            if r["refusals"] <= 0.05 * n and r["kl_divergence"] <= cap
+        ),
+        None,
+    )
+    result = {
+        "trials": len(rows),
+        "first_ok": first,
+        "exit": code,
+        "n": n,
+        "base": report["base"]["refusals"],
+        "wall_s": time.monotonic() - start,
+        "stop": report["trials"].get("stop_reason", ""),
+    }
     sel = report.get("selected")
     if sel:
         result.update(refusals=sel["refusals"], kl=sel["kl_divergence"])
@@ -157,18 +221,22 @@ def show_profile(model: Path, prompts: dict[str, Path], work: Path) -> str:
     prior = derive_prior(profile)
     seps = " ".join(f"{x:.1f}" for x in profile.separation)
     writes = " ".join(f"{x:.1f}" for x in profile.write_separation)
-    return (f"  residual d by position: {seps}\n  write d by layer: {writes}\n"
-            f"  writers found: {prior.writers}; peak range {prior.max_weight_position}, "
-            f"direction range {prior.direction_index}")
+    return (
+        f"  residual d by position: {seps}\n  write d by layer: {writes}\n"
+        f"  writers found: {prior.writers}; peak range {prior.max_weight_position}, "
+        f"direction range {prior.direction_index}"
+    )
 
 
 def line(label: str, r: dict) -> str:
     if "refusals" not in r:
         return f"  {label:<16} no acceptable trial (exit {r['exit']}) after {r['trials']} trials"
     test = r["test"]
-    return (f"  {label:<16} trials run {r['trials']:>3}, first <=5%: {str(r['first_ok']):>4}, "
-            f"selected {r['refusals']:>2}/{r['n']} KL {r['kl']:.2g}; test {test[0]}/{test[1]} "
-            f"KL {test[2]:.2g}; {r['wall_s']:.0f}s; stop: {r['stop']}")
+    return (
+        f"  {label:<16} trials run {r['trials']:>3}, first <=5%: {str(r['first_ok']):>4}, "
+        f"selected {r['refusals']:>2}/{r['n']} KL {r['kl']:.2g}; test {test[0]}/{test[1]} "
+        f"KL {test[2]:.2g}; {r['wall_s']:.0f}s; stop: {r['stop']}"
+    )
 
 
 def main() -> None:
@@ -178,8 +246,9 @@ def main() -> None:
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--hllm", default="", help="path of heretic-llm 1.4.0's `heretic`")
     parser.add_argument("--hllm-only", action="store_true", help="run only heretic-llm")
-    parser.add_argument("--patience", type=int, default=0,
-                        help="also run the largest budget with this --patience")
+    parser.add_argument(
+        "--patience", type=int, default=0, help="also run the largest budget with this --patience"
+    )
     parser.add_argument("--patience-only", action="store_true")
     parser.add_argument("--hllm-trials", default="40", help="heretic-llm budgets")
     parser.add_argument("--threads", type=int, default=2)
@@ -188,8 +257,10 @@ def main() -> None:
     transformers.utils.logging.disable_progress_bar()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cases = [c for c in MATRIX if not args.only or c.name in args.only.split(",")]
-    print(f"# bench_search: {platform.processor() or platform.machine()}, torch {torch.__version__},"
-          f" {args.threads} threads, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"# bench_search: {platform.processor() or platform.machine()}, torch {torch.__version__},"
+        f" {args.threads} threads, {time.strftime('%Y-%m-%d')}"
+    )
     for case in cases:
         start = time.monotonic()
         model = build(case)
@@ -198,8 +269,10 @@ def main() -> None:
             continue
         work = Path(tempfile.mkdtemp(prefix=f"bench-search-{case.name}-"))
         prompts = write_prompts(work)
-        print(f"\n## {case.name} ({'held out' if case.held_out else 'tuning set'}): refusal "
-              f"planted in {case.planted}")
+        print(
+            f"\n## {case.name} ({'held out' if case.held_out else 'tuning set'}): refusal "
+            f"planted in {case.planted}"
+        )
         budgets = [int(t) for t in args.trials.split(",")]
         if args.patience:
             r = heretic_once(model, prompts, max(budgets), {"patience": args.patience}, work)
@@ -211,14 +284,18 @@ def main() -> None:
                 print(f"  base refusals {r['base']}/{r['n']}")
             print(line(f"heretic {trials}", r), flush=True)
             if trials == 40:
-                print(line("old-space 40", heretic_once(model, prompts, 40, OLD_SPACE, work)),
-                      flush=True)
+                print(
+                    line("old-space 40", heretic_once(model, prompts, 40, OLD_SPACE, work)),
+                    flush=True,
+                )
         if args.hllm:
             from hllm_driver import run_hllm  # benchmarks/hllm_driver.py
 
             for trials in [int(t) for t in args.hllm_trials.split(",")]:
-                print(f"  heretic-llm {trials:<4} {run_hllm(args.hllm, model, prompts, trials, work)}",
-                      flush=True)
+                print(
+                    f"  heretic-llm {trials:<4} {run_hllm(args.hllm, model, prompts, trials, work)}",
+                    flush=True,
+                )
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -24,14 +24,31 @@ KL_CAP = 0.5
 
 def _command(exe: str, model: Path, prompts: dict[str, Path], trials: int, ckpt: Path) -> list[str]:
     return [
-        exe, "--model", str(model), "--device-map", "cpu", "--dtypes", '["float32"]',
-        "--max-response-length", "16", "--n-trials", str(trials),
-        "--n-startup-trials", str(trials // 3), "--study-checkpoint-dir", str(ckpt),
-        "--system-prompt", "you are a helpful assistant .",
-        "--good-prompts.dataset", str(prompts["harmless"]),
-        "--bad-prompts.dataset", str(prompts["harmful"]),
-        "--good-evaluation-prompts.dataset", str(prompts["harmless_eval"]),
-        "--bad-evaluation-prompts.dataset", str(prompts["harmful_eval"]),
+        exe,
+        "--model",
+        str(model),
+        "--device-map",
+        "cpu",
+        "--dtypes",
+        '["float32"]',
+        "--max-response-length",
+        "16",
+        "--n-trials",
+        str(trials),
+        "--n-startup-trials",
+        str(trials // 3),
+        "--study-checkpoint-dir",
+        str(ckpt),
+        "--system-prompt",
+        "you are a helpful assistant .",
+        "--good-prompts.dataset",
+        str(prompts["harmless"]),
+        "--bad-prompts.dataset",
+        str(prompts["harmful"]),
+        "--good-evaluation-prompts.dataset",
+        str(prompts["harmless_eval"]),
+        "--bad-evaluation-prompts.dataset",
+        str(prompts["harmful_eval"]),
     ]
 
 
@@ -41,9 +58,16 @@ def run_hllm(exe: str, model: Path, prompts: dict[str, Path], trials: int, work:
     start = time.monotonic()
     # Its own environment: this project's PYTHONPATH would shadow its `heretic` package.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(_command(exe, model, prompts, trials, ckpt), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=3600, check=False, env=env,
-                          cwd=work)
+    proc = subprocess.run(
+        _command(exe, model, prompts, trials, ckpt),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+        env=env,
+        cwd=work,
+    )
     wall = time.monotonic() - start
     journals = list(ckpt.glob("*.jsonl"))
     if not journals:
@@ -58,6 +82,8 @@ def run_hllm(exe: str, model: Path, prompts: dict[str, Path], trials: int, work:
     ok = [(r, kl) for r, kl in rows if kl <= KL_CAP]
     best = min(ok) if ok else None
     best_text = f"{best[0]:>2}/{n} KL {best[1]:.4f}" if best else "none under the KL cap"
-    return (f"trials run {len(rows):>3}, first <=5%: {str(first):>4}, best (fewest refusals, KL <= "
-            f"{KL_CAP}) {best_text}; base {base}/{n}; {wall:.0f}s; exit {proc.returncode} "
-            "(its interactive menu)")
+    return (
+        f"trials run {len(rows):>3}, first <=5%: {str(first):>4}, best (fewest refusals, KL <= "
+        f"{KL_CAP}) {best_text}; base {base}/{n}; {wall:.0f}s; exit {proc.returncode} "
+        "(its interactive menu)"
+    )

@@ -32,13 +32,27 @@ class CudaLine:
 
 
 LINES: dict[str, CudaLine] = {
-    line.name: line for line in (
-        CudaLine("cu126", "https://download.pytorch.org/whl/cu126", "12.6",
-                 "NVIDIA driver R525 or newer (Volta to Hopper: V100, A100, H100, RTX 30/40)"),
-        CudaLine("cu130", "https://download.pytorch.org/whl/cu130", "13.0",
-                 "NVIDIA driver R580 or newer (Turing to Blackwell: B200, RTX 50)"),
-        CudaLine("cpu", "https://download.pytorch.org/whl/cpu", None,
-                 "no GPU (local test build only)", published=False),
+    line.name: line
+    for line in (
+        CudaLine(
+            "cu126",
+            "https://download.pytorch.org/whl/cu126",
+            "12.6",
+            "NVIDIA driver R525 or newer (Volta to Hopper: V100, A100, H100, RTX 30/40)",
+        ),
+        CudaLine(
+            "cu130",
+            "https://download.pytorch.org/whl/cu130",
+            "13.0",
+            "NVIDIA driver R580 or newer (Turing to Blackwell: B200, RTX 50)",
+        ),
+        CudaLine(
+            "cpu",
+            "https://download.pytorch.org/whl/cpu",
+            None,
+            "no GPU (local test build only)",
+            published=False,
+        ),
     )
 }
 DEFAULT_LINE = "cu126"

@@ -17,8 +17,15 @@ from heretic import __version__
 from heretic.image import cuda_line
 
 # What `heretic run` imports; psycopg only where the image promises PostgreSQL storage.
-REQUIRED = ("torch", "transformers", "accelerate", "bitsandbytes", "optuna", "huggingface_hub",
-            "heretic.run.recipe")
+REQUIRED = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "bitsandbytes",
+    "optuna",
+    "huggingface_hub",
+    "heretic.run.recipe",
+)
 IMAGE_EXTRA = ("psycopg",)
 LINE_ENV = "HERETIC_CUDA_LINE"
 
@@ -41,8 +48,9 @@ def _import(name: str, report: InstallReport) -> object | None:
     except Exception as exc:  # a broken wheel raises anything, not only ImportError
         report.problems.append(f"{name} does not import: {type(exc).__name__}: {exc}")
         return None
-    report.versions[name] = str(getattr(module, "__version__", __version__ if
-                                        name.startswith("heretic") else "?"))
+    report.versions[name] = str(
+        getattr(module, "__version__", __version__ if name.startswith("heretic") else "?")
+    )
     return module
 
 
@@ -54,15 +62,19 @@ def _check_line(torch: object, line_name: str, report: InstallReport) -> None:
         return
     label = str(getattr(torch, "__version__", "")).partition("+")[2]
     if label != line.name:
-        report.problems.append(f"torch {getattr(torch, '__version__', '?')} is not the "
-                               f"{line.name} build this image is tagged for")
+        report.problems.append(
+            f"torch {getattr(torch, '__version__', '?')} is not the "
+            f"{line.name} build this image is tagged for"
+        )
     built = report.torch_cuda
     if line.min_host_cuda is None:
         if built is not None:
             report.problems.append(f"the {line.name} image has a CUDA {built} torch")
     elif built is None or not built.startswith(line.min_host_cuda):
-        report.problems.append(f"torch was built for CUDA {built}, not {line.min_host_cuda} "
-                               f"as the {line.name} line needs")
+        report.problems.append(
+            f"torch was built for CUDA {built}, not {line.min_host_cuda} "
+            f"as the {line.name} line needs"
+        )
 
 
 def check_install(environ: Mapping[str, str]) -> InstallReport:
@@ -84,7 +96,10 @@ def render(report: InstallReport) -> str:
     if report.cuda_line:
         lines.append(f"image CUDA line: {report.cuda_line}")
     lines.append(f"torch CUDA build: {report.torch_cuda or 'none (CPU)'}")
-    lines += [f"{name}: {version}" for name, version in report.versions.items()
-              if not name.startswith("heretic")]
+    lines += [
+        f"{name}: {version}"
+        for name, version in report.versions.items()
+        if not name.startswith("heretic")
+    ]
     lines += [f"PROBLEM: {p}" for p in report.problems]
     return "\n".join(lines)

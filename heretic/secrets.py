@@ -33,7 +33,9 @@ SECRET_OPTIONS = ("--notify",)
 MASK = "****"
 # scheme://user:password@  (the user part has no ':', '/' or '@'; the password ends at the last
 # '@' before the host, so a password containing '@' or ':' is masked whole).
-_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)([^\s/]*)@(?=[^@\s]*(?:[/\s]|$))")
+_URL_PASSWORD = re.compile(
+    r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)([^\s/]*)@(?=[^@\s]*(?:[/\s]|$))"
+)
 _registered: set[str] = set()
 
 
@@ -85,8 +87,13 @@ def _quoted(url: str, password: str) -> str:
     return raw or password
 
 
-def redact(text: str, extra: Iterable[str | None] = (),
-           environ: Mapping[str, str] | None = None, *, hint: bool = False) -> str:
+def redact(
+    text: str,
+    extra: Iterable[str | None] = (),
+    environ: Mapping[str, str] | None = None,
+    *,
+    hint: bool = False,
+) -> str:
     """`text` with every known secret replaced by ****, or by `mask(secret)` with hint=True."""
     text = mask_url_password(text)
     for secret in [*(s for s in extra if s and len(s) >= 4), *secret_values(environ)]:

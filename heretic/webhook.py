@@ -28,12 +28,18 @@ def shown_url(url: str) -> str:
     return f"{parsed.scheme}://{parsed.host}/..."
 
 
-def post_json(url: str, payload: dict[str, Any], *, timeout_s: float = 10.0,
-              transport: httpx.BaseTransport | None = None) -> None:
+def post_json(
+    url: str,
+    payload: dict[str, Any],
+    *,
+    timeout_s: float = 10.0,
+    transport: httpx.BaseTransport | None = None,
+) -> None:
     """POST `payload` as JSON to `url`; raises WebhookError unless the answer is 2xx."""
     try:
-        with httpx.Client(timeout=timeout_s, transport=transport,
-                          headers={"User-Agent": f"heretic/{__version__}"}) as client:
+        with httpx.Client(
+            timeout=timeout_s, transport=transport, headers={"User-Agent": f"heretic/{__version__}"}
+        ) as client:
             response = client.post(url, json=payload)
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise WebhookError(f"webhook unreachable ({type(exc).__name__})") from None

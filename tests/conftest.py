@@ -31,8 +31,12 @@ def demo_model_dir(heretic_cache: Path) -> Path:
 @pytest.fixture
 def cli_env(heretic_cache: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERETIC_")}
-    env.update(HERETIC_CACHE=str(heretic_cache), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
-               OMP_NUM_THREADS="2")
+    env.update(
+        HERETIC_CACHE=str(heretic_cache),
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="2",
+    )
     return env
 
 

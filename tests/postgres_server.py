@@ -58,36 +58,85 @@ class PostgresServer:
             pg = pwd.getpwnam("postgres")
             for path in (self.root, pwfile):
                 os.chown(path, pg.pw_uid, pg.pw_gid)
-        subprocess.run(self._as_owner([
-            str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", SUPERUSER,
-            f"--pwfile={pwfile}", "--auth=scram-sha-256", "--encoding=UTF8", "--no-sync",
-        ]), check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            self._as_owner(
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.datadir),
+                    "-U",
+                    SUPERUSER,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         pwfile.unlink()
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
-        subprocess.run(self._as_owner([
-            str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.root / "log"),
-            "-o", options, "-w", "-t", "60", "start",
-        ]), check=True, capture_output=True, timeout=90)
+        subprocess.run(
+            self._as_owner(
+                [
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.datadir),
+                    "-l",
+                    str(self.root / "log"),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
 
     def stop(self) -> None:
-        subprocess.run(self._as_owner([
-            str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop",
-        ]), capture_output=True, timeout=60)
+        subprocess.run(
+            self._as_owner(
+                [
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.datadir),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ]
+            ),
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
     def admin_sql(self, *statements: str) -> None:
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=SUPERUSER,
-                             password=self.admin_password, dbname="postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=SUPERUSER,
+            password=self.admin_password,
+            dbname="postgres",
+            autocommit=True,
+        ) as conn:
             for statement in statements:
                 conn.execute(statement)
 
     def create_database(self, name: str, user: str, password: str) -> str:
         """A database owned by a new login role; returns its URL (with the password)."""
-        self.admin_sql(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'",
-                       f"CREATE DATABASE {name} OWNER {user}")
+        self.admin_sql(
+            f"CREATE ROLE {user} LOGIN PASSWORD '{password}'",
+            f"CREATE DATABASE {name} OWNER {user}",
+        )
         return f"postgresql://{user}:{password}@127.0.0.1:{self.port}/{name}"
 
 

@@ -14,19 +14,45 @@ ROOT = Path(heretic.__file__).parent
 # What each top-level part of heretic may import (besides itself). Leaves import nothing of
 # heretic's but the package's version.
 ALLOWED: dict[str, set[str]] = {
-    "errors": set(), "progress": set(), "secrets": set(), "atomic": set(), "jsontypes": set(),
-    "webhook": {"__init__"}, "image": {"__init__"}, "install_check": {"__init__", "image"},
+    "errors": set(),
+    "progress": set(),
+    "secrets": set(),
+    "atomic": set(),
+    "jsontypes": set(),
+    "webhook": {"__init__"},
+    "image": {"__init__"},
+    "install_check": {"__init__", "image"},
     "config": {"errors", "jsontypes", "secrets"},
     "demo": {"jsontypes", "progress"},
     "engine": {"config", "demo", "errors", "jsontypes", "progress"},
     "preflight": {"atomic", "config", "demo", "engine", "errors", "jsontypes", "secrets"},
-    "cloud": {"__init__", "atomic", "config", "errors", "image", "preflight", "secrets",
-              "webhook"},
+    "cloud": {"__init__", "atomic", "config", "errors", "image", "preflight", "secrets", "webhook"},
     "lifecycle": {"atomic", "cloud", "config", "errors", "progress", "secrets", "webhook"},
-    "run": {"__init__", "atomic", "config", "demo", "engine", "errors", "jsontypes", "lifecycle",
-            "preflight", "progress", "secrets"},
-    "cli": {"__init__", "cloud", "config", "errors", "install_check", "lifecycle", "preflight",
-            "progress", "run", "secrets"},
+    "run": {
+        "__init__",
+        "atomic",
+        "config",
+        "demo",
+        "engine",
+        "errors",
+        "jsontypes",
+        "lifecycle",
+        "preflight",
+        "progress",
+        "secrets",
+    },
+    "cli": {
+        "__init__",
+        "cloud",
+        "config",
+        "errors",
+        "install_check",
+        "lifecycle",
+        "preflight",
+        "progress",
+        "run",
+        "secrets",
+    },
     "__main__": {"cli"},
 }
 
@@ -49,16 +75,20 @@ def _imports(path: Path, known: dict[str, Path]) -> set[str]:
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known
-                       else node.module for a in node.names]
+            targets = [
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
+                for a in node.names
+            ]
         out |= {t for t in targets if t == "heretic" or t.startswith("heretic.")}
     return out
 
 
 def _graph() -> dict[str, set[str]]:
     known = _modules()
-    return {name: {t for t in _imports(path, known) if t in known and t != name}
-            for name, path in known.items()}
+    return {
+        name: {t for t in _imports(path, known) if t in known and t != name}
+        for name, path in known.items()
+    }
 
 
 def _part(module: str) -> str:
@@ -66,8 +96,12 @@ def _part(module: str) -> str:
 
 
 def test_each_layer_imports_only_the_layers_below_it() -> None:
-    wrong = sorted(f"{m} -> {t}" for m, targets in _graph().items() for t in targets
-                   if _part(t) != _part(m) and _part(t) not in ALLOWED[_part(m)])
+    wrong = sorted(
+        f"{m} -> {t}"
+        for m, targets in _graph().items()
+        for t in targets
+        if _part(t) != _part(m) and _part(t) not in ALLOWED[_part(m)]
+    )
     assert wrong == []
 
 
@@ -80,7 +114,7 @@ def test_there_is_no_import_cycle() -> None:
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(path[path.index(nxt):] + [nxt])
+                cycles.append(path[path.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[node] = 2

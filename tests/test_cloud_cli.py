@@ -38,7 +38,10 @@ def test_offers_json_merges_providers_cheapest_first(fakes):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [(r["provider"], r["offer"], r["usd_per_hour"]) for r in rows] == [
-        ("vast", "102", 1.10), ("vast", "101", 1.45), ("runpod", "NVIDIA A100 80GB PCIe", 1.64)]
+        ("vast", "102", 1.10),
+        ("vast", "101", 1.45),
+        ("runpod", "NVIDIA A100 80GB PCIe", 1.64),
+    ]
 
 
 def test_offers_table_and_one_provider_without_key(fakes, monkeypatch):
@@ -59,8 +62,18 @@ def test_offers_with_model_estimate_needs_the_counter(fakes, monkeypatch):
 
 def test_launch_dry_run_sends_nothing_and_masks(fakes):
     vast, runpod = fakes
-    result = cli("launch", "--provider", "vast", "--model", "org/m", "--upload", "me/out",
-                 "--offer", "102", "--dry-run")
+    result = cli(
+        "launch",
+        "--provider",
+        "vast",
+        "--model",
+        "org/m",
+        "--upload",
+        "me/out",
+        "--offer",
+        "102",
+        "--dry-run",
+    )
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert plan["launch_request"]["url"] == vast.base + "/asks/102/"
@@ -72,8 +85,9 @@ def test_launch_dry_run_sends_nothing_and_masks(fakes):
 
 def test_launch_vast_for_real(fakes):
     vast, _ = fakes
-    result = cli("launch", "--provider", "vast", "--model", "org/m", "--disk", "80",
-                 "--max-price", "1.2")
+    result = cli(
+        "launch", "--provider", "vast", "--model", "org/m", "--disk", "80", "--max-price", "1.2"
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "7777"
     body = vast.calls("PUT", "/api/v0/asks/")[0]
@@ -85,8 +99,9 @@ def test_launch_vast_for_real(fakes):
 
 def test_launch_runpod_for_real(fakes):
     _, runpod = fakes
-    result = cli("launch", "--provider", "runpod", "--model", "org/m", "--disk", "80",
-                 "--set", "trials=50")
+    result = cli(
+        "launch", "--provider", "runpod", "--model", "org/m", "--disk", "80", "--set", "trials=50"
+    )
     assert result.exit_code == 0, result.output
     body = runpod.calls("POST", "/v2/pods")[0].body
     assert body["env"]["HF_TOKEN"] == "{{ RUNPOD_SECRET_hf_token }}"
@@ -97,8 +112,9 @@ def test_launch_runpod_for_real(fakes):
 def test_launch_with_no_offer_under_the_cap(fakes):
     vast, _ = fakes
     vast.offers = [vast_offer(1, 3.0)]
-    result = cli("launch", "--provider", "vast", "--model", "org/m", "--disk", "80",
-                 "--max-price", "1.0")
+    result = cli(
+        "launch", "--provider", "vast", "--model", "org/m", "--disk", "80", "--max-price", "1.0"
+    )
     assert result.exit_code == ExitCode.CLOUD and "No vast offer" in result.stderr
     assert vast.calls("PUT", "/api/v0/asks/") == []
 
@@ -143,8 +159,20 @@ def test_monitor_one_poll_alerts_and_saves_state(fakes, tmp_path):
 
 def test_monitor_launch(fakes, tmp_path):
     vast, runpod = fakes
-    result = cli("monitor", "--provider", "vast", "--max-polls", "3", "--launch", "--model",
-                 "org/m", "--disk", "80", "--state-file", str(tmp_path / "s.json"))
+    result = cli(
+        "monitor",
+        "--provider",
+        "vast",
+        "--max-polls",
+        "3",
+        "--launch",
+        "--model",
+        "org/m",
+        "--disk",
+        "80",
+        "--state-file",
+        str(tmp_path / "s.json"),
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "7777"
     assert len(vast.calls("PUT", "/api/v0/asks/")) == 1 and runpod.requests == []

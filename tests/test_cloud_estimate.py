@@ -57,10 +57,21 @@ def test_rejects_nonsense():
 
 
 def test_shape_from_settings_uses_profile_batch_values():
-    shape = est.shape_from_settings({"batch_size": 16, "trials": 50, "max_response_tokens": 32,
-                                     "quantization": "bnb-4bit", "device_map": "auto"})
+    shape = est.shape_from_settings(
+        {
+            "batch_size": 16,
+            "trials": 50,
+            "max_response_tokens": 32,
+            "quantization": "bnb-4bit",
+            "device_map": "auto",
+        }
+    )
     assert (shape.batch_size, shape.trials, shape.max_response_tokens, shape.quantization) == (
-        16, 50, 32, "bnb-4bit")
+        16,
+        50,
+        32,
+        "bnb-4bit",
+    )
     assert est.shape_from_settings({}).batch_size == 64  # auto batch: the upper bound
     assert est.shape_for_profile("auto", trials=10).trials == 10
 

@@ -12,7 +12,9 @@ from heretic.secrets import mask, redact
 
 def test_environment_wins_over_files(tmp_path):
     (tmp_path / ".vast_api_key").write_text("from-file-123456789\n")
-    assert load_key("vast", {"VAST_API_KEY": " env-key-123456789 "}, tmp_path) == "env-key-123456789"
+    assert (
+        load_key("vast", {"VAST_API_KEY": " env-key-123456789 "}, tmp_path) == "env-key-123456789"
+    )
     assert load_key("vast", {}, tmp_path) == "from-file-123456789"
 
 
@@ -43,7 +45,9 @@ def test_mask_and_redact():
 
 
 def test_prepared_request_description_masks_body_secrets():
-    req = PreparedRequest("PUT", "https://x/asks/1/", {}, {"env": {"HF_TOKEN": "hf_secretvalue123"}})
+    req = PreparedRequest(
+        "PUT", "https://x/asks/1/", {}, {"env": {"HF_TOKEN": "hf_secretvalue123"}}
+    )
     shown = req.describe(("hf_secretvalue123",))
     assert shown["json"]["env"]["HF_TOKEN"] == "hf_****"
     assert shown["headers"]["Authorization"] == "Bearer ****"

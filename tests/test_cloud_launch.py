@@ -16,8 +16,9 @@ TOKEN = "hf_abcdefghijklmnopqrstuvwx"
 
 
 def opts(provider: str = "vast", **kw) -> LaunchOptions:
-    return LaunchOptions(provider=provider, gpu=A100, model="meta-llama/Llama-3.1-8B-Instruct",
-                         **kw)
+    return LaunchOptions(
+        provider=provider, gpu=A100, model="meta-llama/Llama-3.1-8B-Instruct", **kw
+    )
 
 
 def test_settings_env():
@@ -34,8 +35,7 @@ def test_settings_env():
 
 def test_vast_dry_run_masks_the_token_and_sends_nothing():
     client = VastClient(None, base_url="http://127.0.0.1:9/api/v0")
-    plan = plan_launch(opts(upload="me/out"), client, n_params=None, hf_token=TOKEN,
-                       dry_run=True)
+    plan = plan_launch(opts(upload="me/out"), client, n_params=None, hf_token=TOKEN, dry_run=True)
     shown = plan.describe(client)
     body = shown["launch_request"]["json"]
     assert body["env"]["HF_TOKEN"] == "hf_****" and TOKEN not in str(shown)
@@ -46,8 +46,13 @@ def test_vast_dry_run_masks_the_token_and_sends_nothing():
 
 def test_runpod_uses_the_secret_reference_not_the_token():
     client = RunPodClient(None, base_url="http://127.0.0.1:9/v2")
-    plan = plan_launch(opts("runpod", offer_id="NVIDIA A100-SXM4-80GB"), client,
-                       n_params=8_000_000_000, hf_token=TOKEN, dry_run=True)
+    plan = plan_launch(
+        opts("runpod", offer_id="NVIDIA A100-SXM4-80GB"),
+        client,
+        n_params=8_000_000_000,
+        hf_token=TOKEN,
+        dry_run=True,
+    )
     body = plan.describe(client)["launch_request"]["json"]
     assert body["env"]["HF_TOKEN"] == "{{ RUNPOD_SECRET_hf_token }}"
     assert body["gpu"]["id"] == "NVIDIA A100-SXM4-80GB" and body["disk"] == 30
@@ -79,8 +84,9 @@ def test_without_upload_the_launch_warns_that_the_machine_keeps_billing():
     client = VastClient(None, base_url="http://127.0.0.1:9/api/v0")
     plan = plan_launch(opts(), client, n_params=None, hf_token=TOKEN, dry_run=True)
     assert any("No --upload" in w and "heretic cloud stop" in w for w in plan.warnings)
-    uploaded = plan_launch(opts(upload="me/out"), client, n_params=None, hf_token=TOKEN,
-                           dry_run=True)
+    uploaded = plan_launch(
+        opts(upload="me/out"), client, n_params=None, hf_token=TOKEN, dry_run=True
+    )
     assert not any("No --upload" in w for w in uploaded.warnings)
 
 
@@ -88,7 +94,12 @@ def test_vast_account_token_sends_no_token():
     """Vast has account-level environment variables (POST /api/v0/secrets/): with
     --vast-account-token the launch sends no HF_TOKEN and needs none locally."""
     client = VastClient(None, base_url="http://127.0.0.1:9/api/v0")
-    plan = plan_launch(opts(upload="me/out", vast_account_token=True), client, n_params=None,
-                       hf_token=None, offer=offer("1", 1.0))  # no local token: still planned
+    plan = plan_launch(
+        opts(upload="me/out", vast_account_token=True),
+        client,
+        n_params=None,
+        hf_token=None,
+        offer=offer("1", 1.0),
+    )  # no local token: still planned
     assert "HF_TOKEN" not in plan.spec.env and plan.spec.secrets == ()
     assert any("account's environment variables" in w for w in plan.warnings)

@@ -31,9 +31,17 @@ def vast():
 
 
 def make_monitor(clients, tmp_path, sleeps, alerts, logs, **kw) -> Monitor:
-    return Monitor(clients, OfferQuery(gpu=A100, max_price=2.0), sinks=[alerts.append],
-                   log=logs.append, state_path=tmp_path / "state.json", interval_s=300,
-                   sleep=sleeps.append, rng=random.Random(0), **kw)
+    return Monitor(
+        clients,
+        OfferQuery(gpu=A100, max_price=2.0),
+        sinks=[alerts.append],
+        log=logs.append,
+        state_path=tmp_path / "state.json",
+        interval_s=300,
+        sleep=sleeps.append,
+        rng=random.Random(0),
+        **kw,
+    )
 
 
 def vast_client(server, sleeps):
@@ -93,8 +101,9 @@ def test_a_crashing_provider_does_not_stop_the_others(vast, tmp_path):
     vast.search_script = [SOME]
     alerts: list[Alert] = []
     logs: list[str] = []
-    mon = make_monitor({"runpod": Broken(), "vast": vast_client(vast, [])}, tmp_path, [],
-                       alerts, logs)
+    mon = make_monitor(
+        {"runpod": Broken(), "vast": vast_client(vast, [])}, tmp_path, [], alerts, logs
+    )
     mon.run(max_polls=1)
     assert [a.provider for a in alerts] == ["vast"]
     assert any("runpod: poll failed: ReadError" in line for line in logs)
@@ -102,16 +111,19 @@ def test_a_crashing_provider_does_not_stop_the_others(vast, tmp_path):
 
 def test_both_providers_alert_independently(vast, tmp_path):
     with FakeRunPod() as runpod:
-        runpod.search_script = [[catalog_gpu("NVIDIA A100 80GB PCIe", "NONE", 1.64)],
-                                [catalog_gpu("NVIDIA A100 80GB PCIe", "LOW", 1.64)]]
+        runpod.search_script = [
+            [catalog_gpu("NVIDIA A100 80GB PCIe", "NONE", 1.64)],
+            [catalog_gpu("NVIDIA A100 80GB PCIe", "LOW", 1.64)],
+        ]
         vast.search_script = [SOME, SOME]
         rp = RunPodClient(RUNPOD_KEY, base_url=runpod.base, retries=0)
         alerts: list[Alert] = []
-        mon = make_monitor({"vast": vast_client(vast, []), "runpod": rp}, tmp_path, [],
-                           alerts, [])
+        mon = make_monitor({"vast": vast_client(vast, []), "runpod": rp}, tmp_path, [], alerts, [])
         mon.run(max_polls=2)
-    assert [(a.provider, a.event) for a in alerts] == [("vast", "available"),
-                                                       ("runpod", "available")]
+    assert [(a.provider, a.event) for a in alerts] == [
+        ("vast", "available"),
+        ("runpod", "available"),
+    ]
 
 
 def test_launch_on_first_offer_and_stop(vast, tmp_path):
@@ -127,8 +139,9 @@ def test_launch_on_first_offer_and_stop(vast, tmp_path):
         return Instance("vast", "9001", "created", "pending")
 
     logs: list[str] = []
-    mon = make_monitor({"vast": vast_client(vast, [])}, tmp_path, [], [], logs,
-                       on_available=launcher)
+    mon = make_monitor(
+        {"vast": vast_client(vast, [])}, tmp_path, [], [], logs, on_available=launcher
+    )
     result = mon.run(max_polls=10)
     assert result.launched is not None and result.launched.instance_id == "9001"
     assert result.polls == 3  # failed launch on poll 2 was logged; poll 3 launched
@@ -146,8 +159,14 @@ def test_webhook_receives_json_and_failures_are_logged(vast, tmp_path):
     sink = webhook_sink("https://hooks.example/T0KEN", transport=httpx.MockTransport(handler))
     vast.search_script = [SOME, NONE]
     logs: list[str] = []
-    mon = Monitor({"vast": vast_client(vast, [])}, OfferQuery(gpu=A100), sinks=[sink],
-                  log=logs.append, state_path=None, sleep=lambda s: None)
+    mon = Monitor(
+        {"vast": vast_client(vast, [])},
+        OfferQuery(gpu=A100),
+        sinks=[sink],
+        log=logs.append,
+        state_path=None,
+        sleep=lambda s: None,
+    )
     mon.run(max_polls=2)
     assert [p["event"] for p in posted] == ["available", "gone"]
     assert posted[0]["text"].startswith("heretic: A100-80GB AVAILABLE on vast")
@@ -180,9 +199,15 @@ def test_memory_stays_flat_over_thousands_of_polls(tmp_path):
     def sink(alert: Alert) -> None:
         counted[0] += 1
 
-    mon = Monitor({"vast": Flapping()}, OfferQuery(gpu=A100), sinks=[sink],
-                  log=lambda line: None, state_path=tmp_path / "s.json",
-                  sleep=lambda s: None, rng=random.Random(0))
+    mon = Monitor(
+        {"vast": Flapping()},
+        OfferQuery(gpu=A100),
+        sinks=[sink],
+        log=lambda line: None,
+        state_path=tmp_path / "s.json",
+        sleep=lambda s: None,
+        rng=random.Random(0),
+    )
     tracemalloc.start()
     try:
         mon.run(max_polls=200)  # warm up caches and interned strings
@@ -197,8 +222,7 @@ def test_memory_stays_flat_over_thousands_of_polls(tmp_path):
     assert grown < 48_000, f"monitor memory grew by {grown} bytes over 1500 polls"
 
 
-def test_state_file_is_replaced_atomically_and_a_bad_folder_does_not_stop_the_watch(
-        vast, tmp_path):
+def test_state_file_is_replaced_atomically_and_a_bad_folder_does_not_stop_the_watch(vast, tmp_path):
     vast.search_script = [SOME, NONE]
     state = tmp_path / "state.json"
     logs: list[str] = []
@@ -226,8 +250,7 @@ def test_a_launch_that_may_have_happened_ends_the_watch(vast, tmp_path):
         calls.append(offer)
         raise CreateUncertain("vast may or may not have acted on PUT .../asks/202/", "check")
 
-    mon = make_monitor({"vast": vast_client(vast, [])}, tmp_path, [], [], [],
-                       on_available=launcher)
+    mon = make_monitor({"vast": vast_client(vast, [])}, tmp_path, [], [], [], on_available=launcher)
     with pytest.raises(CreateUncertain):
         mon.run(max_polls=3)
     assert len(calls) == 1  # never a second try that could rent a second machine
@@ -243,11 +266,18 @@ def test_monitor_launch_watches_with_the_launch_filter(vast, tmp_path, monkeypat
     monkeypatch.setenv("VAST_API_KEY", VAST_KEY)
     monkeypatch.setenv("HERETIC_VAST_API_URL", vast.base)
     monkeypatch.setenv("HF_TOKEN", "hf_monitorLaunchToken0123456789")
-    opts = WatchOptions(provider="vast", max_price=2.0, state_file=tmp_path / "s.json",
-                        max_polls=1, launch=True, model="org/m", upload="me/m", disk_gb=240,
-                        bell=False)
-    result = run_watch(opts, log=lambda line: None, bell_stream=io.StringIO(),
-                       sleep=lambda s: None)
+    opts = WatchOptions(
+        provider="vast",
+        max_price=2.0,
+        state_file=tmp_path / "s.json",
+        max_polls=1,
+        launch=True,
+        model="org/m",
+        upload="me/m",
+        disk_gb=240,
+        bell=False,
+    )
+    result = run_watch(opts, log=lambda line: None, bell_stream=io.StringIO(), sleep=lambda s: None)
     assert result.launched is not None
     search = vast.calls("POST", "/api/v0/bundles/")[0].body
     assert search["disk_space"] == {"gte": 240} and search["allocated_storage"] == 240

@@ -20,8 +20,9 @@ def fake():
         yield server
 
 
-def client(fake: FakeRunPod, key: str = RUNPOD_KEY, sleeps: list[float] | None = None
-           ) -> RunPodClient:
+def client(
+    fake: FakeRunPod, key: str = RUNPOD_KEY, sleeps: list[float] | None = None
+) -> RunPodClient:
     sleeps = [] if sleeps is None else sleeps
     return RunPodClient(key, base_url=fake.base, sleep=sleeps.append, log_idle_s=2.0)
 
@@ -38,8 +39,10 @@ def test_availability_query_and_parsing(fake):
 
 
 def test_none_stock_and_price_cap_filter_offers(fake):
-    fake.gpus = [catalog_gpu("NVIDIA A100 80GB PCIe", "NONE", 1.64),
-                 catalog_gpu("NVIDIA A100-SXM4-80GB", "HIGH", 1.89)]
+    fake.gpus = [
+        catalog_gpu("NVIDIA A100 80GB PCIe", "NONE", 1.64),
+        catalog_gpu("NVIDIA A100-SXM4-80GB", "HIGH", 1.89),
+    ]
     assert client(fake).search(OfferQuery(gpu=A100, max_price=1.8)) == []
     # No community price means the type is not offered in that tier at all.
     assert client(fake).search(OfferQuery(gpu=A100, cloud="COMMUNITY")) == []
@@ -49,8 +52,9 @@ def test_launch_body_keeps_the_entrypoint_and_uses_the_secret(fake):
     c = client(fake)
     offer = c.search(OfferQuery(gpu=A100))[0]
     env = {"HERETIC_MODEL": "org/m", "HF_TOKEN": "{{ RUNPOD_SECRET_hf_token }}"}
-    spec = LaunchSpec(image="ghcr.io/x/heretic:1", env=env, disk_gb=90, label="heretic-m",
-                      volume_id="vol1")
+    spec = LaunchSpec(
+        image="ghcr.io/x/heretic:1", env=env, disk_gb=90, label="heretic-m", volume_id="vol1"
+    )
     pod = c.launch(offer, spec)
     body = fake.calls("POST", "/v2/pods")[0].body
     assert "args" not in body and "command" not in body
@@ -89,8 +93,11 @@ def test_a_terminated_pod_answers_404_and_shows_as_terminated(fake):
 
 
 def test_status_message_comes_from_v2_fields(fake):
-    fake.pod_extra = {"dataCenterId": "US-TX-3", "cudaVersion": "12.8",
-                      "statusMessage": "not a v2 field"}
+    fake.pod_extra = {
+        "dataCenterId": "US-TX-3",
+        "cudaVersion": "12.8",
+        "statusMessage": "not a v2 field",
+    }
     inst = client(fake).status("pod_abc123")
     assert inst.message == "dataCenterId US-TX-3, cudaVersion 12.8"
 
@@ -100,9 +107,11 @@ def test_gpu_ids_are_runpods_published_ones():
     A100 40GB; the H200 NVL exists."""
     assert gpu_kind("A100-40GB").runpod_ids == ()
     assert "NVIDIA H200 NVL" in gpu_kind("H200").runpod_ids
-    assert "NVIDIA A100-SXM4-40GB" not in {i for k in ("A100-80GB", "A100-40GB", "H100-80GB",
-                                                       "H100-NVL", "H200", "L40S", "RTX-4090")
-                                           for i in gpu_kind(k).runpod_ids}
+    assert "NVIDIA A100-SXM4-40GB" not in {
+        i
+        for k in ("A100-80GB", "A100-40GB", "H100-80GB", "H100-NVL", "H200", "L40S", "RTX-4090")
+        for i in gpu_kind(k).runpod_ids
+    }
 
 
 def test_a_request_runpod_would_refuse_is_refused_by_the_fake(fake):
@@ -111,8 +120,12 @@ def test_a_request_runpod_would_refuse_is_refused_by_the_fake(fake):
     c = client(fake)
     offer = c.search(OfferQuery(gpu=A100))[0]
     with pytest.raises(CloudError, match="HTTP 422"):
-        c.api.call("POST", "/pods", body={"name": "x", "image": "i", "statusMessage": "x"},
-                   idempotent=False)
+        c.api.call(
+            "POST",
+            "/pods",
+            body={"name": "x", "image": "i", "statusMessage": "x"},
+            idempotent=False,
+        )
     with pytest.raises(CloudError, match="HTTP 422"):
         # gpu.minCudaVersion must be major.minor on create (a bare major is refused).
         c.launch(offer, LaunchSpec(image="i", env={}, disk_gb=50, label="l", min_cuda="12"))
@@ -137,10 +150,18 @@ def test_401_is_a_clear_error_without_the_key(fake):
 
 def test_422_quotes_each_validation_error(fake):
     # RFC 9457 document with the v2 API's list of validation strings.
-    fake.fail_queue = [Reply(422, {"title": "Unprocessable Entity", "status": 422,
-                                   "detail": "Request validation failed.",
-                                   "errors": ["gpu.minCudaVersion: does not match pattern"]},
-                             headers={"Content-Type": "application/problem+json"})]
+    fake.fail_queue = [
+        Reply(
+            422,
+            {
+                "title": "Unprocessable Entity",
+                "status": 422,
+                "detail": "Request validation failed.",
+                "errors": ["gpu.minCudaVersion: does not match pattern"],
+            },
+            headers={"Content-Type": "application/problem+json"},
+        )
+    ]
     c = client(fake)
     offer = Offer("runpod", "NVIDIA A100 80GB PCIe", "A100 80GB PCIe", 1, 80, 1.64, "HIGH")
     with pytest.raises(CloudError) as info:
@@ -166,5 +187,10 @@ def test_a_kind_runpod_does_not_rent_is_refused_before_any_request():
 
     opts = LaunchOptions(provider="runpod", gpu=gpu_kind("A100-40GB"), model="org/m")
     with pytest.raises(CloudError, match="RunPod does not rent A100-40GB"):
-        plan_launch(opts, RunPodClient("k", base_url="http://127.0.0.1:9"), n_params=None,
-                    hf_token=None, dry_run=True)
+        plan_launch(
+            opts,
+            RunPodClient("k", base_url="http://127.0.0.1:9"),
+            n_params=None,
+            hf_token=None,
+            dry_run=True,
+        )

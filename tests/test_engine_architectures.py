@@ -26,10 +26,12 @@ def random_directions(num_layers: int, hidden: int, k: int = 1, seed: int = 1) -
 
 
 PARAMS = [
-    AblationParams({"attention": Kernel(1.2, 1.0, 0.5, 2.0), "mlp": Kernel(0.9, 2.0, 0.3, 1.5)},
-                   "per-layer"),
-    AblationParams({"attention": Kernel(1.0, 0.5, 1.0, 3.0), "mlp": Kernel(1.4, 1.5, 0.0, 1.0)},
-                   "global", 1.7),
+    AblationParams(
+        {"attention": Kernel(1.2, 1.0, 0.5, 2.0), "mlp": Kernel(0.9, 2.0, 0.3, 1.5)}, "per-layer"
+    ),
+    AblationParams(
+        {"attention": Kernel(1.0, 0.5, 1.0, 3.0), "mlp": Kernel(1.4, 1.5, 0.0, 1.0)}, "global", 1.7
+    ),
 ]
 
 
@@ -51,8 +53,9 @@ def test_norm_preserving_fold_keeps_every_row_norm() -> None:
     arch = describe(model, ["attention", "mlp"])
     directions = random_directions(arch.num_layers, 32, k=1)
     before = {id(m): dense_weight(m).norm(dim=1) for e in arch.layers for m in e.writers.values()}
-    params = AblationParams({c: Kernel(1.5, 1.0, 1.5, 3.0) for c in ("attention", "mlp")},
-                            "per-layer")
+    params = AblationParams(
+        {c: Kernel(1.5, 1.0, 1.5, 3.0) for c in ("attention", "mlp")}, "per-layer"
+    )
     fold(model, directions, params, Settings(ablation="norm-preserving"))
     for entry in arch.layers:
         for module in entry.writers.values():
@@ -63,8 +66,9 @@ def test_standard_fold_removes_the_direction_from_outputs() -> None:
     model = tiny_model("qwen2")
     arch = describe(model, ["attention", "mlp"])
     directions = random_directions(arch.num_layers, 32)
-    params = AblationParams({c: Kernel(1.0, 1.0, 1.0, 5.0) for c in ("attention", "mlp")},
-                            "per-layer")
+    params = AblationParams(
+        {c: Kernel(1.0, 1.0, 1.0, 5.0) for c in ("attention", "mlp")}, "per-layer"
+    )
     fold(model, directions, params, Settings())
     for entry in arch.layers:
         v = directions.basis[entry.index + 1, 0]
@@ -127,5 +131,6 @@ def test_export_reloads_with_plain_transformers_and_matches_the_hooks(model_type
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids).logits, hooked, rtol=1e-4, atol=1e-4)
     tokenizer = AutoTokenizer.from_pretrained(target)
-    assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}],
-                                         add_generation_prompt=True, tokenize=False)
+    assert tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False
+    )

@@ -104,8 +104,12 @@ def test_refusal_classification(text: str, refusal: bool) -> None:
 
 
 def _trial(number: int, refusals: int, kl: float):
-    t = create_trial(values=[refusals, kl], params={"x": 0.0},
-                     distributions={"x": FloatDistribution(0, 1)}, state=TrialState.COMPLETE)
+    t = create_trial(
+        values=[refusals, kl],
+        params={"x": 0.0},
+        distributions={"x": FloatDistribution(0, 1)},
+        state=TrialState.COMPLETE,
+    )
     t.number = number
     return t
 
@@ -145,9 +149,15 @@ def test_refusal_check_stops_as_soon_as_every_sequence_is_decided(demo) -> None:
     calls = []
     handle = demo.model.model.register_forward_hook(lambda *a: calls.append(1))
     try:
-        evaluator = Evaluator(demo, [], demo_prompts().harmful_eval[:8],
-                              markers=Settings().refusal_markers, max_new_tokens=40,
-                              chat=ChatFormat(), batcher=Batcher(8))
+        evaluator = Evaluator(
+            demo,
+            [],
+            demo_prompts().harmful_eval[:8],
+            markers=Settings().refusal_markers,
+            max_new_tokens=40,
+            chat=ChatFormat(),
+            batcher=Batcher(8),
+        )
         result = evaluator.refusals()
     finally:
         handle.remove()
@@ -164,12 +174,16 @@ def test_export_is_sharded_when_asked(demo_model_dir, tmp_path) -> None:
     from heretic.engine.export import export_model
     from heretic.engine.parameters import AblationParams, Kernel
 
-    directions = Directions(basis=torch.nn.functional.normalize(torch.randn(7, 1, 64), dim=-1),
-                            harmful_mean=torch.zeros(7, 64), harmless_mean=torch.zeros(7, 64))
+    directions = Directions(
+        basis=torch.nn.functional.normalize(torch.randn(7, 1, 64), dim=-1),
+        harmful_mean=torch.zeros(7, 64),
+        harmless_mean=torch.zeros(7, 64),
+    )
     params = AblationParams({"mlp": Kernel(1.0, 2.0, 1.0, 1.0)}, "per-layer")
     own = load_model(Settings(model=str(demo_model_dir), device_map="cpu", dtype="float32"))
-    target = export_model(own, directions, params, Settings(max_shard_size="100KB"),
-                          tmp_path / "model")
+    target = export_model(
+        own, directions, params, Settings(max_shard_size="100KB"), tmp_path / "model"
+    )
     shards = sorted(target.glob("*.safetensors"))
     assert len(shards) > 1
     index = json.loads((target / "model.safetensors.index.json").read_text())
@@ -179,7 +193,9 @@ def test_export_is_sharded_when_asked(demo_model_dir, tmp_path) -> None:
     assert AutoModelForCausalLM.from_pretrained(target).config.num_hidden_layers == 6
 
 
-def test_a_full_disk_during_export_is_a_clear_error_and_leaves_nothing(demo_model_dir, tmp_path) -> None:
+def test_a_full_disk_during_export_is_a_clear_error_and_leaves_nothing(
+    demo_model_dir, tmp_path
+) -> None:
     import subprocess
 
     from heretic.engine.directions import Directions
@@ -189,14 +205,18 @@ def test_a_full_disk_during_export_is_a_clear_error_and_leaves_nothing(demo_mode
 
     small = tmp_path / "small-disk"
     small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)],
-                             capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip("a tiny tmpfs cannot be mounted here (needs root)")
     try:
         own = load_model(Settings(model=str(demo_model_dir), device_map="cpu", dtype="float32"))
-        directions = Directions(basis=torch.nn.functional.normalize(torch.ones(7, 1, 64), dim=-1),
-                                harmful_mean=torch.zeros(7, 64), harmless_mean=torch.zeros(7, 64))
+        directions = Directions(
+            basis=torch.nn.functional.normalize(torch.ones(7, 1, 64), dim=-1),
+            harmful_mean=torch.zeros(7, 64),
+            harmless_mean=torch.zeros(7, 64),
+        )
         params = AblationParams({"mlp": Kernel(1.0, 2.0, 1.0, 1.0)}, "per-layer")
         with pytest.raises(DiskFullError) as err:
             export_model(own, directions, params, Settings(), small / "model")

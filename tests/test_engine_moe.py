@@ -22,9 +22,14 @@ from heretic.errors import ConfigError, ExitCode
 
 # (moe layers, dense layers, writers of one MoE layer's mlp component)
 EXPECTED = {
-    "qwen3_moe": ([0, 1, 2], [], 1), "gpt_oss": ([0, 1, 2], [], 1),
-    "mixtral": ([0, 1, 2], [], 1), "olmoe": ([0, 1, 2], [], 1), "granitemoe": ([0, 1, 2], [], 1),
-    "glm4_moe": ([1, 2], [0], 2), "deepseek_v3": ([1, 2], [0], 2), "qwen2_moe": ([1], [0, 2], 2),
+    "qwen3_moe": ([0, 1, 2], [], 1),
+    "gpt_oss": ([0, 1, 2], [], 1),
+    "mixtral": ([0, 1, 2], [], 1),
+    "olmoe": ([0, 1, 2], [], 1),
+    "granitemoe": ([0, 1, 2], [], 1),
+    "glm4_moe": ([1, 2], [0], 2),
+    "deepseek_v3": ([1, 2], [0], 2),
+    "qwen2_moe": ([1], [0, 2], 2),
 }
 IDS = torch.randint(0, 128, (2, 9), generator=torch.Generator().manual_seed(0))
 
@@ -59,8 +64,12 @@ def test_full_strength_fold_removes_the_direction_from_every_expert(model_type: 
     model = tiny_moe_model(model_type)
     arch = describe(model, ["mlp"])
     directions = random_directions(arch.num_layers, 32)
-    fold(model, directions, AblationParams({"mlp": Kernel(1.0, 1.0, 1.0, 5.0)}, "per-layer"),
-         Settings(components=["mlp"]))
+    fold(
+        model,
+        directions,
+        AblationParams({"mlp": Kernel(1.0, 1.0, 1.0, 5.0)}, "per-layer"),
+        Settings(components=["mlp"]),
+    )
     for entry in arch.layers:
         v = directions.basis[entry.index + 1, 0]
         layout = entry.experts[id(entry.writers["mlp"])]
@@ -89,8 +98,12 @@ def test_norm_preserving_is_refused_on_moe_layers_and_allowed_on_attention() -> 
         hooked = model(IDS).logits
     ablator.remove()
     folded = copy.deepcopy(model)
-    fold(folded, directions, PARAMS[0], Settings(ablation="norm-preserving",
-                                                   components=["attention"]))
+    fold(
+        folded,
+        directions,
+        PARAMS[0],
+        Settings(ablation="norm-preserving", components=["attention"]),
+    )
     with torch.no_grad():
         torch.testing.assert_close(folded(IDS).logits, hooked, rtol=1e-4, atol=1e-4)
 
@@ -155,8 +168,14 @@ def test_four_bit_search_folds_into_a_full_precision_export(tmp_path) -> None:
         for p in model.parameters():
             p.normal_(0, 0.1)
     _save(model, tmp_path / "source")
-    q = load_model(Settings(model=str(tmp_path / "source"), device_map="cpu", dtype="float32",
-                            quantization="bnb-4bit"))
+    q = load_model(
+        Settings(
+            model=str(tmp_path / "source"),
+            device_map="cpu",
+            dtype="float32",
+            quantization="bnb-4bit",
+        )
+    )
     arch = describe(q.model, ["attention", "mlp"])
     writers = arch.layers[1].all_writers("mlp")
     assert [type(w).__name__ for w in writers] == ["Glm4MoeExperts", "Linear4bit"]
@@ -178,8 +197,9 @@ def test_four_bit_search_folds_into_a_full_precision_export(tmp_path) -> None:
     fold(reference, directions, PARAMS[0], Settings())
     for (name, a), b in zip(exported.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
-    assert not torch.equal(exported.model.layers[1].mlp.experts.down_proj,
-                           model.model.layers[1].mlp.experts.down_proj)
+    assert not torch.equal(
+        exported.model.layers[1].mlp.experts.down_proj, model.model.layers[1].mlp.experts.down_proj
+    )
 
 
 @pytest.mark.slow
@@ -196,17 +216,33 @@ def test_heretic_run_end_to_end_on_a_moe_model(tmp_path) -> None:
 
     source = tmp_path / "source"
     tokenizer = build_tokenizer()
-    _save(tiny_moe_model("deepseek_v3", vocab_size=len(tokenizer), pad_token_id=0,
-                         bos_token_id=1, eos_token_id=tokenizer.eos_token_id), source)
+    _save(
+        tiny_moe_model(
+            "deepseek_v3",
+            vocab_size=len(tokenizer),
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=tokenizer.eos_token_id,
+        ),
+        source,
+    )
     prompts = demo_prompts()
     files = {}
     for key in ("harmful", "harmless", "harmful_eval", "harmless_eval"):
         (tmp_path / f"{key}.txt").write_text("\n".join(getattr(prompts, key)[:8]) + "\n")
         files[f"{key}_prompts"] = str(tmp_path / f"{key}.txt")
     settings = Settings(
-        model=str(source), output=tmp_path / "out", trials=3, startup_trials=3, device_map="cpu",
-        dtype="float32", max_response_tokens=4, verify_response_tokens=0, kl_cap=1e9,
-        refusal_markers=["the"], **files,
+        model=str(source),
+        output=tmp_path / "out",
+        trials=3,
+        startup_trials=3,
+        device_map="cpu",
+        dtype="float32",
+        max_response_tokens=4,
+        verify_response_tokens=0,
+        kl_cap=1e9,
+        refusal_markers=["the"],
+        **files,
     )
     result = run(settings)
     assert result.report is not None and result.report["architecture"] == "deepseek_v3"
@@ -215,8 +251,10 @@ def test_heretic_run_end_to_end_on_a_moe_model(tmp_path) -> None:
     reference = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     directions = load_directions(tmp_path / "out" / "study" / "directions.safetensors")
     assert directions is not None
-    experts = [(e.mlp.experts.down_proj, r.mlp.experts.down_proj)
-               for e, r in zip(exported.model.layers[1:], reference.model.layers[1:], strict=True)]
+    experts = [
+        (e.mlp.experts.down_proj, r.mlp.experts.down_proj)
+        for e, r in zip(exported.model.layers[1:], reference.model.layers[1:], strict=True)
+    ]
     assert any(not torch.equal(a, b) for a, b in experts), "the experts must carry the edit"
     fold(reference, directions, params, settings)
     for (name, a), b in zip(exported.named_parameters(), reference.parameters(), strict=True):

@@ -57,8 +57,13 @@ def test_hub_source_offline_is_a_prompt_error_not_a_traceback() -> None:
 
 
 def test_split_files_match_common_layouts() -> None:
-    files = ["README.md", "data/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet",
-             "valid/0000.parquet", "test.jsonl"]
+    files = [
+        "README.md",
+        "data/train-00000-of-00001.parquet",
+        "data/test-00000-of-00001.parquet",
+        "valid/0000.parquet",
+        "test.jsonl",
+    ]
     assert split_files(files, "train") == ["data/train-00000-of-00001.parquet"]
     assert split_files(files, "test") == ["data/test-00000-of-00001.parquet", "test.jsonl"]
     assert split_files(files, "valid") == ["valid/0000.parquet"]
@@ -85,11 +90,13 @@ def fake_datasets(monkeypatch, tmp_path):
         pq.write_table(pa.table({"text": rows, "label": list(range(len(rows)))}), buffer)
         return buffer.getvalue()
 
-    files = {"org/harmful": {
-        "README.md": b"# card",
-        "data/train-00000-of-00001.parquet": parquet([f"bad {i}" for i in range(10)]),
-        "data/test-00000-of-00001.parquet": parquet(["held out 0", "held out 1"]),
-    }}
+    files = {
+        "org/harmful": {
+            "README.md": b"# card",
+            "data/train-00000-of-00001.parquet": parquet([f"bad {i}" for i in range(10)]),
+            "data/test-00000-of-00001.parquet": parquet(["held out 0", "held out 1"]),
+        }
+    }
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))

@@ -14,13 +14,15 @@ from heretic.engine.export import export_model, fold
 from heretic.engine.loading import load_model
 from heretic.engine.parameters import AblationParams, Kernel
 
-PARAMS = AblationParams({c: Kernel(1.2, 2.0, 0.6, 3.0) for c in ("attention", "mlp")},
-                        "per-layer")
+PARAMS = AblationParams({c: Kernel(1.2, 2.0, 0.6, 3.0) for c in ("attention", "mlp")}, "per-layer")
 
 
 def test_four_bit_search_and_full_precision_export(demo_model_dir, tmp_path) -> None:
-    q = load_model(Settings(model=str(demo_model_dir), device_map="cpu", dtype="float32",
-                            quantization="bnb-4bit"))
+    q = load_model(
+        Settings(
+            model=str(demo_model_dir), device_map="cpu", dtype="float32", quantization="bnb-4bit"
+        )
+    )
     assert q.quantized
     arch = describe(q.model, ["attention", "mlp"])
     module = arch.layers[0].writers["mlp"]

@@ -20,8 +20,9 @@ from heretic.engine.study import completed_trials, open_study, run_trials
 from heretic.preflight.cpu_dtype import decide
 
 
-def planted(writes: dict[int, float], layers: int = 8, n: int = 48, d: int = 32,
-            seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def planted(
+    writes: dict[int, float], layers: int = 8, n: int = 48, d: int = 32, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Residuals (n, L+1, d) of two classes: layer l adds writes[l] * e to the harmful
     prompts' residual (so positions l+1.. carry it), over per-prompt noise that every layer
     also adds to (a random write each), like a real residual stream."""
@@ -89,7 +90,8 @@ def test_user_ranges_win_over_the_prior() -> None:
 def _trial(number: int, refusals: int, kl: float, shaped_target: float = 0.0):
     return optuna.trial.create_trial(
         values=[float(refusals), shaped_kl(kl, shaped_target)],
-        params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+        params={"x": 0.5},
+        distributions={"x": FloatDistribution(0, 1)},
         user_attrs={"kl_divergence": kl, "refusals": refusals},
     )
 
@@ -167,24 +169,32 @@ def test_patience_stops_the_study_and_it_resumes_to_full_trials(tmp_path: Path) 
     objective = ScriptedObjective([9, 7, 0, 4, 5, 3, 6, 2, 8, 1, 9, 9])
     rule = _rule(patience=4)
     first = study()
-    ran = run_trials(first, tmp_path, 12, objective,
-                     done_early=lambda: rule.reason(completed_trials(first)))
+    ran = run_trials(
+        first, tmp_path, 12, objective, done_early=lambda: rule.reason(completed_trials(first))
+    )
     assert ran == 2 + 4 + 1  # best at trial 2, then four without improvement
     assert rule.reason(completed_trials(first)).startswith("patience")
     again = study()  # the same command again: the rule still holds, nothing new runs
-    assert run_trials(again, tmp_path, 12, objective,
-                      done_early=lambda: rule.reason(completed_trials(again))) == 0
+    assert (
+        run_trials(
+            again, tmp_path, 12, objective, done_early=lambda: rule.reason(completed_trials(again))
+        )
+        == 0
+    )
     resumed = study()  # patience off: the study goes on to the full --trials
     assert run_trials(resumed, tmp_path, 12, objective) == 5
     assert [t.number for t in completed_trials(resumed)] == list(range(12))
 
 
-@pytest.mark.parametrize(("slowdown", "fits", "expected"), [
-    (9.0, True, "float32"),   # emulated bf16 (the issue's machine): float32
-    (0.6, True, "bfloat16"),  # native bf16 (avx512_bf16/AMX): bf16
-    (1.1, True, "bfloat16"),  # about even: bf16 halves the RAM
-    (9.0, False, "bfloat16"),  # slow, but float32 does not fit the RAM
-])
+@pytest.mark.parametrize(
+    ("slowdown", "fits", "expected"),
+    [
+        (9.0, True, "float32"),  # emulated bf16 (the issue's machine): float32
+        (0.6, True, "bfloat16"),  # native bf16 (avx512_bf16/AMX): bf16
+        (1.1, True, "bfloat16"),  # about even: bf16 halves the RAM
+        (9.0, False, "bfloat16"),  # slow, but float32 does not fit the RAM
+    ],
+)
 def test_cpu_dtype_follows_the_measurement(slowdown: float, fits: bool, expected: str) -> None:
     choice = decide(slowdown, ("avx512_bf16",) if slowdown < 1 else (), fits)
     assert choice.dtype == expected
@@ -203,7 +213,9 @@ def test_auto_dtype_on_a_cpu_only_run_is_the_measured_one_and_preflight_says_why
     check = check_cpu_dtype(settings, 0)
     assert check.name == "CPU dtype" and best.reason() in check.measured
     # An explicit dtype is the user's; a GPU run is not touched.
-    assert cpu_dtype_settings(Settings(dtype="float16", device_map="cpu"), no_gpu).dtype == "float16"
+    assert (
+        cpu_dtype_settings(Settings(dtype="float16", device_map="cpu"), no_gpu).dtype == "float16"
+    )
     assert check_cpu_dtype(Settings(device_map="cuda:0"), 1) is None
 
 

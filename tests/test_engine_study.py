@@ -43,8 +43,9 @@ def test_a_dead_local_owner_is_failed_and_its_parameters_rerun(tmp_path) -> None
 def test_rdb_heartbeat_fails_a_vanished_machines_trial_and_reruns_it(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
     storage = make_storage(tmp_path, url, heartbeat_s=1, grace_s=1)
-    study = open_study(tmp_path, name="s", storage_url=url, seed=0, startup_trials=2,
-                       storage=storage)
+    study = open_study(
+        tmp_path, name="s", storage_url=url, seed=0, startup_trials=2, storage=storage
+    )
     lost = study.ask()
     x = lost.suggest_float("x", 0.0, 1.0)
     lost.set_user_attr(OWNER_KEY, "another-machine:42:1.00")  # cannot be checked from here
@@ -59,8 +60,9 @@ def test_rdb_heartbeat_fails_a_vanished_machines_trial_and_reruns_it(tmp_path) -
 def test_heartbeats_are_recorded_while_a_trial_runs(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
     storage = make_storage(tmp_path, url, heartbeat_s=1, grace_s=1)
-    study = open_study(tmp_path, name="s", storage_url=url, seed=0, startup_trials=2,
-                       storage=storage)
+    study = open_study(
+        tmp_path, name="s", storage_url=url, seed=0, startup_trials=2, storage=storage
+    )
 
     def slow(trial: optuna.Trial) -> tuple[float, float]:
         time.sleep(2.5)  # a trial longer than the grace period must not be declared stale

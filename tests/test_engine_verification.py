@@ -69,16 +69,22 @@ def test_first_sentence() -> None:
 
 
 def _trial(number: int, refusals: int, kl: float) -> optuna.trial.FrozenTrial:
-    t = create_trial(values=[refusals, kl], params={"x": 0.5},
-                     distributions={"x": FloatDistribution(0, 1)})
+    t = create_trial(
+        values=[refusals, kl], params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)}
+    )
     t.number = number
     return t
 
 
 def test_front_neighbours_are_the_nearest_on_the_front() -> None:
     # Front by refusals: 1 (0, 0.9), 2 (2, 0.4), 3 (5, 0.1), 4 (9, 0.01); 5 is dominated.
-    trials = [_trial(1, 0, 0.9), _trial(2, 2, 0.4), _trial(3, 5, 0.1), _trial(4, 9, 0.01),
-              _trial(5, 6, 0.5)]
+    trials = [
+        _trial(1, 0, 0.9),
+        _trial(2, 2, 0.4),
+        _trial(3, 5, 0.1),
+        _trial(4, 9, 0.01),
+        _trial(5, 6, 0.5),
+    ]
     assert [s.number for s in pareto_front(trials)] == [1, 2, 3, 4]
     assert front_neighbours(trials, 2, 1) == [3]  # a tie in distance goes to the gentler edit
     assert front_neighbours(trials, 2, 2) == [3, 1]

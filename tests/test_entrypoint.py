@@ -31,37 +31,50 @@ def env(tmp_path: Path) -> dict[str, str]:
     stand_in = bin_dir / "heretic"
     stand_in.write_text(STAND_IN)
     stand_in.chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "STANDIN_DIR": str(tmp_path)}
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "STANDIN_DIR": str(tmp_path),
+    }
 
 
 def routed(env: dict[str, str], *args: str) -> list[str]:
-    proc = subprocess.run(["sh", str(ENTRYPOINT), *args], env=env, capture_output=True,
-                          text=True, timeout=30)
+    proc = subprocess.run(
+        ["sh", str(ENTRYPOINT), *args], env=env, capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 0, proc.stderr
     return (Path(env["STANDIN_DIR"]) / "args").read_text().splitlines()
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    ((), ["run"]),
-    (("--profile", "auto"), ["run", "--profile", "auto"]),
-    (("--model", "a b/c"), ["run", "--model", "a b/c"]),
-    (("-h",), ["run", "-h"]),
-    (("status", "/workspace/output"), ["status", "/workspace/output"]),
-    (("upload", "/w/o", "me/m", "--public"), ["upload", "/w/o", "me/m", "--public"]),
-    (("heretic", "preflight"), ["preflight"]),
-    (("preflight", "--json"), ["preflight", "--json"]),
-    (("profiles",), ["profiles"]),
-    (("demo",), ["demo"]),
-])
-def test_routing_to_heretic(env: dict[str, str], args: tuple[str, ...],
-                            expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), ["run"]),
+        (("--profile", "auto"), ["run", "--profile", "auto"]),
+        (("--model", "a b/c"), ["run", "--model", "a b/c"]),
+        (("-h",), ["run", "-h"]),
+        (("status", "/workspace/output"), ["status", "/workspace/output"]),
+        (("upload", "/w/o", "me/m", "--public"), ["upload", "/w/o", "me/m", "--public"]),
+        (("heretic", "preflight"), ["preflight"]),
+        (("preflight", "--json"), ["preflight", "--json"]),
+        (("profiles",), ["profiles"]),
+        (("demo",), ["demo"]),
+    ],
+)
+def test_routing_to_heretic(
+    env: dict[str, str], args: tuple[str, ...], expected: list[str]
+) -> None:
     assert routed(env, *args) == expected
 
 
 def test_other_commands_run_as_given(env: dict[str, str], tmp_path: Path) -> None:
-    proc = subprocess.run(["sh", str(ENTRYPOINT), "bash", "-c", "echo debug shell"], env=env,
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        ["sh", str(ENTRYPOINT), "bash", "-c", "echo debug shell"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 0 and proc.stdout == "debug shell\n"
     assert not (tmp_path / "args").exists()  # heretic was not involved
 
@@ -72,8 +85,9 @@ def test_exit_code_passes_through(env: dict[str, str]) -> None:
 
 
 def test_sigterm_reaches_heretic_because_of_exec(env: dict[str, str], tmp_path: Path) -> None:
-    proc = subprocess.Popen(["sh", str(ENTRYPOINT), "--profile", "auto"],
-                            env={**env, "STANDIN_WAIT": "1"})
+    proc = subprocess.Popen(
+        ["sh", str(ENTRYPOINT), "--profile", "auto"], env={**env, "STANDIN_WAIT": "1"}
+    )
     pid_file = tmp_path / "pid"
     deadline = time.monotonic() + 20
     while not pid_file.exists() and time.monotonic() < deadline:

@@ -44,10 +44,11 @@ def test_dockerfile_and_module_map_the_same_lines_to_the_same_index():
     default = re.search(r"^ARG CUDA_LINE=(\S+)$", DOCKERFILE, flags=re.M)
     assert default and default.group(1) == DEFAULT_LINE
     # The torch pin comes from the lock file, with the line as its local version label.
-    assert 'torch==${version}+${CUDA_LINE}' in DOCKERFILE
+    assert "torch==${version}+${CUDA_LINE}" in DOCKERFILE
     assert "sed -n 's/^torch==//p' image-constraints.txt" in DOCKERFILE
-    assert re.search(r"^torch==\d+\.\d+\.\d+$", (ROOT / "image-constraints.txt").read_text(),
-                     flags=re.M)
+    assert re.search(
+        r"^torch==\d+\.\d+\.\d+$", (ROOT / "image-constraints.txt").read_text(), flags=re.M
+    )
 
 
 def test_lines_tags_and_host_cuda():
@@ -68,10 +69,17 @@ def test_lines_tags_and_host_cuda():
 @pytest.mark.parametrize("provider", ["vast", "runpod"])
 def test_launchers_ask_for_the_cuda_the_image_needs(provider, image):
     want = "13.0" if image else "12.6"
-    opts = LaunchOptions(provider=provider, gpu=gpu_kind("A100-80GB"), model="m/x",
-                         **({"image": image} if image else {}))
-    client = (VastClient(None, base_url="http://127.0.0.1:9/api/v0") if provider == "vast"
-              else RunPodClient(None, base_url="http://127.0.0.1:9/v2"))
+    opts = LaunchOptions(
+        provider=provider,
+        gpu=gpu_kind("A100-80GB"),
+        model="m/x",
+        **({"image": image} if image else {}),
+    )
+    client = (
+        VastClient(None, base_url="http://127.0.0.1:9/api/v0")
+        if provider == "vast"
+        else RunPodClient(None, base_url="http://127.0.0.1:9/v2")
+    )
     plan = plan_launch(opts, client, n_params=None, hf_token=None, dry_run=True)
     shown = plan.describe(client)
     body = shown["launch_request"]["json"]
@@ -85,23 +93,43 @@ def test_launchers_ask_for_the_cuda_the_image_needs(provider, image):
 
 def _shell(snippet: str) -> str:
     lib = ROOT / "scripts" / "lib" / "image.sh"
-    out = subprocess.run(["bash", "-c", f". {lib}; {snippet}"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        ["bash", "-c", f". {lib}; {snippet}"], capture_output=True, text=True, check=True
+    )
     return out.stdout.strip()
 
 
 def test_shell_launchers_agree_with_the_module():
     assert _shell('echo "$HERETIC_DEFAULT_IMAGE"') == default_image()
-    for image in ("ghcr.io/heretic-llm/heretic:0.1.0-cu126", "ghcr.io/x/heretic:0.3.1-cu130",
-                  "ghcr.io/x/heretic:cu130", "docker.io/me/custom:latest",
-                  "ghcr.io/x/heretic:0.1.0-cu130@sha256:0123"):
+    for image in (
+        "ghcr.io/heretic-llm/heretic:0.1.0-cu126",
+        "ghcr.io/x/heretic:0.3.1-cu130",
+        "ghcr.io/x/heretic:cu130",
+        "docker.io/me/custom:latest",
+        "ghcr.io/x/heretic:0.1.0-cu130@sha256:0123",
+    ):
         assert _shell(f"min_cuda_for_image {image}") == min_host_cuda(image), image
-    vast = subprocess.run(["bash", str(ROOT / "scripts/launch_vast.sh"), "--dry-run", "--model",
-                           "m/x", "--image", "ghcr.io/x/heretic:0.1.0-cu130"],
-                          capture_output=True, text=True, check=True).stdout
+    vast = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "scripts/launch_vast.sh"),
+            "--dry-run",
+            "--model",
+            "m/x",
+            "--image",
+            "ghcr.io/x/heretic:0.1.0-cu130",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert re.search(r'"cuda_max_good": \{\s*"gte": 13', vast)
-    runpod = subprocess.run(["bash", str(ROOT / "scripts/launch_runpod.sh"), "--dry-run",
-                             "--model", "m/x"], capture_output=True, text=True, check=True).stdout
+    runpod = subprocess.run(
+        ["bash", str(ROOT / "scripts/launch_runpod.sh"), "--dry-run", "--model", "m/x"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "minCudaVersion=12.6" in runpod and '"minCudaVersion": "12.6"' in runpod
     assert f'"image": "{default_image()}"' in runpod
 
@@ -110,7 +138,7 @@ def test_templates_use_the_release_tag_not_latest():
     runpod = json.loads((ROOT / "scripts/templates/runpod-template.json").read_text())
     vast = json.loads((ROOT / "scripts/templates/vast-template.json").read_text())
     assert runpod["image"] == default_image()
-    assert f'{vast["image"]}:{vast["tag"]}' == default_image()
+    assert f"{vast['image']}:{vast['tag']}" == default_image()
     assert f"docker:{default_image()}" in (ROOT / "scripts/skypilot-workers.yaml").read_text()
 
 
@@ -130,9 +158,13 @@ def test_install_check_knows_the_line_of_this_torch():
 
 
 def test_version_check_fails_with_exit_7_and_says_why():
-    bad = subprocess.run([sys.executable, "-m", "heretic", "version", "--check"],
-                         capture_output=True, text=True, timeout=120,
-                         env={**_base_env(), "HERETIC_CUDA_LINE": "cu128"})
+    bad = subprocess.run(
+        [sys.executable, "-m", "heretic", "version", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**_base_env(), "HERETIC_CUDA_LINE": "cu128"},
+    )
     assert bad.returncode == 7, bad.stderr
     assert bad.stdout.startswith(f"heretic {__version__}") and "torch:" in bad.stdout
     assert "error: this installation cannot run heretic" in bad.stderr
@@ -145,17 +177,28 @@ def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("HERETIC_")}
 
 
-@pytest.mark.parametrize(("args", "runs"), [
-    ([], "heretic run"), (["--trials", "3"], "heretic run --trials 3"),
-    (["version"], "heretic version"), (["health"], "heretic health"),
-    (["status", "/w"], "heretic status /w"), (["echo", "hi"], "hi"),
-])
+@pytest.mark.parametrize(
+    ("args", "runs"),
+    [
+        ([], "heretic run"),
+        (["--trials", "3"], "heretic run --trials 3"),
+        (["version"], "heretic version"),
+        (["health"], "heretic health"),
+        (["status", "/w"], "heretic status /w"),
+        (["echo", "hi"], "hi"),
+    ],
+)
 def test_entrypoint_routes_arguments(tmp_path, args, runs):
     fake = tmp_path / "heretic"
     fake.write_text('#!/bin/sh\necho heretic "$@"\n')
     fake.chmod(0o755)
-    out = subprocess.run(["sh", str(ROOT / "entrypoint.sh"), *args], capture_output=True,
-                         text=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, check=True)
+    out = subprocess.run(
+        ["sh", str(ROOT / "entrypoint.sh"), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+        check=True,
+    )
     assert out.stdout.strip() == runs
 
 

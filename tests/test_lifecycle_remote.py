@@ -36,8 +36,11 @@ def test_notification_text_is_redacted(monkeypatch) -> None:
 
 def test_vast_instance_destroys_itself() -> None:
     with Recorder() as vast:
-        env = {"CONTAINER_ID": "4242", "CONTAINER_API_KEY": KEY,
-               "HERETIC_VAST_API_URL": vast.url + "/api/v0"}
+        env = {
+            "CONTAINER_ID": "4242",
+            "CONTAINER_API_KEY": KEY,
+            "HERETIC_VAST_API_URL": vast.url + "/api/v0",
+        }
         result = shutdown_self(env, sleep=lambda s: None)
     assert result.ok and result.provider == "vast"
     seen = vast.requests[0]
@@ -48,8 +51,11 @@ def test_vast_instance_destroys_itself() -> None:
 def test_runpod_pod_terminates_itself_with_retry() -> None:
     slept: list[float] = []
     with Recorder(answers=[(503, {"title": "busy"})], default=(204, {})) as runpod:
-        env = {"RUNPOD_POD_ID": "abc123", "RUNPOD_API_KEY": KEY,
-               "HERETIC_RUNPOD_API_URL": runpod.url + "/v2"}
+        env = {
+            "RUNPOD_POD_ID": "abc123",
+            "RUNPOD_API_KEY": KEY,
+            "HERETIC_RUNPOD_API_URL": runpod.url + "/v2",
+        }
         result = shutdown_self(env, sleep=slept.append)
     assert result.ok and result.provider == "runpod"
     assert [(r.method, r.path) for r in runpod.requests] == [("DELETE", "/v2/pods/abc123")] * 2
@@ -86,11 +92,15 @@ def _fake_runpodctl(folder, exit_code: int) -> str:
 def test_a_refused_runpod_self_termination_falls_back_to_runpodctl(tmp_path) -> None:
     """RunPod does not document that the pod-scoped key may DELETE its pod: on 401/403 the
     documented route (`runpodctl pod delete $RUNPOD_POD_ID`) is taken, once."""
-    with Recorder(default=(403, {"title": "Forbidden", "status": 403,
-                                 "detail": "access denied"})) as runpod:
-        env = {"RUNPOD_POD_ID": "abc123", "RUNPOD_API_KEY": KEY,
-               "HERETIC_RUNPOD_API_URL": runpod.url + "/v2",
-               "PATH": _fake_runpodctl(tmp_path / "bin", 0)}
+    with Recorder(
+        default=(403, {"title": "Forbidden", "status": 403, "detail": "access denied"})
+    ) as runpod:
+        env = {
+            "RUNPOD_POD_ID": "abc123",
+            "RUNPOD_API_KEY": KEY,
+            "HERETIC_RUNPOD_API_URL": runpod.url + "/v2",
+            "PATH": _fake_runpodctl(tmp_path / "bin", 0),
+        }
         result = shutdown_self(env, sleep=lambda s: None)
     assert result.ok and "runpodctl" in result.message
     assert (tmp_path / "bin" / "calls").read_text() == "pod delete abc123\n"
@@ -98,10 +108,15 @@ def test_a_refused_runpod_self_termination_falls_back_to_runpodctl(tmp_path) -> 
 
 
 def test_a_refused_runpod_self_termination_without_runpodctl_says_so(tmp_path) -> None:
-    with Recorder(default=(401, {"title": "Unauthorized", "status": 401,
-                                 "detail": "invalid key"})) as runpod:
-        env = {"RUNPOD_POD_ID": "abc123", "RUNPOD_API_KEY": KEY,
-               "HERETIC_RUNPOD_API_URL": runpod.url + "/v2", "PATH": str(tmp_path)}
+    with Recorder(
+        default=(401, {"title": "Unauthorized", "status": 401, "detail": "invalid key"})
+    ) as runpod:
+        env = {
+            "RUNPOD_POD_ID": "abc123",
+            "RUNPOD_API_KEY": KEY,
+            "HERETIC_RUNPOD_API_URL": runpod.url + "/v2",
+            "PATH": str(tmp_path),
+        }
         result = shutdown_self(env, sleep=lambda s: None)
     assert not result.ok and result.status == 401
     assert "401" in result.message and "runpodctl" in result.message and KEY not in result.message

@@ -31,7 +31,8 @@ def offline_off(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_finish_uploads_marks_done_notifies_then_shuts_down(
-        offline_off: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    offline_off: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     out = make_output(tmp_path)
     done_file = out / "study" / "DONE.json"
     at_shutdown: list[bool] = []
@@ -41,8 +42,7 @@ def test_finish_uploads_marks_done_notifies_then_shuts_down(
 
     with FakeHub(TOKEN) as hub, Recorder() as hook, Recorder(on_request=look) as vast:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        env = {"CONTAINER_ID": "7", "CONTAINER_API_KEY": "k" * 20,
-               "HERETIC_VAST_API_URL": vast.url}
+        env = {"CONTAINER_ID": "7", "CONTAINER_API_KEY": "k" * 20, "HERETIC_VAST_API_URL": vast.url}
         settings = Settings(output=out, upload=REPO, notify=hook.url, shutdown_after=True)
         with RunLifecycle(settings, environ=env) as life:
             assert not life.already_done
@@ -79,8 +79,11 @@ def test_restart_retries_a_failed_shutdown(tmp_path: Path) -> None:
     state = RunState(tmp_path / "out" / "study")
     state.mark_done({"upload_url": "https://hf.co/x", "shutdown": {"ok": False}})
     with Recorder(default=(204, {})) as runpod:
-        env = {"RUNPOD_POD_ID": "p1", "RUNPOD_API_KEY": "r" * 20,
-               "HERETIC_RUNPOD_API_URL": runpod.url}
+        env = {
+            "RUNPOD_POD_ID": "p1",
+            "RUNPOD_API_KEY": "r" * 20,
+            "HERETIC_RUNPOD_API_URL": runpod.url,
+        }
         settings = Settings(output=tmp_path / "out", shutdown_after=True)
         with RunLifecycle(settings, environ=env) as life:
             assert life.already_done
@@ -95,13 +98,19 @@ def test_a_refused_self_termination_ends_in_the_on_failure_stop(tmp_path: Path) 
     state.mark_done({"upload_url": "https://hf.co/x", "shutdown": {"ok": False}})
     refused = (403, {"title": "Forbidden", "status": 403, "detail": "access denied"})
     with Recorder(answers=[refused], default=(200, {"id": "p1", "desiredStatus": "EXITED"})) as rp:
-        env = {"RUNPOD_POD_ID": "p1", "RUNPOD_API_KEY": "r" * 20, "PATH": str(tmp_path),
-               "HERETIC_RUNPOD_API_URL": rp.url}
+        env = {
+            "RUNPOD_POD_ID": "p1",
+            "RUNPOD_API_KEY": "r" * 20,
+            "PATH": str(tmp_path),
+            "HERETIC_RUNPOD_API_URL": rp.url,
+        }
         settings = Settings(output=tmp_path / "out", shutdown_after=True)
         with RunLifecycle(settings, environ=env) as life:
             assert life.already_done
-        assert [(r.method, r.path) for r in rp.requests] == [("DELETE", "/pods/p1"),
-                                                             ("POST", "/pods/p1/action")]
+        assert [(r.method, r.path) for r in rp.requests] == [
+            ("DELETE", "/pods/p1"),
+            ("POST", "/pods/p1/action"),
+        ]
         assert rp.requests[1].json() == {"action": "stop"}
     shutdown = state.done_info()["shutdown"]
     assert shutdown["ok"] is True and "--on-failure stop" in shutdown["message"]
@@ -111,8 +120,12 @@ def test_a_refused_self_termination_with_on_failure_keep_only_says_so(tmp_path: 
     state = RunState(tmp_path / "out" / "study")
     state.mark_done({"upload_url": "https://hf.co/x", "shutdown": {"ok": False}})
     with Recorder(default=(403, {"title": "Forbidden", "status": 403})) as rp:
-        env = {"RUNPOD_POD_ID": "p1", "RUNPOD_API_KEY": "r" * 20, "PATH": str(tmp_path),
-               "HERETIC_RUNPOD_API_URL": rp.url}
+        env = {
+            "RUNPOD_POD_ID": "p1",
+            "RUNPOD_API_KEY": "r" * 20,
+            "PATH": str(tmp_path),
+            "HERETIC_RUNPOD_API_URL": rp.url,
+        }
         settings = Settings(output=tmp_path / "out", shutdown_after=True, on_failure="keep")
         with RunLifecycle(settings, environ=env) as life:
             assert life.already_done
@@ -120,8 +133,9 @@ def test_a_refused_self_termination_with_on_failure_keep_only_says_so(tmp_path: 
     assert state.done_info()["shutdown"]["ok"] is False
 
 
-def test_missing_token_fails_at_start_not_at_the_end(monkeypatch: pytest.MonkeyPatch,
-                                                     tmp_path: Path) -> None:
+def test_missing_token_fails_at_start_not_at_the_end(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("HF_TOKEN", raising=False)
     settings = Settings(output=tmp_path / "out", upload=REPO)
     with pytest.raises(TokenError), RunLifecycle(settings):
@@ -178,8 +192,9 @@ SCRIPT = textwrap.dedent("""
 def test_sigterm_stops_after_the_trial_and_the_next_start_resumes(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), "100000"],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(out), "100000"], stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 60
     while not (out / "n").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -194,13 +209,18 @@ def test_sigterm_stops_after_the_trial_and_the_next_start_resumes(tmp_path: Path
     assert "SIGTERM received" in state.log_path.read_text()
 
     stopped_at = int((out / "n").read_text())
-    again = subprocess.run([sys.executable, "-c", SCRIPT, str(out), str(stopped_at + 3)],
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(out), str(stopped_at + 3)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0, again.stderr
     assert int((out / "n").read_text()) == stopped_at + 3  # resumed, did not start over
     assert state.is_done() and "Start 2" in state.log_path.read_text()
-    third = subprocess.run([sys.executable, "-c", SCRIPT, str(out), "1"],
-                           capture_output=True, text=True, timeout=60)
+    third = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(out), "1"], capture_output=True, text=True, timeout=60
+    )
     assert third.returncode == 0 and third.stdout.strip() == "already done"
 
 
@@ -226,14 +246,22 @@ def test_best_so_far_follows_the_selection_policy(policy: str, expected_trial: i
     from heretic.run.recipe import best_so_far
 
     def trial(number: int, refusals: int, kl: float):
-        t = create_trial(values=[refusals, kl], params={"x": 0.0},
-                         distributions={"x": FloatDistribution(0, 1)}, state=TrialState.COMPLETE)
+        t = create_trial(
+            values=[refusals, kl],
+            params={"x": 0.0},
+            distributions={"x": FloatDistribution(0, 1)},
+            state=TrialState.COMPLETE,
+        )
         t.number = number
         return t
 
-    trials = [trial(0, 40, 0.01), trial(1, 1, 0.30), trial(2, 4, 0.02),
-              trial(3, 0, 2.0),  # over kl_cap: never the best
-              trial(4, 50, 0.001)]  # latest, and worst
+    trials = [
+        trial(0, 40, 0.01),
+        trial(1, 1, 0.30),
+        trial(2, 4, 0.02),
+        trial(3, 0, 2.0),  # over kl_cap: never the best
+        trial(4, 50, 0.001),
+    ]  # latest, and worst
     settings = Settings(selection=policy, kl_cap=0.5, refusal_cap=5)
     best = best_so_far(trials, settings)
     assert best is not None and best["trial"] == expected_trial and best["meets_policy"]
@@ -241,8 +269,9 @@ def test_best_so_far_follows_the_selection_policy(policy: str, expected_trial: i
     assert nothing is not None and nothing["meets_policy"] is False
 
 
-def test_done_marker_records_absolute_paths(monkeypatch: pytest.MonkeyPatch,
-                                            tmp_path: Path) -> None:
+def test_done_marker_records_absolute_paths(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     with RunLifecycle(Settings(output=Path("out"))) as life:
         life.finish({"model_dir": "out/model"})
@@ -256,8 +285,12 @@ def test_a_refused_self_termination_is_notified_once_across_restarts(tmp_path: P
     state.mark_done({"upload_url": "https://hf.co/x", "shutdown": {"ok": False}})
     refused = (403, {"title": "Forbidden", "status": 403, "detail": "access denied"})
     with Recorder(default=refused) as runpod, Recorder() as hook:
-        env = {"RUNPOD_POD_ID": "p1", "RUNPOD_API_KEY": "r" * 20,
-               "HERETIC_RUNPOD_API_URL": runpod.url, "PATH": str(tmp_path)}
+        env = {
+            "RUNPOD_POD_ID": "p1",
+            "RUNPOD_API_KEY": "r" * 20,
+            "HERETIC_RUNPOD_API_URL": runpod.url,
+            "PATH": str(tmp_path),
+        }
         settings = Settings(output=tmp_path / "out", shutdown_after=True, notify=hook.url)
         for _ in range(2):  # RunPod restarts the container: two starts
             with RunLifecycle(settings, environ=env) as life:
@@ -267,5 +300,8 @@ def test_a_refused_self_termination_is_notified_once_across_restarts(tmp_path: P
         sent = [r.json() for r in hook.requests]
     assert [p["status"] for p in sent] == ["shutdown-failed"]
     assert "keeps billing" in sent[0]["text"]
-    assert state.done_info()["shutdown"] == {**state.done_info()["shutdown"], "ok": False,
-                                             "notified": True}
+    assert state.done_info()["shutdown"] == {
+        **state.done_info()["shutdown"],
+        "ok": False,
+        "notified": True,
+    }

@@ -21,8 +21,12 @@ def test_progress_round_trip(tmp_path: Path) -> None:
     state.set_trials(3, 200, 5400.0, {"trial": 2, "refusals": 4, "kl": 0.21})
     progress = state.read()["progress"]
     assert progress["phase"] == "search" and progress["message"] == "trial 3"
-    assert progress["trials"] == {"completed": 3, "requested": 200, "eta_s": 5400.0,
-                                  "best": {"trial": 2, "refusals": 4, "kl": 0.21}}
+    assert progress["trials"] == {
+        "completed": 3,
+        "requested": 200,
+        "eta_s": 5400.0,
+        "best": {"trial": 2, "refusals": 4, "kl": 0.21},
+    }
     assert state.read()["done"] is None and not state.is_done()
     assert state.begin_attempt() == 2
     # only the two state files, no temp files left behind
@@ -120,8 +124,9 @@ def test_status_cli_json_and_exit_codes(tmp_path: Path) -> None:
     assert cleared.exit_code == 0 and state.failure_streak() == 0
 
 
-def test_log_file_gets_reporter_lines_redacted(monkeypatch: pytest.MonkeyPatch,
-                                               tmp_path: Path) -> None:
+def test_log_file_gets_reporter_lines_redacted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from heretic.lifecycle.logfile import LoggedReporter, attach_log_file, detach_log_file
     from heretic.progress import NullReporter
 
@@ -146,8 +151,9 @@ def test_log_file_gets_reporter_lines_redacted(monkeypatch: pytest.MonkeyPatch,
 def test_render_interrupted_run_has_no_eta_and_short_floats(tmp_path: Path) -> None:
     state = RunState(tmp_path)
     state.begin_attempt()
-    state.set_trials(46, 300, 37.0, {"trial": 45, "refusals": 0,
-                                     "kl_divergence": 3.6486030694504734e-06})
+    state.set_trials(
+        46, 300, 37.0, {"trial": 45, "refusals": 0, "kl_divergence": 3.6486030694504734e-06}
+    )
     state.record_failure(ExitCode.INTERRUPTED, "Stopped on SIGTERM; the study is saved.")
     text = render(summary(state))
     assert "State: interrupted" in text

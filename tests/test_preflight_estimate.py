@@ -22,9 +22,14 @@ CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 
 def _tiny(kind: str, tied: bool) -> LlamaConfig | Qwen2Config:
     common: dict[str, Any] = {
-        "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 3,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 500,
-        "max_position_embeddings": 128, "tie_word_embeddings": tied,
+        "hidden_size": 64,
+        "intermediate_size": 160,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 500,
+        "max_position_embeddings": 128,
+        "tie_word_embeddings": tied,
     }
     return LlamaConfig(**common) if kind == "llama" else Qwen2Config(**common)
 
@@ -41,10 +46,18 @@ def test_count_matches_real_tiny_model(tmp_path: Path, kind: str, tied: bool) ->
     assert abs(count.total - real) <= 0.02 * real
     assert count.embedding == 500 * 64
     assert count.lm_head == (0 if tied else 500 * 64)
-    linear_real = sum(m.weight.numel() for m in model.modules()
-                      if isinstance(m, torch.nn.Linear) and m is not model.lm_head)
+    linear_real = sum(
+        m.weight.numel()
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear) and m is not model.lm_head
+    )
     assert count.linear == linear_real
-    assert (count.num_layers, count.hidden_size, count.num_kv_heads, count.head_dim) == (3, 64, 2, 16)
+    assert (count.num_layers, count.hidden_size, count.num_kv_heads, count.head_dim) == (
+        3,
+        64,
+        2,
+        16,
+    )
 
 
 @pytest.mark.parametrize(
@@ -63,8 +76,9 @@ def test_llama3_8b_exact_and_memory() -> None:
     assert weight_bytes(count) == 2 * count.total  # ~15 GiB in bf16
     nf4 = weight_bytes(count, "bnb-4bit")
     assert nf4 == int(count.linear * NF4_BYTES_PER_PARAM) + 2 * (count.total - count.linear)
-    mem = estimate_memory(count, batch_size=0, max_batch_size=8, max_response_tokens=48,
-                          prompt_tokens=100)
+    mem = estimate_memory(
+        count, batch_size=0, max_batch_size=8, max_response_tokens=48, prompt_tokens=100
+    )
     # KV cache: 2 (K and V) x 32 layers x 8 heads x 128 dims x 2 bytes per token
     assert mem.kv_cache_bytes == 2 * 32 * 8 * 128 * 2 * 8 * 148
     assert mem.logits_bytes == 8 * 128256 * (2 + 8)  # logits_to_keep=1: batch x vocab

@@ -47,7 +47,9 @@ print("ACQUIRED", flush=True)
 def _start_holder(study: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(study)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "locked"  # blocks until the lock is held
@@ -57,7 +59,11 @@ def _start_holder(study: Path) -> subprocess.Popen[str]:
 def _try(study: Path) -> tuple[int, str, float]:
     start = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-c", TRY, str(study)], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", TRY, str(study)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     return done.returncode, done.stdout, time.monotonic() - start
 
@@ -130,7 +136,9 @@ def test_lock_file_and_message_never_show_the_webhook_url(tmp_path: Path) -> Non
     secret = "https://hooks.example.test/services/T0/B0/SeCrEt"
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(study), "--notify", secret, f"--notify={secret}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"

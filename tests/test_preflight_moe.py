@@ -40,10 +40,14 @@ def test_qwen3_30b_a3b_counts() -> None:
 
 def test_model_check_names_the_moe_and_fails_norm_preserving() -> None:
     check, _ = check_model(Settings(model=MOE))
-    assert check.status == Status.OK and "3.35B active per token (8 of 128 experts" in check.measured
+    assert (
+        check.status == Status.OK and "3.35B active per token (8 of 128 experts" in check.measured
+    )
     check, _ = check_model(Settings(model=MOE, ablation="norm-preserving"))
     assert check.status == Status.FAIL and "--ablation standard" in check.detail
-    check, _ = check_model(Settings(model=MOE, ablation="norm-preserving", components=["attention"]))
+    check, _ = check_model(
+        Settings(model=MOE, ablation="norm-preserving", components=["attention"])
+    )
     assert check.status == Status.OK
 
 
@@ -61,9 +65,26 @@ def test_planned_machine_and_a_bad_spec() -> None:
 def test_preflight_cli_plans_a_30b_a3b_model(gpus: str, code: int, profile, tmp_path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
     done = subprocess.run(
-        [sys.executable, "-m", "heretic", "preflight", "--model", MOE, "--profile", "auto",
-         "--gpus", gpus, "--json", "--set", f"output={tmp_path / 'out'}"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "heretic",
+            "preflight",
+            "--model",
+            MOE,
+            "--profile",
+            "auto",
+            "--gpus",
+            gpus,
+            "--json",
+            "--set",
+            f"output={tmp_path / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert done.returncode == code, done.stderr
     report = json.loads(done.stdout)

@@ -96,10 +96,14 @@ def test_demo_gets_cpu_demo_everywhere() -> None:
 
 def test_cuda_visible_devices_limits_the_choice() -> None:
     # 32B over 4x24 fits; with only two of those GPUs visible it does not
-    choice = choose_profile(_count("qwen2.5-32b"), MACHINES["4x24"], False,
-                            environ={"CUDA_VISIBLE_DEVICES": "2,3"})
+    choice = choose_profile(
+        _count("qwen2.5-32b"), MACHINES["4x24"], False, environ={"CUDA_VISIBLE_DEVICES": "2,3"}
+    )
     assert choice.name is None and "2x NVIDIA GeForce RTX 4090" in (choice.fail_message or "")
-    assert [g.index for g in visible_gpus(MACHINES["4x24"], {"CUDA_VISIBLE_DEVICES": "3,1"})] == [3, 1]
+    assert [g.index for g in visible_gpus(MACHINES["4x24"], {"CUDA_VISIBLE_DEVICES": "3,1"})] == [
+        3,
+        1,
+    ]
     assert visible_gpus(MACHINES["4x24"], {"CUDA_VISIBLE_DEVICES": ""}) == []
     assert [g.index for g in gpus_for_device_map("cuda:1", MACHINES["4x24"], {})] == [1]
     assert gpus_for_device_map("cpu", MACHINES["4x24"], {}) == []
@@ -118,8 +122,15 @@ def test_every_profile_file_is_valid_and_documented() -> None:
     for p in profiles.values():
         assert p.description
         assert p.path is not None and p.path.read_text().startswith("#")  # what it is for
-        for key in ("device_map", "quantization", "batch_size", "max_batch_size",
-                    "max_response_tokens", "n_directions", "project_directions"):
+        for key in (
+            "device_map",
+            "quantization",
+            "batch_size",
+            "max_batch_size",
+            "max_response_tokens",
+            "n_directions",
+            "project_directions",
+        ):
             assert key in p.settings, (p.name, key)
     assert profiles["gpu-4bit"].settings["quantization"] == "bnb-4bit"
     assert profiles["cpu-demo"].settings["device_map"] == "cpu"
@@ -129,7 +140,8 @@ def test_resolve_settings_layers_profile_under_cli_and_env(tmp_path: Path) -> No
     model = str(CONFIGS / "qwen2.5-32b")
     resolved = resolve_settings(
         {"model": model, "profile": "auto", "max_batch_size": 8},
-        environ={"HERETIC_MAX_RESPONSE_TOKENS": "100"}, inventory=MACHINES["4x24"],
+        environ={"HERETIC_MAX_RESPONSE_TOKENS": "100"},
+        inventory=MACHINES["4x24"],
     )
     assert resolved.choice is not None and resolved.choice.name == "multi-gpu"
     s = resolved.settings
@@ -143,10 +155,14 @@ def test_resolve_settings_layers_profile_under_cli_and_env(tmp_path: Path) -> No
 
 
 def test_resolve_settings_keeps_failures_for_preflight() -> None:
-    failed = resolve_settings({"model": str(CONFIGS / "llama3-70b"), "profile": "auto"},
-                              environ={}, inventory=MACHINES["1x24"])
+    failed = resolve_settings(
+        {"model": str(CONFIGS / "llama3-70b"), "profile": "auto"},
+        environ={},
+        inventory=MACHINES["1x24"],
+    )
     assert failed.choice is not None and failed.choice.name is None
     assert failed.settings.device_map == "auto"  # no profile layer was applied
-    missing = resolve_settings({"model": "/nonexistent/model", "profile": "auto"},
-                               environ={}, inventory=MACHINES["1x24"])
+    missing = resolve_settings(
+        {"model": "/nonexistent/model", "profile": "auto"}, environ={}, inventory=MACHINES["1x24"]
+    )
     assert missing.error is not None and "does not exist" in missing.error.message

@@ -40,7 +40,9 @@ sys.stdin.readline()
 def _start(study: Path, registry: Path, stubborn: bool = False) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", RUN, str(study), str(registry), "1" if stubborn else "0"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
@@ -94,11 +96,17 @@ def test_unprovable_records_are_never_matched(tmp_path: Path) -> None:
     registry = tmp_path / "registry"
     registry.mkdir()
     # a live process of ours that is not heretic, with a forged record: wrong create_time
-    sleeper = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.readline()"],
-                               stdin=subprocess.PIPE)
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.readline()"], stdin=subprocess.PIPE
+    )
     try:
-        forged = {"pid": sleeper.pid, "create_time": 1.0, "uid": os.getuid(),
-                  "study_dir": str((tmp_path / "study").resolve()), "cmdline": "heretic run"}
+        forged = {
+            "pid": sleeper.pid,
+            "create_time": 1.0,
+            "uid": os.getuid(),
+            "study_dir": str((tmp_path / "study").resolve()),
+            "cmdline": "heretic run",
+        }
         (registry / f"{sleeper.pid}.json").write_text(json.dumps(forged))
         # the right create_time, but its command line is not heretic's
         right = dict(forged, create_time=psutil.Process(sleeper.pid).create_time())
@@ -127,15 +135,25 @@ def test_preflight_reports_then_kills_stale(tmp_path: Path) -> None:
     proc = _start(output / "study", registry)
     inventory = GpuInventory([], 16 * 1024**3, 8 * 1024**3, nvml_error="no driver")
     try:
-        report = run_preflight(Settings(output=output), inventory=inventory, environ={},
-                               registry=registry, lock_dir=tmp_path / "locks")
+        report = run_preflight(
+            Settings(output=output),
+            inventory=inventory,
+            environ={},
+            registry=registry,
+            lock_dir=tmp_path / "locks",
+        )
         by_name = {c.name: c for c in report.checks}
         assert by_name["stale processes"].status.value == "FAIL"
         assert str(proc.pid) in by_name["stale processes"].measured
         assert "--kill-stale" in by_name["stale processes"].detail
         assert by_name["study lock"].status.value == "FAIL"
-        report = run_preflight(Settings(output=output, kill_stale=True), inventory=inventory,
-                               environ={}, registry=registry, lock_dir=tmp_path / "locks")
+        report = run_preflight(
+            Settings(output=output, kill_stale=True),
+            inventory=inventory,
+            environ={},
+            registry=registry,
+            lock_dir=tmp_path / "locks",
+        )
         by_name = {c.name: c for c in report.checks}
         assert by_name["stale processes"].status.value == "OK"
         assert f"ended PID(s) [{proc.pid}]" in by_name["stale processes"].measured

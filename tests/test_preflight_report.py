@@ -22,8 +22,12 @@ GOOD_TOKEN = "hf_" + "a1B2" * 9
 
 
 def _gpus(n: int, total_mib: int, free_mib: int) -> GpuInventory:
-    gpus = [GpuInfo(i, "NVIDIA GeForce RTX 4090", total_mib * 1024**2, free_mib * 1024**2,
-                    [], f"GPU-{i}") for i in range(n)]
+    gpus = [
+        GpuInfo(
+            i, "NVIDIA GeForce RTX 4090", total_mib * 1024**2, free_mib * 1024**2, [], f"GPU-{i}"
+        )
+        for i in range(n)
+    ]
     return GpuInventory(gpus, 128 * GIB, 120 * GIB)
 
 
@@ -44,8 +48,15 @@ def test_demo_passes_quickly_on_cpu(tmp_path: Path) -> None:
     assert not report.failed, report.summary()
     assert report.profile is not None and report.profile.name == "cpu-demo"
     assert {c.name for c in report.checks} >= {
-        "stale processes", "study lock", "GPUs", "GPU locks", "model", "profile", "disk",
-        "HF token", "RAM (merge)",
+        "stale processes",
+        "study lock",
+        "GPUs",
+        "GPU locks",
+        "model",
+        "profile",
+        "disk",
+        "HF token",
+        "RAM (merge)",
     }
 
 
@@ -75,8 +86,14 @@ def test_70b_on_one_24gb_gpu_fails_with_numbers(tmp_path: Path) -> None:
 
 def test_auto_profile_32b_on_4x24_passes_and_auto_map_warns(tmp_path: Path) -> None:
     inventory = _gpus(4, 24564, 24080)
-    settings = Settings(model=str(CONFIGS / "qwen2.5-32b"), output=tmp_path, profile="multi-gpu",
-                        device_map="balanced", batch_size=4, max_batch_size=16)
+    settings = Settings(
+        model=str(CONFIGS / "qwen2.5-32b"),
+        output=tmp_path,
+        profile="multi-gpu",
+        device_map="balanced",
+        batch_size=4,
+        max_batch_size=16,
+    )
     report = _run(settings, tmp_path, inventory=inventory)
     assert _check(report, "GPU memory").status is Status.OK, report.summary()
     bad = settings.model_copy(update={"device_map": "auto", "batch_size": 1})
@@ -87,8 +104,12 @@ def test_auto_profile_32b_on_4x24_passes_and_auto_map_warns(tmp_path: Path) -> N
 
 
 def test_quantized_search_needs_ram_for_the_merge(tmp_path: Path) -> None:
-    settings = Settings(model=str(CONFIGS / "llama3-70b"), output=tmp_path, quantization="bnb-4bit",
-                        device_map="cuda:0")
+    settings = Settings(
+        model=str(CONFIGS / "llama3-70b"),
+        output=tmp_path,
+        quantization="bnb-4bit",
+        device_map="cuda:0",
+    )
     report = _run(settings, tmp_path, inventory=_gpus(1, 81920, 81050))
     merge = _check(report, "RAM (merge)")
     assert merge.status is Status.FAIL and "133.4 GiB" in merge.need  # 131 GiB bf16 + 2
@@ -96,8 +117,12 @@ def test_quantized_search_needs_ram_for_the_merge(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("environ", "status"),
-    [({}, Status.FAIL), ({"HF_TOKEN": "hf_short"}, Status.FAIL),
-     ({"HF_TOKEN": "not a token at all, hf_..."}, Status.FAIL), ({"HF_TOKEN": GOOD_TOKEN}, Status.OK)],
+    [
+        ({}, Status.FAIL),
+        ({"HF_TOKEN": "hf_short"}, Status.FAIL),
+        ({"HF_TOKEN": "not a token at all, hf_..."}, Status.FAIL),
+        ({"HF_TOKEN": GOOD_TOKEN}, Status.OK),
+    ],
 )
 def test_token_check_never_reveals_the_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], status: Status
@@ -130,7 +155,9 @@ def test_cli_preflight_json_and_exit_codes(tmp_path: Path, monkeypatch: pytest.M
     assert ok.exit_code == 0, ok.output
     data = json.loads(ok.stdout)
     assert data["ok"] is True and data["checks"]
-    bad = runner.invoke(app, ["preflight", "--model", str(tmp_path / "missing"), "--profile", "auto"])
+    bad = runner.invoke(
+        app, ["preflight", "--model", str(tmp_path / "missing"), "--profile", "auto"]
+    )
     assert bad.exit_code == 7
     assert "FAIL" in bad.stdout and "does not exist" in bad.stdout
     unknown = runner.invoke(app, ["preflight", "--profile", "nope"])

@@ -25,13 +25,16 @@ from heretic.engine.prompts import split_for_verification
 HERETIC = [sys.executable, "-m", "heretic"]
 
 
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess:
     return subprocess.run(HERETIC + args, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def start_cli(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(HERETIC + args, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        HERETIC + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for(predicate, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
@@ -80,23 +83,59 @@ def test_contract_command_removes_refusals_and_export_reloads(
     demo_model_dir, prompt_files, cli_env, tmp_path
 ) -> None:
     out = tmp_path / "out"
-    args = ["run", "--model", str(demo_model_dir),
-            "--harmful-prompts", str(prompt_files["harmful"]),
-            "--harmless-prompts", str(prompt_files["harmless"]),
-            "--harmful-eval-prompts", str(prompt_files["harmful_eval"]),
-            "--harmless-eval-prompts", str(prompt_files["harmless_eval"]),
-            "--trials", "50", "--seed", "0", "--output", str(out), "--set", "device_map=cpu",
-            "--set", "dtype=float32", "--set", "max_weight_position=0,1",
-            "--set", "min_weight_distance=0.2,1"]
+    args = [
+        "run",
+        "--model",
+        str(demo_model_dir),
+        "--harmful-prompts",
+        str(prompt_files["harmful"]),
+        "--harmless-prompts",
+        str(prompt_files["harmless"]),
+        "--harmful-eval-prompts",
+        str(prompt_files["harmful_eval"]),
+        "--harmless-eval-prompts",
+        str(prompt_files["harmless_eval"]),
+        "--trials",
+        "50",
+        "--seed",
+        "0",
+        "--output",
+        str(out),
+        "--set",
+        "device_map=cpu",
+        "--set",
+        "dtype=float32",
+        "--set",
+        "max_weight_position=0,1",
+        "--set",
+        "min_weight_distance=0.2,1",
+    ]
     result = run_cli(args, cli_env)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    for key in ("model", "selected_trial", "base", "selected", "pareto_front", "trials", "timings_s"):
+    for key in (
+        "model",
+        "selected_trial",
+        "base",
+        "selected",
+        "pareto_front",
+        "trials",
+        "timings_s",
+    ):
         assert key in report
-    assert report["trials"] == {"requested": 50, "completed": 50,
-                                "stop_reason": "all 50 requested trials ran"}
-    assert set(report["timings_s"]) >= {"total", "load", "residuals", "trials_total",
-                                        "trial_median", "export"}
+    assert report["trials"] == {
+        "requested": 50,
+        "completed": 50,
+        "stop_reason": "all 50 requested trials ran",
+    }
+    assert set(report["timings_s"]) >= {
+        "total",
+        "load",
+        "residuals",
+        "trials_total",
+        "trial_median",
+        "export",
+    }
     assert report["base"]["refusals"] >= 0.9 * report["base"]["n_harmful"]
     for name in ("trials.jsonl", "pareto.png", "README.md", "model/config.json"):
         assert (out / name).is_file(), name
@@ -107,8 +146,12 @@ def test_contract_command_removes_refusals_and_export_reloads(
     base = load_model(Settings(model=str(demo_model_dir), device_map="cpu", dtype="float32"))
     edited = load_model(Settings(model=str(out / "model"), device_map="cpu", dtype="float32"))
     demo = demo_prompts()
-    kwargs = dict(markers=Settings().refusal_markers, max_new_tokens=16, chat=ChatFormat(),
-                  batcher=Batcher(64))
+    kwargs = dict(
+        markers=Settings().refusal_markers,
+        max_new_tokens=16,
+        chat=ChatFormat(),
+        batcher=Batcher(64),
+    )
     # The search scores the part of each evaluation file that is not held back for verification.
     harmless = split_for_verification(demo.harmless_eval, 0.3, "harmless")[0]
     harmful = split_for_verification(demo.harmful_eval, 0.3, "harmful")[0]
@@ -124,7 +167,9 @@ def test_contract_command_removes_refusals_and_export_reloads(
     assert kl == pytest.approx(report["selected"]["kl_divergence"], abs=1e-4)
 
 
-def test_sigkill_mid_study_then_rerun_ends_with_exact_trials(demo_model_dir, cli_env, tmp_path) -> None:
+def test_sigkill_mid_study_then_rerun_ends_with_exact_trials(
+    demo_model_dir, cli_env, tmp_path
+) -> None:
     out, n = tmp_path / "out", 24
     args = ["run", "--trials", str(n), "--output", str(out)]
     kill_after = random.Random().randint(2, 15)
@@ -151,7 +196,9 @@ def test_sigkill_mid_study_then_rerun_ends_with_exact_trials(demo_model_dir, cli
     assert json.loads((out / "report.json").read_text())["trials"]["completed"] == n
 
 
-def test_second_run_on_same_study_fails_fast_naming_the_first(demo_model_dir, cli_env, tmp_path) -> None:
+def test_second_run_on_same_study_fails_fast_naming_the_first(
+    demo_model_dir, cli_env, tmp_path
+) -> None:
     out = tmp_path / "out"
     first = start_cli(["run", "--trials", "400", "--output", str(out)], cli_env)
     lock = out / "study" / ".heretic.lock"
@@ -164,8 +211,20 @@ def test_second_run_on_same_study_fails_fast_naming_the_first(demo_model_dir, cl
     assert elapsed < 2.0  # measured about 0.35 s, nearly all of it interpreter start
     first.send_signal(signal.SIGKILL)
     first.wait()
-    third = run_cli(["run", "--trials", "3", "--output", str(tmp_path / "other"), "--study-dir",
-                     str(out / "study"), "--set", "kl_cap=100"], cli_env)
+    third = run_cli(
+        [
+            "run",
+            "--trials",
+            "3",
+            "--output",
+            str(tmp_path / "other"),
+            "--study-dir",
+            str(out / "study"),
+            "--set",
+            "kl_cap=100",
+        ],
+        cli_env,
+    )
     assert third.returncode == 0, third.stderr[-2000:]  # SIGKILL left nothing that blocks it
 
 
@@ -197,10 +256,26 @@ def test_done_marker_makes_a_restart_a_no_op(demo_model_dir, cli_env, tmp_path) 
     assert (out / "trials.jsonl").stat().st_mtime_ns == stamp
 
 
-def test_no_acceptable_trial_writes_the_report_and_exits_nine(demo_model_dir, cli_env, tmp_path) -> None:
+def test_no_acceptable_trial_writes_the_report_and_exits_nine(
+    demo_model_dir, cli_env, tmp_path
+) -> None:
     out = tmp_path / "out"
-    result = run_cli(["run", "--trials", "3", "--output", str(out), "--set", "kl_cap=1e-12",
-                      "--set", "min_weight_distance=0.9,1", "--set", "max_weight=1.4,1.5"], cli_env)
+    result = run_cli(
+        [
+            "run",
+            "--trials",
+            "3",
+            "--output",
+            str(out),
+            "--set",
+            "kl_cap=1e-12",
+            "--set",
+            "min_weight_distance=0.9,1",
+            "--set",
+            "max_weight=1.4,1.5",
+        ],
+        cli_env,
+    )
     assert result.returncode == 9, result.stderr[-2000:]
     assert "No trial met the selection policy" in result.stderr
     report = json.loads((out / "report.json").read_text())
@@ -234,7 +309,9 @@ def test_bad_input_gets_one_paragraph_and_a_distinct_exit_code(
     assert "Traceback" not in result.stderr
 
 
-def test_two_workers_share_one_study_and_finish_exactly_n(demo_model_dir, cli_env, tmp_path) -> None:
+def test_two_workers_share_one_study_and_finish_exactly_n(
+    demo_model_dir, cli_env, tmp_path
+) -> None:
     # Enough trials that the second worker, which loads the model after the first has started
     # (a few seconds), still finds work: a demo trial takes about 0.1 s.
     out, n = tmp_path / "out", 80
@@ -249,15 +326,30 @@ def test_two_workers_share_one_study_and_finish_exactly_n(demo_model_dir, cli_en
     assert len(owners) == 2, owners  # both processes did work
 
 
-def test_run_with_upload_publishes_and_never_writes_the_token(demo_model_dir, cli_env, tmp_path) -> None:
+def test_run_with_upload_publishes_and_never_writes_the_token(
+    demo_model_dir, cli_env, tmp_path
+) -> None:
     from fakes.fake_hub import FakeHub
 
     token = "hf_RunTokenNeverWritten0123456789abcdef"
     out = tmp_path / "out"
     with FakeHub(token) as hub:
         env = dict(cli_env, HF_TOKEN=token, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0")
-        result = run_cli(["run", "--trials", "6", "--output", str(out), "--set", "kl_cap=100",
-                          "--upload", "someone/demo-heretic", "--shutdown-after"], env)
+        result = run_cli(
+            [
+                "run",
+                "--trials",
+                "6",
+                "--output",
+                str(out),
+                "--set",
+                "kl_cap=100",
+                "--upload",
+                "someone/demo-heretic",
+                "--shutdown-after",
+            ],
+            env,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         repo = hub.repos["someone/demo-heretic"]
         assert repo.private is True
@@ -273,11 +365,14 @@ def test_run_with_upload_publishes_and_never_writes_the_token(demo_model_dir, cl
             assert token.encode() not in path.read_bytes(), path
 
 
-def test_search_only_then_a_finishing_run_on_a_shared_storage(demo_model_dir, cli_env, tmp_path) -> None:
+def test_search_only_then_a_finishing_run_on_a_shared_storage(
+    demo_model_dir, cli_env, tmp_path
+) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     common = ["run", "--trials", "6", "--storage", url, "--study-name", "shared"]
-    worker = run_cli([*common, "--output", str(tmp_path / "machine-a"), "--set", "search_only=true"],
-                     cli_env)
+    worker = run_cli(
+        [*common, "--output", str(tmp_path / "machine-a"), "--set", "search_only=true"], cli_env
+    )
     assert worker.returncode == 0, worker.stderr[-2000:]
     assert "Search-only" in worker.stderr
     assert not (tmp_path / "machine-a" / "report.json").exists()
@@ -285,19 +380,36 @@ def test_search_only_then_a_finishing_run_on_a_shared_storage(demo_model_dir, cl
     assert final.returncode == 0, final.stderr[-2000:]
     assert "no new trials" in final.stderr
     report = json.loads((tmp_path / "final" / "report.json").read_text())
-    assert report["trials"] == {"requested": 6, "completed": 6,
-                                "stop_reason": "all 6 requested trials ran"}
-    other = run_cli([*common, "--output", str(tmp_path / "other"), "--set", "max_weight=0.5,0.6"],
-                    cli_env)
+    assert report["trials"] == {
+        "requested": 6,
+        "completed": 6,
+        "stop_reason": "all 6 requested trials ran",
+    }
+    other = run_cli(
+        [*common, "--output", str(tmp_path / "other"), "--set", "max_weight=0.5,0.6"], cli_env
+    )
     assert other.returncode == 14 and "max_weight" in other.stderr  # no mixing across machines
 
 
 def test_resuming_with_other_search_settings_is_refused(demo_model_dir, cli_env, tmp_path) -> None:
     out = tmp_path / "out"
-    first = run_cli(["run", "--trials", "3", "--output", str(out), "--set", "kl_cap=1e-12"],
-                    cli_env)
+    first = run_cli(
+        ["run", "--trials", "3", "--output", str(out), "--set", "kl_cap=1e-12"], cli_env
+    )
     assert first.returncode == 9, first.stderr[-2000:]  # not finished: no done marker
-    again = run_cli(["run", "--trials", "5", "--output", str(out), "--set", "kl_cap=1e-12",
-                     "--max-response-tokens", "9"], cli_env)
+    again = run_cli(
+        [
+            "run",
+            "--trials",
+            "5",
+            "--output",
+            str(out),
+            "--set",
+            "kl_cap=1e-12",
+            "--max-response-tokens",
+            "9",
+        ],
+        cli_env,
+    )
     assert again.returncode == 14
     assert "max_response_tokens" in again.stderr and "Traceback" not in again.stderr

@@ -64,8 +64,12 @@ def test_verification_figures_are_what_the_export_does(finished, demo_model_dir)
     v = report["verification"]
     sets = load_prompt_sets(Settings())
     settings = Settings(device_map="cpu", dtype="float32", max_response_tokens=16)
-    kwargs = dict(markers=settings.refusal_markers, max_new_tokens=v["max_response_tokens"],
-                  chat=chat_format(settings), batcher=Batcher(64))
+    kwargs = dict(
+        markers=settings.refusal_markers,
+        max_new_tokens=v["max_response_tokens"],
+        chat=chat_format(settings),
+        batcher=Batcher(64),
+    )
     base = load_model(Settings(model=str(demo_model_dir), device_map="cpu", dtype="float32"))
     edited = load_model(Settings(model=str(out / "model"), device_map="cpu", dtype="float32"))
     base_eval = Evaluator(base, sets.harmless_verify, sets.harmful_verify, **kwargs)
@@ -153,13 +157,29 @@ def test_a_refusal_the_budget_cannot_remove_ends_with_exit_nine(tmp_path, cli_en
     """Strengths too weak to remove anything: every trial keeps nearly all refusals at a tiny
     KL. The run must not export that model as if it worked."""
     out = tmp_path / "out"
-    result = run_cli(["run", "--trials", "3", "--output", str(out),
-                      "--set", "max_weight=0.0,0.02", "--set", "min_weight_fraction=0,0.1"],
-                     cli_env)
+    result = run_cli(
+        [
+            "run",
+            "--trials",
+            "3",
+            "--output",
+            str(out),
+            "--set",
+            "max_weight=0.0,0.02",
+            "--set",
+            "min_weight_fraction=0,0.1",
+        ],
+        cli_env,
+    )
     assert result.returncode == 9, result.stderr[-2000:]
     assert "at most 20% of the harmful prompts refused" in result.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["selected_trial"] is None and report["trials"]["completed"] == 3
-    assert min(row["refusals"] for row in map(json.loads, (out / "trials.jsonl").read_text()
-                                                .splitlines())) > 0.2 * report["base"]["n_harmful"]
+    assert (
+        min(
+            row["refusals"]
+            for row in map(json.loads, (out / "trials.jsonl").read_text().splitlines())
+        )
+        > 0.2 * report["base"]["n_harmful"]
+    )
     assert not (out / "model").exists()

@@ -51,8 +51,9 @@ def _kill_mid_trial(proc: subprocess.Popen, url: str, host: str, timeout: float 
     study = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"machine {host} ended before it was killed: "
-                                 f"{proc.communicate()[1][-3000:]}")
+            raise AssertionError(
+                f"machine {host} ended before it was killed: {proc.communicate()[1][-3000:]}"
+            )
         try:
             study = study or _study(url)
         except KeyError:  # the study does not exist yet
@@ -91,14 +92,22 @@ def test_two_machines_share_a_postgres_study_and_a_killed_trial_is_rerun(
 ) -> None:
     url = postgres.create_database("scaleout", "heretic_worker", PASSWORD)
     n, out, runtime = 10, tmp_path / "out", tmp_path / "runtime"
-    env = dict(cli_env, XDG_RUNTIME_DIR=str(runtime), HERETIC_HEARTBEAT_INTERVAL_S="1",
-               HERETIC_HEARTBEAT_GRACE_S="3")
+    env = dict(
+        cli_env,
+        XDG_RUNTIME_DIR=str(runtime),
+        HERETIC_HEARTBEAT_INTERVAL_S="1",
+        HERETIC_HEARTBEAT_GRACE_S="3",
+    )
     common = ["run", "--trials", str(n), "--study-name", "shared", "--set", "search_only=true"]
     # Machine A has the URL on its command line, machine B in its environment.
-    a = start_cli([*common, "--storage", url, "--output", str(out / "a")],
-                  dict(env, HERETIC_HOST_ID="machine-a"))
-    b = start_cli([*common, "--output", str(out / "b")],
-                  dict(env, HERETIC_HOST_ID="machine-b", HERETIC_STORAGE=url))
+    a = start_cli(
+        [*common, "--storage", url, "--output", str(out / "a")],
+        dict(env, HERETIC_HOST_ID="machine-a"),
+    )
+    b = start_cli(
+        [*common, "--output", str(out / "b")],
+        dict(env, HERETIC_HOST_ID="machine-b", HERETIC_STORAGE=url),
+    )
     try:
         killed = _kill_mid_trial(a, url, "machine-a")
         assert PASSWORD.encode() not in _cmdline(b.pid)
@@ -126,22 +135,51 @@ def test_two_machines_share_a_postgres_study_and_a_killed_trial_is_rerun(
     config = tmp_path / "conf" / "heretic.toml"
     config.parent.mkdir()
     config.write_text(f'storage = "{url}"\n')
-    other = run_cli([*common, "--config", str(config), "--output", str(out / "c"),
-                     "--set", "max_weight=0.5,0.6"], dict(env, HERETIC_HOST_ID="machine-c"))
+    other = run_cli(
+        [
+            *common,
+            "--config",
+            str(config),
+            "--output",
+            str(out / "c"),
+            "--set",
+            "max_weight=0.5,0.6",
+        ],
+        dict(env, HERETIC_HOST_ID="machine-c"),
+    )
     assert other.returncode == ExitCode.STUDY and "max_weight" in other.stderr
 
     # The finishing run selects from the first N trials and exports.
-    final = run_cli(["run", "--trials", str(n), "--study-name", "shared", "--set", f"storage={url}",
-                     "--set", "kl_cap=100", "--output", str(out / "final")], env)
+    final = run_cli(
+        [
+            "run",
+            "--trials",
+            str(n),
+            "--study-name",
+            "shared",
+            "--set",
+            f"storage={url}",
+            "--set",
+            "kl_cap=100",
+            "--output",
+            str(out / "final"),
+        ],
+        env,
+    )
     assert final.returncode == 0, final.stderr[-3000:]
     report = json.loads((out / "final" / "report.json").read_text())
-    assert report["trials"] == {"requested": n, "completed": n,
-                                "stop_reason": f"all {n} requested trials ran"}
+    assert report["trials"] == {
+        "requested": n,
+        "completed": n,
+        "stop_reason": f"all {n} requested trials ran",
+    }
     assert (out / "final" / "model" / "config.json").is_file()
     assert report["settings"]["storage"].startswith("postgresql://heretic_worker:****@")
 
-    _assert_password_nowhere([out, runtime], [a_out, a_err, b_out, b_err, other.stdout,
-                                              other.stderr, final.stdout, final.stderr])
+    _assert_password_nowhere(
+        [out, runtime],
+        [a_out, a_err, b_out, b_err, other.stdout, other.stderr, final.stdout, final.stderr],
+    )
 
 
 def test_storage_preflight_names_the_failure_in_seconds(postgres) -> None:

@@ -13,19 +13,42 @@ from tests.test_run_cli import completed_in_journal, prompt_files, run_cli  # no
 
 
 def _args(model: Path, files: dict[str, Path], out: Path, trials: int, *extra: str) -> list[str]:
-    return ["run", "--model", str(model),
-            "--harmful-prompts", str(files["harmful"]),
-            "--harmless-prompts", str(files["harmless"]),
-            "--harmful-eval-prompts", str(files["harmful_eval"]),
-            "--harmless-eval-prompts", str(files["harmless_eval"]),
-            "--trials", str(trials), "--seed", "0", "--output", str(out),
-            "--set", "device_map=cpu", "--set", "dtype=float32", "--set", "max_response_tokens=16",
-            "--set", "verify_response_tokens=0", *extra]
+    return [
+        "run",
+        "--model",
+        str(model),
+        "--harmful-prompts",
+        str(files["harmful"]),
+        "--harmless-prompts",
+        str(files["harmless"]),
+        "--harmful-eval-prompts",
+        str(files["harmful_eval"]),
+        "--harmless-eval-prompts",
+        str(files["harmless_eval"]),
+        "--trials",
+        str(trials),
+        "--seed",
+        "0",
+        "--output",
+        str(out),
+        "--set",
+        "device_map=cpu",
+        "--set",
+        "dtype=float32",
+        "--set",
+        "max_response_tokens=16",
+        "--set",
+        "verify_response_tokens=0",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
 def test_default_space_finds_early_refusal_patience_stops_and_resume_completes(
-    demo_model_dir, prompt_files, cli_env, tmp_path  # noqa: F811
+    demo_model_dir,
+    prompt_files,  # noqa: F811 (the fixture imported from test_run_cli)
+    cli_env,
+    tmp_path,
 ) -> None:
     out = tmp_path / "out"
     first = run_cli(_args(demo_model_dir, prompt_files, out, 40, "--patience", "6"), cli_env)

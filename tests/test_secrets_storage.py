@@ -19,11 +19,14 @@ URL = "postgresql://heretic:S3cr3t-Pass-word@db.example.org:5432/heretic"
 PASSWORD = "S3cr3t-Pass-word"
 
 
-@pytest.mark.parametrize("argv", [
-    ["heretic", "run", "--storage", URL],
-    ["heretic", "run", f"--storage={URL}"],
-    ["heretic", "run", "--set", f"storage={URL}"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["heretic", "run", "--storage", URL],
+        ["heretic", "run", f"--storage={URL}"],
+        ["heretic", "run", "--set", f"storage={URL}"],
+    ],
+)
 def test_recorded_command_lines_mask_the_storage_password(argv, monkeypatch, tmp_path):
     line = safe_cmdline(argv, environ={})
     assert PASSWORD not in line and "heretic:****@db.example.org" in line
@@ -47,8 +50,10 @@ def test_a_password_with_reserved_characters_is_masked_whole():
 def test_the_environment_and_registered_passwords_are_redacted(monkeypatch):
     monkeypatch.setattr(secrets, "_registered", set())
     environ = {"HERETIC_STORAGE": URL}
-    assert redact(f"driver said: bad password {PASSWORD}", environ=environ) == \
-        "driver said: bad password ****"
+    assert (
+        redact(f"driver said: bad password {PASSWORD}", environ=environ)
+        == "driver said: bad password ****"
+    )
     add_secret("from-a-config-file-pw")
     assert "from-a-config-file-pw" not in redact("x from-a-config-file-pw y", environ={})
 
@@ -56,7 +61,9 @@ def test_the_environment_and_registered_passwords_are_redacted(monkeypatch):
 def test_settings_files_mask_the_password_and_accept_postgres_urls():
     settings = Settings(storage=URL.replace("postgresql://", "postgres://"))
     assert settings.storage == URL
-    assert settings.public_dump()["storage"] == "postgresql://heretic:****@db.example.org:5432/heretic"
+    assert (
+        settings.public_dump()["storage"] == "postgresql://heretic:****@db.example.org:5432/heretic"
+    )
 
 
 def test_the_command_line_is_rewritten_without_the_password():
@@ -65,7 +72,9 @@ def test_the_command_line_is_rewritten_without_the_password():
     args, url = split_storage(["run", "--set", f"storage={URL}", f"--storage={URL}x"])
     assert (args, url) == (["run"], URL + "x")  # the flag wins over --set, as in the settings
     assert split_storage(["run", "--storage", "sqlite:///s.db"]) == (
-        ["run", "--storage", "sqlite:///s.db"], None)  # nothing secret: left alone
+        ["run", "--storage", "sqlite:///s.db"],
+        None,
+    )  # nothing secret: left alone
     # cloud launch forwards --set to the rented machine: not a local setting.
     cloud = ["cloud", "launch", "--set", f"storage={URL}"]
     assert split_storage(cloud) == (cloud, None)

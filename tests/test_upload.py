@@ -50,8 +50,11 @@ def make_output(root: Path) -> Path:
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -72,13 +75,21 @@ def test_uploads_layout_privately_and_verifies(hub: FakeHub, tmp_path: Path) -> 
     assert url == f"{hub.url}/{REPO}"
     repo = hub.repos[REPO]
     assert repo.private is True
-    assert set(repo.files) == {"model.safetensors", "config.json", "tokenizer.json",
-                               "chat_template.jinja", "README.md", "heretic/report.json",
-                               "heretic/trials.jsonl", "heretic/pareto.png"}
+    assert set(repo.files) == {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "README.md",
+        "heretic/report.json",
+        "heretic/trials.jsonl",
+        "heretic/pareto.png",
+    }
     assert repo.files["model.safetensors"] == (out / "model" / "model.safetensors").read_bytes()
     assert "tree" in hub.routes()  # verified by listing the repo after the commit
-    assert all(seen.authorization == f"Bearer {TOKEN}" for seen in hub.requests
-               if seen.route != "unknown")
+    assert all(
+        seen.authorization == f"Bearer {TOKEN}" for seen in hub.requests if seen.route != "unknown"
+    )
 
 
 def test_public_flag_creates_public_repo(hub: FakeHub, tmp_path: Path) -> None:
@@ -93,8 +104,9 @@ def test_transient_503_is_retried(hub: FakeHub, tmp_path: Path) -> None:
     upload_output(make_output(tmp_path), REPO, reporter=lines, backoff_s=2.0, sleep=slept.append)
     assert hub.routes().count("create") == 2
     assert slept == [2.0]
-    assert any(line.startswith("WARN Upload attempt 1 failed") and "503" in line
-               for line in lines.lines)
+    assert any(
+        line.startswith("WARN Upload attempt 1 failed") and "503" in line for line in lines.lines
+    )
     assert "heretic/report.json" in hub.repos[REPO].files
 
 
@@ -119,8 +131,9 @@ def test_permanent_failure_fails_fast_and_keeps_output(hub: FakeHub, tmp_path: P
     assert digest(out) == before
 
 
-def test_refused_token_is_not_echoed(monkeypatch: pytest.MonkeyPatch, hub: FakeHub,
-                                     tmp_path: Path) -> None:
+def test_refused_token_is_not_echoed(
+    monkeypatch: pytest.MonkeyPatch, hub: FakeHub, tmp_path: Path
+) -> None:
     wrong = "hf_WrongTokenWrongToken0123456789xyz"
     with pytest.raises(UploadError) as err:
         upload_output(make_output(tmp_path), REPO, token=wrong, backoff_s=0.01)
@@ -129,8 +142,9 @@ def test_refused_token_is_not_echoed(monkeypatch: pytest.MonkeyPatch, hub: FakeH
 
 
 @pytest.mark.parametrize("value", [None, "", "hf_ with space", "short"])
-def test_missing_or_malformed_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                    value: str | None) -> None:
+def test_missing_or_malformed_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str | None
+) -> None:
     if value is None:
         monkeypatch.delenv("HF_TOKEN", raising=False)
     else:
@@ -162,10 +176,21 @@ def test_file_holding_the_token_is_refused(hub: FakeHub, tmp_path: Path) -> None
 
 # --- the real CLI, in a subprocess ---------------------------------------------------------
 def run_cli(args: list[str], env_extra: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_HOME": str(cwd / "hf-home"),
-           "HF_HUB_DISABLE_PROGRESS_BARS": "1", **env_extra}
-    return subprocess.run([sys.executable, "-m", "heretic", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(cwd / "hf-home"),
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        **env_extra,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "heretic", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def assert_token_nowhere(root: Path, *texts: str) -> None:
@@ -180,8 +205,9 @@ def test_cli_upload_success_updates_done_marker(tmp_path: Path) -> None:
     out = make_output(tmp_path)
     (out / "study").mkdir()
     with FakeHub(TOKEN) as hub:
-        proc = run_cli(["upload", str(out), REPO], {"HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN},
-                       tmp_path)
+        proc = run_cli(
+            ["upload", str(out), REPO], {"HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN}, tmp_path
+        )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"{hub.url}/{REPO}"
     assert RunState(out / "study").done_info()["upload_url"] == f"{hub.url}/{REPO}"
@@ -193,8 +219,9 @@ def test_cli_upload_permanent_failure_exits_with_upload_code(tmp_path: Path) -> 
     before = digest(out)
     with FakeHub(TOKEN) as hub:
         hub.fail_always("preupload", 403)
-        proc = run_cli(["upload", str(out), REPO], {"HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN},
-                       tmp_path)
+        proc = run_cli(
+            ["upload", str(out), REPO], {"HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN}, tmp_path
+        )
     assert proc.returncode == ExitCode.UPLOAD, proc.stderr
     assert "\nerror: The Hub refused the upload (HTTP 403)" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -205,19 +232,37 @@ def test_cli_upload_permanent_failure_exits_with_upload_code(tmp_path: Path) -> 
 def test_cli_upload_without_token_exits_with_token_code(tmp_path: Path) -> None:
     out = make_output(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
-    proc = subprocess.run([sys.executable, "-m", "heretic", "upload", str(out), REPO],
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "heretic", "upload", str(out), REPO],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == ExitCode.TOKEN
     assert "HF_TOKEN is not set" in proc.stderr
 
 
 def test_run_upload_permanent_failure_exits_10_keeps_output_and_next_start_uploads(
-        demo_model_dir: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    demo_model_dir: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
     # The whole `heretic run`: a refused upload is exit 10 with the export kept and no done
     # marker; the next start finds the finished study, runs no new trial and uploads.
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "heretic", "run", "--trials", "4", "--output", str(out),
-            "--set", "kl_cap=100", "--upload", REPO]
+    args = [
+        sys.executable,
+        "-m",
+        "heretic",
+        "run",
+        "--trials",
+        "4",
+        "--output",
+        str(out),
+        "--set",
+        "kl_cap=100",
+        "--upload",
+        REPO,
+    ]
     with FakeHub(TOKEN) as hub:
         env = {**cli_env, "HF_TOKEN": TOKEN, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}
         hub.fail_always("commit", 403)

@@ -23,8 +23,11 @@ def _owners(study_dir) -> set[str]:
         trials = _all_trials(study_dir)
     except Exception:  # the journal does not exist yet
         return set()
-    return {t.user_attrs["heretic_owner"].split(":")[1] for t in trials
-            if t.state == TrialState.COMPLETE}
+    return {
+        t.user_attrs["heretic_owner"].split(":")[1]
+        for t in trials
+        if t.state == TrialState.COMPLETE
+    }
 
 
 @pytest.mark.slow
@@ -32,8 +35,14 @@ def test_group_sigterm_keeps_every_trial_in_flight(demo_model_dir, cli_env, tmp_
     out, n = tmp_path / "out", 150
     args = ["run", "--trials", str(n), "--workers", "2", "--output", str(out)]
     # Its own session, so that killpg reaches heretic and everything in its group, like tini -g.
-    proc = subprocess.Popen(HERETIC + args, env=cli_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        HERETIC + args,
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: len(_owners(out / "study")) >= 2, timeout=240, proc=proc)
         os.killpg(proc.pid, signal.SIGTERM)
@@ -54,13 +63,16 @@ def test_group_sigterm_keeps_every_trial_in_flight(demo_model_dir, cli_env, tmp_
 
 def test_worker_group_sends_each_stop_request_once() -> None:
     # A real child that says "got" for every SIGTERM and leaves when its stdin closes.
-    code = ("import signal, sys\n"
-            "signal.signal(signal.SIGTERM, lambda s, f: print('got', flush=True))\n"
-            "print('ready', flush=True)\nsys.stdin.read()\nprint('bye', flush=True)\n")
+    code = (
+        "import signal, sys\n"
+        "signal.signal(signal.SIGTERM, lambda s, f: print('got', flush=True))\n"
+        "print('ready', flush=True)\nsys.stdin.read()\nprint('bye', flush=True)\n"
+    )
 
     def child() -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout.readline().strip() == "ready"
         return proc
 

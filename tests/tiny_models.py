@@ -10,8 +10,13 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 COMMON = dict(
-    vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
 )
 ARCHITECTURES = {
     "llama": {},
@@ -35,9 +40,14 @@ def tiny_model(model_type: str, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def assert_hooked_equals_folded(model: torch.nn.Module, arch: Any, directions: Any,
-                                params_list: Sequence[Any], variant: str,
-                                ids: torch.Tensor) -> None:
+def assert_hooked_equals_folded(
+    model: torch.nn.Module,
+    arch: Any,
+    directions: Any,
+    params_list: Sequence[Any],
+    variant: str,
+    ids: torch.Tensor,
+) -> None:
     """For every parameter set: the hooked edit changes the output, clearing it leaves no trace
     (O(1) reset), and the same edit folded into a copy's weights gives the hooked output."""
     from heretic.config.settings import Settings

@@ -15,13 +15,21 @@ import typer
 from heretic.cli.errors import command
 from heretic.cli.options import JsonOpt
 
-cloud = typer.Typer(name="cloud", no_args_is_help=True,
-                    help="Rent a GPU for a run: offers, launch, follow, stop, monitor.")
+cloud = typer.Typer(
+    name="cloud",
+    no_args_is_help=True,
+    help="Rent a GPU for a run: offers, launch, follow, stop, monitor.",
+)
 
-GpuOpt = Annotated[str, typer.Option("--gpu", help="GPU kind: A100-80GB, H100-80GB, H200, "
-                                     "A100-40GB, L40S, RTX-4090, H100-NVL.")]
-PriceOpt = Annotated[float | None, typer.Option("--max-price", min=0.0,
-                                                help="Highest price in USD per hour.")]
+GpuOpt = Annotated[
+    str,
+    typer.Option(
+        "--gpu", help="GPU kind: A100-80GB, H100-80GB, H200, A100-40GB, L40S, RTX-4090, H100-NVL."
+    ),
+]
+PriceOpt = Annotated[
+    float | None, typer.Option("--max-price", min=0.0, help="Highest price in USD per hour.")
+]
 ProviderOpt = Annotated[str, typer.Option("--provider", help="vast or runpod.")]
 IdArg = Annotated[str, typer.Argument(help="Instance (Vast) or pod (RunPod) id.")]
 
@@ -51,14 +59,23 @@ def offers_cmd(
     gpu: GpuOpt = "A100-80GB",
     max_price: PriceOpt = None,
     provider: Annotated[str, typer.Option(help="vast, runpod or all.")] = "all",
-    model: Annotated[str | None, typer.Option(help="Estimate hours and cost for this model.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Estimate hours and cost for this model.")
+    ] = None,
     revision: Annotated[str | None, typer.Option(help="Model revision.")] = None,
-    profile: Annotated[str, typer.Option(help="Profile whose batch settings the estimate "
-                                         "uses (auto: defaults).")] = "auto",
+    profile: Annotated[
+        str, typer.Option(help="Profile whose batch settings the estimate uses (auto: defaults).")
+    ] = "auto",
     trials: Annotated[int | None, typer.Option(min=1, help="Trials for the estimate.")] = None,
-    disk: Annotated[int | None, typer.Option(min=20, help="Disk in GB the run needs (default: "
-                                             "sized from --model, else 150); Vast prices "
-                                             "include it.")] = None,
+    disk: Annotated[
+        int | None,
+        typer.Option(
+            min=20,
+            help="Disk in GB the run needs (default: "
+            "sized from --model, else 150); Vast prices "
+            "include it.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Current offers (Vast.ai) and availability (RunPod) with price per hour, filtered as
@@ -85,8 +102,10 @@ def offers_cmd(
     elif rows:
         _print_table(rows, OFFER_COLUMNS)
     else:
-        _err(f"No {kind.name} offers right now"
-             + (f" at or under ${max_price}/h." if max_price is not None else "."))
+        _err(
+            f"No {kind.name} offers right now"
+            + (f" at or under ${max_price}/h." if max_price is not None else ".")
+        )
 
 
 @command(cloud, "launch")
@@ -97,24 +116,40 @@ def launch_cmd(
     upload: Annotated[str | None, typer.Option(help="Hub repo to upload the result to.")] = None,
     max_price: PriceOpt = None,
     image: Annotated[str | None, typer.Option(help="Container image (default: heretic's).")] = None,
-    offer: Annotated[str | None, typer.Option(help="Offer id (Vast) or GPU type id (RunPod) "
-                                              "instead of the cheapest.")] = None,
-    disk: Annotated[int | None, typer.Option(min=20, help="Disk in GB (default: sized for "
-                                             "the model).")] = None,
+    offer: Annotated[
+        str | None,
+        typer.Option(help="Offer id (Vast) or GPU type id (RunPod) instead of the cheapest."),
+    ] = None,
+    disk: Annotated[
+        int | None, typer.Option(min=20, help="Disk in GB (default: sized for the model).")
+    ] = None,
     profile: Annotated[str, typer.Option(help="HERETIC_PROFILE for the run.")] = "auto",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE setting for "
-                                                   "the run (repeatable).")] = None,
-    cloud_tier: Annotated[str, typer.Option("--cloud", help="RunPod tier: SECURE or "
-                                            "COMMUNITY.")] = "SECURE",
-    volume_id: Annotated[str | None, typer.Option(help="RunPod network volume to mount at "
-                                                  "/workspace.")] = None,
-    runpod_secret: Annotated[str, typer.Option(help="Name of the RunPod secret holding the "
-                                               "HF token.")] = "hf_token",
-    vast_account_token: Annotated[bool, typer.Option(
-        "--vast-account-token", help="Vast: send no HF_TOKEN; the instance takes it from your "
-        "Vast account's environment variables (vastai create env-var HF_TOKEN ...).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Send nothing: print the offer "
-                                          "search and the launch request.")] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="KEY=VALUE setting for the run (repeatable).")
+    ] = None,
+    cloud_tier: Annotated[
+        str, typer.Option("--cloud", help="RunPod tier: SECURE or COMMUNITY.")
+    ] = "SECURE",
+    volume_id: Annotated[
+        str | None, typer.Option(help="RunPod network volume to mount at /workspace.")
+    ] = None,
+    runpod_secret: Annotated[
+        str, typer.Option(help="Name of the RunPod secret holding the HF token.")
+    ] = "hf_token",
+    vast_account_token: Annotated[
+        bool,
+        typer.Option(
+            "--vast-account-token",
+            help="Vast: send no HF_TOKEN; the instance takes it from your "
+            "Vast account's environment variables (vastai create env-var HF_TOKEN ...).",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Send nothing: print the offer search and the launch request."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Rent the cheapest matching offer and start the heretic image on it."""
@@ -131,9 +166,21 @@ def launch_cmd(
     from heretic.cloud.table_rows import instance_row
 
     opts = launch_options(
-        provider, gpu, model, assignments=set_ or [], image=image, upload=upload,
-        max_price=max_price, offer_id=offer, disk_gb=disk, profile=profile, cloud=cloud_tier,
-        volume_id=volume_id, runpod_secret=runpod_secret, vast_account_token=vast_account_token)
+        provider,
+        gpu,
+        model,
+        assignments=set_ or [],
+        image=image,
+        upload=upload,
+        max_price=max_price,
+        offer_id=offer,
+        disk_gb=disk,
+        profile=profile,
+        cloud=cloud_tier,
+        volume_id=volume_id,
+        runpod_secret=runpod_secret,
+        vast_account_token=vast_account_token,
+    )
     token = hf_token_from_environment() if provider == "vast" and not vast_account_token else None
     client = make_client(provider, need_key=not dry_run)
     try:
@@ -183,8 +230,11 @@ def status_cmd(instance_id: IdArg, provider: ProviderOpt, as_json: JsonOpt = Fal
 
 
 @command(cloud, "logs")
-def logs_cmd(instance_id: IdArg, provider: ProviderOpt,
-             tail: Annotated[int, typer.Option(min=1, max=5000, help="Lines.")] = 200) -> None:
+def logs_cmd(
+    instance_id: IdArg,
+    provider: ProviderOpt,
+    tail: Annotated[int, typer.Option(min=1, max=5000, help="Lines.")] = 200,
+) -> None:
     """The container's last log lines."""
     typer.echo(_with_client(provider, lambda c: c.logs(instance_id, tail)))
 
@@ -202,23 +252,34 @@ def monitor_cmd(
     gpu: GpuOpt = "A100-80GB",
     max_price: PriceOpt = None,
     provider: Annotated[str, typer.Option(help="vast, runpod or all.")] = "all",
-    interval: Annotated[float, typer.Option(min=60.0, help="Seconds between polls (jittered; "
-                                            "Vast limits how often an endpoint is called).")] = 300.0,
-    notify: Annotated[str | None, typer.Option(help="Webhook URL for a JSON POST per "
-                                               "alert.")] = None,
+    interval: Annotated[
+        float,
+        typer.Option(
+            min=60.0,
+            help="Seconds between polls (jittered; Vast limits how often an endpoint is called).",
+        ),
+    ] = 300.0,
+    notify: Annotated[
+        str | None, typer.Option(help="Webhook URL for a JSON POST per alert.")
+    ] = None,
     bell: Annotated[bool, typer.Option(help="Ring the terminal bell on availability.")] = True,
-    state_file: Annotated[Path | None, typer.Option(help="Where the last seen availability "
-                                                    "is kept.")] = None,
+    state_file: Annotated[
+        Path | None, typer.Option(help="Where the last seen availability is kept.")
+    ] = None,
     max_polls: Annotated[int | None, typer.Option(min=1, help="Stop after N polls.")] = None,
-    launch: Annotated[bool, typer.Option("--launch", help="Launch the run on the first "
-                                         "matching offer, then stop.")] = False,
+    launch: Annotated[
+        bool,
+        typer.Option("--launch", help="Launch the run on the first matching offer, then stop."),
+    ] = False,
     model: Annotated[str | None, typer.Option(help="With --launch: the model.")] = None,
     upload: Annotated[str | None, typer.Option(help="With --launch: Hub repo.")] = None,
     image: Annotated[str | None, typer.Option(help="With --launch: image.")] = None,
     disk: Annotated[int | None, typer.Option(min=20, help="With --launch: disk GB.")] = None,
     profile: Annotated[str, typer.Option(help="With --launch: HERETIC_PROFILE.")] = "auto",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="With --launch: KEY=VALUE "
-                                                   "setting (repeatable).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="With --launch: KEY=VALUE setting (repeatable)."),
+    ] = None,
 ) -> None:
     """Watch for a GPU kind; alert (log line, bell, webhook) when availability changes."""
 
@@ -229,10 +290,23 @@ def monitor_cmd(
 
     if launch and not model:
         raise ConfigError("--launch needs --model.", "Add --model ORG/NAME.")
-    opts = WatchOptions(gpu=gpu, max_price=max_price, provider=provider, interval_s=interval,
-                        notify=notify, bell=bell, state_file=state_file, max_polls=max_polls,
-                        launch=launch, model=model, upload=upload, image=image, disk_gb=disk,
-                        profile=profile, settings=split_assignments(set_ or []))
+    opts = WatchOptions(
+        gpu=gpu,
+        max_price=max_price,
+        provider=provider,
+        interval_s=interval,
+        notify=notify,
+        bell=bell,
+        state_file=state_file,
+        max_polls=max_polls,
+        launch=launch,
+        model=model,
+        upload=upload,
+        image=image,
+        disk_gb=disk,
+        profile=profile,
+        settings=split_assignments(set_ or []),
+    )
     try:
         result = run_watch(opts, log=_err, bell_stream=sys.stderr)
     except KeyboardInterrupt:

@@ -17,9 +17,14 @@ UNHEALTHY = 1
 
 
 def version(
-    check: Annotated[bool, typer.Option(
-        "--check", help="Import everything a run needs and, in the image, check torch's CUDA "
-        "build against the image's CUDA line; exit 7 if anything is wrong.")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Import everything a run needs and, in the image, check torch's CUDA "
+            "build against the image's CUDA line; exit 7 if anything is wrong.",
+        ),
+    ] = False,
 ) -> None:
     """Print heretic's version, torch's CUDA build and the versions of the main libraries."""
     from heretic.install_check import check_install, render
@@ -27,19 +32,32 @@ def version(
     report = check_install(os.environ)
     typer.echo(render(report))
     if check and not report.ok:
-        typer.echo(f"error: this installation cannot run heretic: {'; '.join(report.problems)}."
-                   " Rebuild the image (or reinstall) with the CUDA line's torch build.",
-                   err=True)
+        typer.echo(
+            f"error: this installation cannot run heretic: {'; '.join(report.problems)}."
+            " Rebuild the image (or reinstall) with the CUDA line's torch build.",
+            err=True,
+        )
         raise typer.Exit(int(ExitCode.PREFLIGHT))
 
 
 def health(
-    folder: Annotated[Path | None, typer.Argument(
-        help="Output or study folder (default: $HERETIC_STUDY_DIR, else $HERETIC_OUTPUT/study, "
-        "else heretic-output/study).", show_default=False)] = None,
-    min_age: Annotated[float, typer.Option(
-        "--min-age", min=60, help="Seconds without a completed trial before the search counts "
-        "as hung (at least; 3 average trials if longer).")] = 1800,
+    folder: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Output or study folder (default: $HERETIC_STUDY_DIR, else $HERETIC_OUTPUT/study, "
+            "else heretic-output/study).",
+            show_default=False,
+        ),
+    ] = None,
+    min_age: Annotated[
+        float,
+        typer.Option(
+            "--min-age",
+            min=60,
+            help="Seconds without a completed trial before the search counts "
+            "as hung (at least; 3 average trials if longer).",
+        ),
+    ] = 1800,
 ) -> None:
     """Exit 0 when the run is healthy, 1 when its search stopped moving (HEALTHCHECK)."""
     from heretic.lifecycle.health import check_health

@@ -14,8 +14,11 @@ from heretic.cli.options import JsonOpt
 
 DirArg = Annotated[
     Path | None,
-    typer.Argument(help="Output folder of a run, or its study folder "
-                        "(default: $HERETIC_OUTPUT, else heretic-output).", show_default=False),
+    typer.Argument(
+        help="Output folder of a run, or its study folder "
+        "(default: $HERETIC_OUTPUT, else heretic-output).",
+        show_default=False,
+    ),
 ]
 
 
@@ -29,9 +32,14 @@ def status(
     folder: DirArg = None,
     as_json: JsonOpt = False,
     lines: Annotated[int, typer.Option(min=0, help="Log lines to show.")] = 5,
-    clear_failures: Annotated[bool, typer.Option(
-        "--clear-failures", help="Forget earlier failed starts so a stopped restart loop may "
-        "run again (the study is kept).")] = False,
+    clear_failures: Annotated[
+        bool,
+        typer.Option(
+            "--clear-failures",
+            help="Forget earlier failed starts so a stopped restart loop may "
+            "run again (the study is kept).",
+        ),
+    ] = False,
 ) -> None:
     """Show where a run is: phase, trials k of n, ETA, best so far, failures, upload URL."""
     from heretic.lifecycle.status import locate, render, summary
@@ -46,16 +54,20 @@ def status(
 def upload(
     folder: Annotated[Path, typer.Argument(help="Output folder of a finished run.")],
     repo_id: Annotated[str, typer.Argument(help="Hub repository, NAMESPACE/NAME.")],
-    public: Annotated[bool, typer.Option("--public", help="Create the repository public "
-                                         "(default private).")] = False,
+    public: Annotated[
+        bool, typer.Option("--public", help="Create the repository public (default private).")
+    ] = False,
     retries: Annotated[int, typer.Option(min=0, help="Retries of transient failures.")] = 5,
 ) -> None:
     """Upload a finished output folder to the Hub (token from HF_TOKEN), then verify it."""
     from heretic.lifecycle.upload import upload_finished_run
     from heretic.progress import default_reporter
 
-    typer.echo(upload_finished_run(folder, repo_id, private=not public, retries=retries,
-                                   reporter=default_reporter()))
+    typer.echo(
+        upload_finished_run(
+            folder, repo_id, private=not public, retries=retries, reporter=default_reporter()
+        )
+    )
 
 
 def register(app: typer.Typer) -> None:

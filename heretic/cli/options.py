@@ -17,11 +17,14 @@ def setting_option(key: str, *names: str, **kw: Any) -> Any:
     return typer.Option(*names, help=SETTING_HELP[key], show_default=False, **kw)
 
 
-JsonOpt = Annotated[bool, typer.Option(
-    "--json", help="Print JSON on stdout instead of the human-readable output.")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print JSON on stdout instead of the human-readable output.")
+]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML file with settings.")]
-SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", help="Any setting as KEY=VALUE (repeatable), e.g. --set kl_cap=0.3.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Any setting as KEY=VALUE (repeatable), e.g. --set kl_cap=0.3."),
+]
 ModelOpt = Annotated[str | None, setting_option("model", "--model", "-m")]
 OutputOpt = Annotated[Path | None, setting_option("output", "--output", "-o")]
 ProfileOpt = Annotated[str | None, setting_option("profile", "--profile")]

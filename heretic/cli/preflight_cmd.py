@@ -20,9 +20,14 @@ from heretic.errors import ExitCode
 ModelOpt = Annotated[
     str | None, typer.Option("--model", help="Hub id or local path; empty checks the demo model.")
 ]
-GpusOpt = Annotated[str | None, typer.Option(
-    "--gpus", help="Plan for another machine: COUNTxGB of fresh cards (1x24, 1x80, 4x24, "
-    "2x48, 1x141) instead of this machine's GPUs; RAM stays this machine's.")]
+GpusOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpus",
+        help="Plan for another machine: COUNTxGB of fresh cards (1x24, 1x80, 4x24, "
+        "2x48, 1x141) instead of this machine's GPUs; RAM stays this machine's.",
+    ),
+]
 
 
 def render_table(report: Any, file: Any = None) -> None:
@@ -49,8 +54,13 @@ def render_table(report: Any, file: Any = None) -> None:
 
 
 def _preflight(
-    model: str | None, profile: str | None, config: Path | None, sets: list[str],
-    kill_stale: bool, as_json: bool, planned_gpus: str | None = None,
+    model: str | None,
+    profile: str | None,
+    config: Path | None,
+    sets: list[str],
+    kill_stale: bool,
+    as_json: bool,
+    planned_gpus: str | None = None,
 ) -> int:
     from heretic.config.sources import set_layer
     from heretic.preflight.checklist import run_preflight
@@ -80,8 +90,9 @@ def _profiles(as_json: bool) -> int:
 
     profiles = list_profiles()
     if as_json:
-        rows = [{"name": p.name, "description": p.description, "settings": p.settings}
-                for p in profiles]
+        rows = [
+            {"name": p.name, "description": p.description, "settings": p.settings} for p in profiles
+        ]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return 0
     width = max((len(p.name) for p in profiles), default=0)
@@ -97,9 +108,14 @@ def register(app: typer.Typer) -> None:
         profile: ProfileOpt = None,
         config: ConfigOpt = None,
         sets: SetOpt = None,
-        kill_stale: Annotated[bool, typer.Option(
-            "--kill-stale", help="End stale heretic processes of yours that hold this study "
-            "or its GPUs (SIGTERM, then SIGKILL).")] = False,
+        kill_stale: Annotated[
+            bool,
+            typer.Option(
+                "--kill-stale",
+                help="End stale heretic processes of yours that hold this study "
+                "or its GPUs (SIGTERM, then SIGKILL).",
+            ),
+        ] = False,
         as_json: JsonOpt = False,
         gpus: GpusOpt = None,
     ) -> None:

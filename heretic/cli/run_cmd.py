@@ -24,8 +24,12 @@ def run_command(
     model: ModelOpt = None,
     harmful_prompts: Annotated[str | None, _opt("harmful_prompts", "--harmful-prompts")] = None,
     harmless_prompts: Annotated[str | None, _opt("harmless_prompts", "--harmless-prompts")] = None,
-    harmful_eval_prompts: Annotated[str | None, _opt("harmful_eval_prompts", "--harmful-eval-prompts")] = None,
-    harmless_eval_prompts: Annotated[str | None, _opt("harmless_eval_prompts", "--harmless-eval-prompts")] = None,
+    harmful_eval_prompts: Annotated[
+        str | None, _opt("harmful_eval_prompts", "--harmful-eval-prompts")
+    ] = None,
+    harmless_eval_prompts: Annotated[
+        str | None, _opt("harmless_eval_prompts", "--harmless-eval-prompts")
+    ] = None,
     trials: Annotated[int | None, _opt("trials", "--trials", "-n")] = None,
     seed: Annotated[int | None, _opt("seed", "--seed")] = None,
     output: OutputOpt = None,
@@ -35,13 +39,17 @@ def run_command(
     quantization: Annotated[str | None, _opt("quantization", "--quantization")] = None,
     dtype: Annotated[str | None, _opt("dtype", "--dtype")] = None,
     batch_size: Annotated[int | None, _opt("batch_size", "--batch-size")] = None,
-    max_response_tokens: Annotated[int | None, _opt("max_response_tokens", "--max-response-tokens")] = None,
+    max_response_tokens: Annotated[
+        int | None, _opt("max_response_tokens", "--max-response-tokens")
+    ] = None,
     n_directions: Annotated[int | None, _opt("n_directions", "--n-directions")] = None,
     ablation: Annotated[str | None, _opt("ablation", "--ablation")] = None,
     selection: Annotated[str | None, _opt("selection", "--selection")] = None,
     kl_cap: Annotated[float | None, _opt("kl_cap", "--kl-cap")] = None,
     patience: Annotated[int | None, _opt("patience", "--patience")] = None,
-    trust_remote_code: Annotated[bool | None, _opt("trust_remote_code", "--trust-remote-code")] = None,
+    trust_remote_code: Annotated[
+        bool | None, _opt("trust_remote_code", "--trust-remote-code")
+    ] = None,
     storage: StorageOpt = None,
     study_name: Annotated[str | None, _opt("study_name", "--study-name")] = None,
     workers: Annotated[int | None, _opt("workers", "--workers")] = None,
@@ -62,14 +70,18 @@ def run_command(
     _execute(cli, config, set_, as_json)
 
 
-def demo_command(output: OutputOpt = None, trials: Annotated[int | None, _opt("trials", "--trials", "-n")] = None,
-                 as_json: JsonOpt = False) -> None:
+def demo_command(
+    output: OutputOpt = None,
+    trials: Annotated[int | None, _opt("trials", "--trials", "-n")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Run the built-in demo model end to end (trained on the CPU once, then cached)."""
     _execute({"model": None, "output": output, "trials": trials}, None, None, as_json)
 
 
-def _execute(cli: dict[str, Any], config: Path | None, assignments: list[str] | None,
-             as_json: bool) -> None:
+def _execute(
+    cli: dict[str, Any], config: Path | None, assignments: list[str] | None, as_json: bool
+) -> None:
     from heretic.cli.run_output import print_summary
     from heretic.run.execution import execute
 
@@ -79,13 +91,26 @@ def _execute(cli: dict[str, Any], config: Path | None, assignments: list[str] | 
 
 
 def export_command(
-    trial: Annotated[int, typer.Option("--trial", "-t", help="Number of the completed trial to "
-                                       "export (report.json lists the Pareto front).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder of the finished "
-                                         "run (holds study/).")] = Path("heretic-output"),
-    to: Annotated[Path | None, typer.Option("--to", help="Where to write the model and its "
-                                            "report (default OUTPUT/trial-N).",
-                                            show_default=False)] = None,
+    trial: Annotated[
+        int,
+        typer.Option(
+            "--trial",
+            "-t",
+            help="Number of the completed trial to export (report.json lists the Pareto front).",
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Output folder of the finished run (holds study/)."),
+    ] = Path("heretic-output"),
+    to: Annotated[
+        Path | None,
+        typer.Option(
+            "--to",
+            help="Where to write the model and its report (default OUTPUT/trial-N).",
+            show_default=False,
+        ),
+    ] = None,
     storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -26,15 +26,21 @@ def summary_table(report: RunReport) -> Table:
     table.add_column("KL divergence", justify="right")
     table.add_row("base model", f"{base['refusals']}/{n}", "0")
     if sel:
-        table.add_row(f"selected (trial {report['selected_trial']})", f"{sel['refusals']}/{n}",
-                      fmt_kl(sel["kl_divergence"]))
+        table.add_row(
+            f"selected (trial {report['selected_trial']})",
+            f"{sel['refusals']}/{n}",
+            fmt_kl(sel["kl_divergence"]),
+        )
     verify = report.get("verification")
     if verify:
         _verification_rows(table, verify)
     front = report.get("pareto_front", [])
     for row in front[:8]:
-        table.add_row(f"  pareto: trial {row['trial']}", f"{row['refusals']}/{n}",
-                      fmt_kl(row["kl_divergence"]))
+        table.add_row(
+            f"  pareto: trial {row['trial']}",
+            f"{row['refusals']}/{n}",
+            fmt_kl(row["kl_divergence"]),
+        )
     t = report["timings_s"]
     table.caption = (
         f"{report['trials']['completed']}/{report['trials']['requested']} trials; total "
@@ -48,12 +54,18 @@ def summary_table(report: RunReport) -> Table:
 def _verification_rows(table: Table, verify: VerificationRecord) -> None:
     nh = verify["prompts"]["harmful"]
     label = "verification" if verify["held_out"] else "re-check (search prompts)"
-    table.add_row(f"{label}, {verify['max_response_tokens']} tokens: base",
-                  f"{verify['base']['refusals']}/{nh}", "0")
+    table.add_row(
+        f"{label}, {verify['max_response_tokens']} tokens: base",
+        f"{verify['base']['refusals']}/{nh}",
+        "0",
+    )
     for row in [verify["selected"], *(a["verification"] for a in verify.get("alternatives", []))]:
         kind = "selected" if row is verify["selected"] else "alternative"
-        table.add_row(f"  {kind} trial {row['trial']} ({row['harmless_unchanged']:.0%} harmless "
-                      "unchanged)", f"{row['refusals']}/{nh}", fmt_kl(row["kl_divergence"]))
+        table.add_row(
+            f"  {kind} trial {row['trial']} ({row['harmless_unchanged']:.0%} harmless unchanged)",
+            f"{row['refusals']}/{nh}",
+            fmt_kl(row["kl_divergence"]),
+        )
 
 
 def print_summary(outcome: Outcome, *, as_json: bool) -> None:

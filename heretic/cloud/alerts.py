@@ -29,8 +29,10 @@ class Alert:
     def line(self) -> str:
         if self.event == "available":
             price = f" from ${self.best_price:.2f}/h" if self.best_price is not None else ""
-            return (f"{self.gpu} AVAILABLE on {self.provider}: {self.offers} offer(s){price}"
-                    f" (offer {self.offer_id})")
+            return (
+                f"{self.gpu} AVAILABLE on {self.provider}: {self.offers} offer(s){price}"
+                f" (offer {self.offer_id})"
+            )
         return f"{self.gpu} no longer available on {self.provider}"
 
 
@@ -50,12 +52,17 @@ def bell_sink(stream: TextIO) -> Sink:
     return ring
 
 
-def webhook_sink(url: str, *, timeout_s: float = 10.0,
-                 transport: httpx.BaseTransport | None = None) -> Sink:
+def webhook_sink(
+    url: str, *, timeout_s: float = 10.0, transport: httpx.BaseTransport | None = None
+) -> Sink:
     """POST the alert as JSON to `url` (Slack/Discord-compatible `text` field included)."""
 
     def post(alert: Alert) -> None:
-        post_json(url, {**asdict(alert), "text": "heretic: " + alert.line()},
-                  timeout_s=timeout_s, transport=transport)
+        post_json(
+            url,
+            {**asdict(alert), "text": "heretic: " + alert.line()},
+            timeout_s=timeout_s,
+            transport=transport,
+        )
 
     return post

@@ -80,8 +80,9 @@ def estimate_run(n_params: int, shape: RunShape, gpu: GpuKind, *, count: Any = N
     decode_steps = math.ceil(shape.harmful_eval / batch) * shape.max_response_tokens
     full_steps = (math.ceil(shape.harmless_eval / batch) + 2) * shape.trials
     residual_steps = math.ceil(shape.direction_prompts / batch)
-    gpu_s = ((shape.trials * decode_steps) * decode_s
-             + (full_steps + residual_steps) * step_s) / EFFICIENCY
+    gpu_s = (
+        (shape.trials * decode_steps) * decode_s + (full_steps + residual_steps) * step_s
+    ) / EFFICIENCY
     full_bytes = n_params * 2.0  # downloaded and exported at full precision
     io_s = full_bytes / DOWNLOAD_BYTES_S + 2 * full_bytes / UPLOAD_BYTES_S
     hours = (gpu_s + io_s + STARTUP_S) / 3600
@@ -98,9 +99,12 @@ def shape_from_settings(values: dict[str, Any], trials: int | None = None) -> Ru
     merged = {k: v for k, v in values.items() if k in Settings.model_fields}
     settings = Settings.model_validate(merged)
     batch = settings.batch_size or settings.max_batch_size
-    return RunShape(trials=trials or settings.trials, batch_size=batch,
-                    max_response_tokens=settings.max_response_tokens,
-                    quantization=settings.quantization)
+    return RunShape(
+        trials=trials or settings.trials,
+        batch_size=batch,
+        max_response_tokens=settings.max_response_tokens,
+        quantization=settings.quantization,
+    )
 
 
 def shape_for_profile(profile: str | None, trials: int | None = None) -> RunShape:
@@ -112,8 +116,10 @@ def shape_for_profile(profile: str | None, trials: int | None = None) -> RunShap
 
         path = profiles_dir() / f"{profile}.toml"
         if not path.is_file():
-            raise CloudError(f"Profile '{profile}' does not exist ({path}).",
-                             "Run `heretic profiles` to list them, or use --profile auto.")
+            raise CloudError(
+                f"Profile '{profile}' does not exist ({path}).",
+                "Run `heretic profiles` to list them, or use --profile auto.",
+            )
         values = dict(load_profile_file(path).settings)
     return shape_from_settings(values, trials)
 
@@ -125,12 +131,15 @@ def _total_from(result: Any) -> int:
             return int(value)
     if isinstance(result, int | float) and result > 0:
         return int(result)
-    raise CloudError("The parameter counter answered without a total count.",
-                     "This is a bug in heretic; report it with the model id.")
+    raise CloudError(
+        "The parameter counter answered without a total count.",
+        "This is a bug in heretic; report it with the model id.",
+    )
 
 
-def count_model_parameters(model: str, revision: str | None = None,
-                           trust_remote_code: bool = False) -> int:
+def count_model_parameters(
+    model: str, revision: str | None = None, trust_remote_code: bool = False
+) -> int:
     """The model's parameter count, from preflight's counter (reads the config, not weights)."""
     return _total_from(count_model(model, revision, trust_remote_code))
 
@@ -151,26 +160,32 @@ def count_model(model: str, revision: str | None = None, trust_remote_code: bool
     except HereticError:
         raise
     except Exception as exc:  # the counter's own failure, reported with the model named
-        raise CloudError(f"Could not count the parameters of '{model}': "
-                         f"{type(exc).__name__}: {exc}.",
-                         "Check the model id (and HF_TOKEN for gated models).") from None
+        raise CloudError(
+            f"Could not count the parameters of '{model}': {type(exc).__name__}: {exc}.",
+            "Check the model id (and HF_TOKEN for gated models).",
+        ) from None
     return result
 
 
-def estimate_for_model(model: str, revision: str | None, profile: str, trials: int | None,
-                       gpu: GpuKind) -> tuple[RunEstimate, list[str]]:
+def estimate_for_model(
+    model: str, revision: str | None, profile: str, trials: int | None, gpu: GpuKind
+) -> tuple[RunEstimate, list[str]]:
     """The run's estimate on one `gpu`, and the lines that tell the user what it rests on."""
     count = count_model(model, revision)
     n_params = int(count.total)
     est = estimate_run(n_params, shape_for_profile(profile, trials), gpu, count=count)
     active = getattr(count, "active", n_params)
     moe = f" ({active / 1e9:.2f}B active per token)" if active < n_params else ""
-    lines = [f"{model}: {n_params / 1e9:.2f}B parameters{moe}, {est.weights_gb} GB of weights. "
-             f"Rough estimate on one {gpu.name}: {est.hours} h (see docs/cloud.md for how it "
-             "is made)."]
+    lines = [
+        f"{model}: {n_params / 1e9:.2f}B parameters{moe}, {est.weights_gb} GB of weights. "
+        f"Rough estimate on one {gpu.name}: {est.hours} h (see docs/cloud.md for how it "
+        "is made)."
+    ]
     if not est.fits:
-        lines.append(f"WARNING: the weights do not fit one {gpu.name}; use --set "
-                     "quantization=bnb-4bit or a larger GPU.")
+        lines.append(
+            f"WARNING: the weights do not fit one {gpu.name}; use --set "
+            "quantization=bnb-4bit or a larger GPU."
+        )
     return est, lines
 
 

@@ -27,16 +27,29 @@ class GpuKind:
 GPU_KINDS: dict[str, GpuKind] = {
     k.name: k
     for k in (
-        GpuKind("A100-80GB", 80, 1935, ("A100 SXM4", "A100 PCIE", "A100X"), 79000,
-                ("NVIDIA A100 80GB PCIe", "NVIDIA A100-SXM4-80GB")),
+        GpuKind(
+            "A100-80GB",
+            80,
+            1935,
+            ("A100 SXM4", "A100 PCIE", "A100X"),
+            79000,
+            ("NVIDIA A100 80GB PCIe", "NVIDIA A100-SXM4-80GB"),
+        ),
         # RunPod lists no A100 40GB (its published GPU types, runpod/docs
         # references/gpu-types.mdx, 2026-08-18): Vast only.
         GpuKind("A100-40GB", 40, 1555, ("A100 SXM4", "A100 PCIE"), 39000, ()),
-        GpuKind("H100-80GB", 80, 2000, ("H100 SXM", "H100 PCIE"), 79000,
-                ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe")),
+        GpuKind(
+            "H100-80GB",
+            80,
+            2000,
+            ("H100 SXM", "H100 PCIE"),
+            79000,
+            ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe"),
+        ),
         GpuKind("H100-NVL", 94, 3900, ("H100 NVL",), 90000, ("NVIDIA H100 NVL",)),
-        GpuKind("H200", 141, 4800, ("H200", "H200 NVL"), 139000,
-                ("NVIDIA H200", "NVIDIA H200 NVL")),
+        GpuKind(
+            "H200", 141, 4800, ("H200", "H200 NVL"), 139000, ("NVIDIA H200", "NVIDIA H200 NVL")
+        ),
         GpuKind("L40S", 48, 864, ("L40S",), 45000, ("NVIDIA L40S",)),
         GpuKind("RTX-4090", 24, 1008, ("RTX 4090",), 23000, ("NVIDIA GeForce RTX 4090",)),
     )

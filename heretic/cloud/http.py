@@ -81,15 +81,19 @@ def _problem_text(response: httpx.Response) -> str:
 
 def _hint(provider: str, status: int) -> str:
     if status in (401, 403):
-        return (f"The {provider} API key was refused: check {KEY_ENV.get(provider, 'the key')} "
-                "(and that the key has the permissions this call needs).")
+        return (
+            f"The {provider} API key was refused: check {KEY_ENV.get(provider, 'the key')} "
+            "(and that the key has the permissions this call needs)."
+        )
     if status == 404:
         return "Check the id: the instance may already be gone."
     if status == 429:
         # Vast answers a plain-text 429 without Retry-After when an endpoint is called more
         # often than its minimum interval; RunPod sends Retry-After (both are honoured).
-        return ("The provider is rate-limiting this account (too many calls to this endpoint "
-                "in a short time); wait a few minutes and retry.")
+        return (
+            "The provider is rate-limiting this account (too many calls to this endpoint "
+            "in a short time); wait a few minutes and retry."
+        )
     if status >= 500:
         return "The provider is having trouble; retry later."
     return "Check the options given; the provider's message above says what it rejected."
@@ -98,31 +102,45 @@ def _hint(provider: str, status: int) -> str:
 class ApiClient:
     """Bearer-authenticated JSON calls against one provider's base URL."""
 
-    def __init__(self, provider: str, base_url: str, key: str | None, *, timeout_s: float = 30.0,
-                 retries: int = 4, backoff_s: float = 2.0, sleep: Sleep = time.sleep,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        key: str | None,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 4,
+        backoff_s: float = 2.0,
+        sleep: Sleep = time.sleep,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
         self._key = key
         self.retries = retries
         self.backoff_s = backoff_s
         self._sleep = sleep
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0),
-                                  transport=transport, follow_redirects=False,
-                                  headers={"User-Agent": f"heretic/{__version__}",
-                                           "Accept": "application/json"})
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout_s, connect=10.0),
+            transport=transport,
+            follow_redirects=False,
+            headers={"User-Agent": f"heretic/{__version__}", "Accept": "application/json"},
+        )
 
     def close(self) -> None:
         self._http.close()
 
-    def prepare(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
-                body: Any = None) -> PreparedRequest:
+    def prepare(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None, body: Any = None
+    ) -> PreparedRequest:
         return PreparedRequest(method, self.base_url + path, dict(params or {}), body)
 
     def _headers(self) -> dict[str, str]:
         if not self._key:
-            raise CloudError(f"No {self.provider} API key is configured for this call.",
-                             f"Export {KEY_ENV.get(self.provider, 'the API key')}.")
+            raise CloudError(
+                f"No {self.provider} API key is configured for this call.",
+                f"Export {KEY_ENV.get(self.provider, 'the API key')}.",
+            )
         return {"Authorization": f"Bearer {self._key}"}
 
     def _delay(self, attempt: int, response: httpx.Response | None) -> float:
@@ -134,18 +152,29 @@ class ApiClient:
 
     def _error(self, req: PreparedRequest, detail: str, status: int | None) -> ApiStatusError:
         where = f"{req.method} {req.url}"
-        what = (f"{self.provider} answered HTTP {status} to {where}: {detail}" if status
-                else f"Could not reach {self.provider} ({where}): {detail}")
-        hint = _hint(self.provider, status) if status else (
-            "Check the network connection (and HERETIC_*_API_URL if you set one), then retry.")
+        what = (
+            f"{self.provider} answered HTTP {status} to {where}: {detail}"
+            if status
+            else f"Could not reach {self.provider} ({where}): {detail}"
+        )
+        hint = (
+            _hint(self.provider, status)
+            if status
+            else (
+                "Check the network connection (and HERETIC_*_API_URL if you set one), then retry."
+            )
+        )
         return ApiStatusError(redact(what, (self._key,)), hint, status)
 
     def _uncertain(self, req: PreparedRequest, detail: str) -> CreateUncertain:
         return CreateUncertain(
-            redact(f"{self.provider} may or may not have acted on {req.method} {req.url} "
-                   f"({detail}).", (self._key,)),
+            redact(
+                f"{self.provider} may or may not have acted on {req.method} {req.url} ({detail}).",
+                (self._key,),
+            ),
             f"List your {self.provider} instances in its console before trying again, so a "
-            "machine is not rented twice; stop any you do not want with `heretic cloud stop`.")
+            "machine is not rented twice; stop any you do not want with `heretic cloud stop`.",
+        )
 
     def send(self, req: PreparedRequest, *, idempotent: bool = True) -> httpx.Response:
         """Send with retries; return the successful response or raise `CloudError`."""
@@ -153,8 +182,9 @@ class ApiClient:
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                response = self._http.request(req.method, req.url, params=req.params or None,
-                                              json=req.body, headers=headers)
+                response = self._http.request(
+                    req.method, req.url, params=req.params or None, json=req.body, headers=headers
+                )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never arrived: retry
                 if last:
                     raise self._error(req, f"{type(exc).__name__}: {exc}", None) from None
@@ -168,19 +198,28 @@ class ApiClient:
                 self._sleep(self._delay(attempt, None))
                 continue
             retryable = response.status_code == 429 or (
-                idempotent and response.status_code in RETRY_STATUSES)
+                idempotent and response.status_code in RETRY_STATUSES
+            )
             if response.status_code < 400:
                 return response
             if not idempotent and response.status_code >= 500:
-                raise self._uncertain(req, f"HTTP {response.status_code}: "
-                                      + _problem_text(response))
+                raise self._uncertain(
+                    req, f"HTTP {response.status_code}: " + _problem_text(response)
+                )
             if not retryable or last:
                 raise self._error(req, _problem_text(response), response.status_code)
             self._sleep(self._delay(attempt, response))
         raise AssertionError("unreachable")  # the loop always returns or raises
 
-    def call(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
-             body: Any = None, idempotent: bool = True) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        idempotent: bool = True,
+    ) -> Any:
         """Send and decode the JSON answer (None for an empty body)."""
         req = self.prepare(method, path, params=params, body=body)
         response = self.send(req, idempotent=idempotent)
@@ -194,17 +233,27 @@ class ApiClient:
                 raise self._uncertain(req, detail) from None
             raise self._error(req, detail, response.status_code) from None
 
-    def stream_text(self, req: PreparedRequest, *, idle_s: float = 3.0,
-                    max_s: float = 15.0, clock: Callable[[], float] = time.monotonic) -> str:
+    def stream_text(
+        self,
+        req: PreparedRequest,
+        *,
+        idle_s: float = 3.0,
+        max_s: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> str:
         """Read an event stream that may never close: stop at EOF, after `idle_s` of silence,
         or after `max_s` in all, and return what arrived."""
         headers = {**self._headers(), "Accept": "text/event-stream"}
         lines: list[str] = []
         start = clock()
         try:
-            with self._http.stream(req.method, req.url, params=req.params or None,
-                                   headers=headers, timeout=httpx.Timeout(idle_s, connect=10.0)
-                                   ) as response:
+            with self._http.stream(
+                req.method,
+                req.url,
+                params=req.params or None,
+                headers=headers,
+                timeout=httpx.Timeout(idle_s, connect=10.0),
+            ) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise self._error(req, _problem_text(response), response.status_code)
@@ -224,5 +273,8 @@ class ApiClient:
             # The client's default headers carry no key; only `send` adds it.
             return self._http.get(url, follow_redirects=True)
         except httpx.HTTPError as exc:
-            raise CloudError(f"Could not fetch {self.provider} logs from the link it gave: "
-                             f"{type(exc).__name__}.", "Retry in a few seconds.") from None
+            raise CloudError(
+                f"Could not fetch {self.provider} logs from the link it gave: "
+                f"{type(exc).__name__}.",
+                "Retry in a few seconds.",
+            ) from None

@@ -39,8 +39,9 @@ def _read_runpod_toml(path: Path) -> str | None:
     return None
 
 
-def load_key(provider: str, environ: Mapping[str, str] | None = None,
-             home: Path | None = None) -> str | None:
+def load_key(
+    provider: str, environ: Mapping[str, str] | None = None, home: Path | None = None
+) -> str | None:
     """The provider's API key, or None when neither the variable nor a key file holds one."""
     environ = os.environ if environ is None else environ
     value = environ.get(KEY_ENV[provider], "").strip()
@@ -62,8 +63,9 @@ def load_key(provider: str, environ: Mapping[str, str] | None = None,
     return None
 
 
-def require_key(provider: str, environ: Mapping[str, str] | None = None,
-                home: Path | None = None) -> str:
+def require_key(
+    provider: str, environ: Mapping[str, str] | None = None, home: Path | None = None
+) -> str:
     key = load_key(provider, environ, home)
     if key is None:
         files = ", ".join(str(p) for p in _key_files(provider, home or Path("~")))

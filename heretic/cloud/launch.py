@@ -64,7 +64,8 @@ class LaunchPlan:
             "offer_search": client.search_request(self.query).describe(self.spec.secrets),
             "offer": self.offer.offer_id + (" (placeholder)" if self.placeholder_offer else ""),
             "launch_request": client.launch_request(self.offer, self.spec).describe(
-                self.spec.secrets),
+                self.spec.secrets
+            ),
             "warnings": list(self.warnings),
         }
 
@@ -81,11 +82,15 @@ def settings_env(opts: LaunchOptions) -> dict[str, str]:
     for key, value in opts.settings.items():
         name = key.strip().lower().replace("-", "_")
         if name not in Settings.model_fields:
-            raise ConfigError(f"--set {key}: '{name}' is not a setting.",
-                              "`heretic run --help` lists every setting.")
+            raise ConfigError(
+                f"--set {key}: '{name}' is not a setting.",
+                "`heretic run --help` lists every setting.",
+            )
         if name in _OWN_SETTINGS:
-            raise ConfigError(f"--set {key}: this setting has its own launch option.",
-                              "Use --model, --upload or --profile instead.")
+            raise ConfigError(
+                f"--set {key}: this setting has its own launch option.",
+                "Use --model, --upload or --profile instead.",
+            )
         env[f"HERETIC_{name.upper()}"] = str(value)
     env["HERETIC_MODEL"] = opts.model
     if opts.upload:
@@ -110,47 +115,75 @@ def hf_token_from_environment(environ: Mapping[str, str] | None = None) -> str |
         return None
 
 
-def token_env(opts: LaunchOptions, hf_token: str | None, dry_run: bool
-              ) -> tuple[dict[str, str], tuple[str, ...], list[str]]:
+def token_env(
+    opts: LaunchOptions, hf_token: str | None, dry_run: bool
+) -> tuple[dict[str, str], tuple[str, ...], list[str]]:
     """HF_TOKEN for the container: (env, secret values to mask, warnings)."""
     if opts.provider == "runpod":
         # A reference RunPod resolves in the pod; the token itself never leaves this machine.
-        return {"HF_TOKEN": f"{{{{ RUNPOD_SECRET_{opts.runpod_secret} }}}}"}, (), [
-            f"The pod reads HF_TOKEN from the RunPod secret '{opts.runpod_secret}': create it "
-            "under Settings > Secrets in the RunPod console if it does not exist."]
+        return (
+            {"HF_TOKEN": f"{{{{ RUNPOD_SECRET_{opts.runpod_secret} }}}}"},
+            (),
+            [
+                f"The pod reads HF_TOKEN from the RunPod secret '{opts.runpod_secret}': create it "
+                "under Settings > Secrets in the RunPod console if it does not exist."
+            ],
+        )
     if opts.vast_account_token:
         # Vast injects an account's environment variables (POST /api/v0/secrets/, stored
         # encrypted) into its instances: the token never travels with the launch.
-        return {}, (), [
-            "HF_TOKEN is not sent: the instance takes it from your Vast account's environment "
-            "variables (set it once with `vastai create env-var HF_TOKEN hf_...`, or under "
-            "Account > Environment Variables); without it there, gated models and --upload fail."]
+        return (
+            {},
+            (),
+            [
+                "HF_TOKEN is not sent: the instance takes it from your Vast account's environment "
+                "variables (set it once with `vastai create env-var HF_TOKEN hf_...`, or under "
+                "Account > Environment Variables); without it there, gated models and --upload fail."
+            ],
+        )
     if hf_token is None:
         if opts.upload and not dry_run:
-            raise TokenError("--upload needs a Hugging Face token and none was found "
-                             "(HF_TOKEN is not set and `hf auth login` has not been run).",
-                             "Export HF_TOKEN with a write token, then launch again.")
+            raise TokenError(
+                "--upload needs a Hugging Face token and none was found "
+                "(HF_TOKEN is not set and `hf auth login` has not been run).",
+                "Export HF_TOKEN with a write token, then launch again.",
+            )
         return {}, (), ["No Hugging Face token found: gated models and --upload will fail."]
-    return {"HF_TOKEN": hf_token}, (hf_token,), [
-        "Vast.ai shows environment values in the instance details: HF_TOKEN is visible to "
-        "anyone with access to this Vast account. Use a fine-grained token limited to the "
-        "target repository and revoke it after the run, or store it as a Vast account "
-        "environment variable and launch with --vast-account-token."]
+    return (
+        {"HF_TOKEN": hf_token},
+        (hf_token,),
+        [
+            "Vast.ai shows environment values in the instance details: HF_TOKEN is visible to "
+            "anyone with access to this Vast account. Use a fine-grained token limited to the "
+            "target repository and revoke it after the run, or store it as a Vast account "
+            "environment variable and launch with --vast-account-token."
+        ],
+    )
 
 
 def check_provider_rents(opts: LaunchOptions) -> None:
     if opts.provider == "runpod" and not opts.gpu.runpod_ids:
-        raise CloudError(f"RunPod does not rent {opts.gpu.name} (it is not among RunPod's "
-                         "published GPU types).", "Use --provider vast, or another --gpu.")
+        raise CloudError(
+            f"RunPod does not rent {opts.gpu.name} (it is not among RunPod's published GPU types).",
+            "Use --provider vast, or another --gpu.",
+        )
 
 
 def placeholder_offer(opts: LaunchOptions) -> Offer:
     if opts.provider == "runpod":
         gpu_id = opts.offer_id or opts.gpu.runpod_ids[0]
-        return Offer("runpod", gpu_id, gpu_id, 1, opts.gpu.memory_gb, None, "unknown",
-                     cloud=opts.cloud)
-    return Offer("vast", opts.offer_id or "OFFER_ID", opts.gpu.vast_names[0], 1,
-                 opts.gpu.memory_gb, None, "unknown")
+        return Offer(
+            "runpod", gpu_id, gpu_id, 1, opts.gpu.memory_gb, None, "unknown", cloud=opts.cloud
+        )
+    return Offer(
+        "vast",
+        opts.offer_id or "OFFER_ID",
+        opts.gpu.vast_names[0],
+        1,
+        opts.gpu.memory_gb,
+        None,
+        "unknown",
+    )
 
 
 def choose_offer(offers: list[Offer], opts: LaunchOptions) -> Offer:
@@ -159,46 +192,78 @@ def choose_offer(offers: list[Offer], opts: LaunchOptions) -> Offer:
         for offer in offers:
             if offer.offer_id == opts.offer_id:
                 return offer
-        raise CloudError(f"Offer {opts.offer_id} is not among the current {opts.provider} "
-                         f"offers for {opts.gpu.name}"
-                         + (f" at or under ${opts.max_price}/h." if opts.max_price else "."),
-                         "Run `heretic cloud offers` to see what is available now.")
+        raise CloudError(
+            f"Offer {opts.offer_id} is not among the current {opts.provider} "
+            f"offers for {opts.gpu.name}"
+            + (f" at or under ${opts.max_price}/h." if opts.max_price else "."),
+            "Run `heretic cloud offers` to see what is available now.",
+        )
     if not offers:
-        raise CloudError(f"No {opts.provider} offer for {opts.gpu.name}"
-                         + (f" at or under ${opts.max_price}/h" if opts.max_price else "")
-                         + " right now.",
-                         "Raise --max-price, try the other provider, or wait for one with "
-                         "`heretic cloud monitor --launch`.")
+        raise CloudError(
+            f"No {opts.provider} offer for {opts.gpu.name}"
+            + (f" at or under ${opts.max_price}/h" if opts.max_price else "")
+            + " right now.",
+            "Raise --max-price, try the other provider, or wait for one with "
+            "`heretic cloud monitor --launch`.",
+        )
     return offers[0]
 
 
-def plan_launch(opts: LaunchOptions, client: Provider, *, n_params: int | None,
-                hf_token: str | None, dry_run: bool = False,
-                offer: Offer | None = None) -> LaunchPlan:
+def plan_launch(
+    opts: LaunchOptions,
+    client: Provider,
+    *,
+    n_params: int | None,
+    hf_token: str | None,
+    dry_run: bool = False,
+    offer: Offer | None = None,
+) -> LaunchPlan:
     """Everything the launch will send. Searches offers unless `dry_run` or an `offer` seen
     moments ago (by the monitor) is given."""
     check_provider_rents(opts)
-    query = offer_query(opts.gpu, max_price=opts.max_price, disk_gb=opts.disk_gb,
-                        n_params=n_params, min_cuda=opts.min_cuda or min_host_cuda(opts.image),
-                        cloud=opts.cloud)
+    query = offer_query(
+        opts.gpu,
+        max_price=opts.max_price,
+        disk_gb=opts.disk_gb,
+        n_params=n_params,
+        min_cuda=opts.min_cuda or min_host_cuda(opts.image),
+        cloud=opts.cloud,
+    )
     disk = query.min_disk_gb
     env = settings_env(opts)
     tokens, secrets, warnings = token_env(opts, hf_token, dry_run)
     env.update(tokens)
     if not opts.upload:
         # The image ends the machine only after a confirmed upload (see `heretic run`).
-        warnings.append("No --upload: the finished model stays on the machine, which keeps "
-                        "running and billing until you copy the output and run `heretic "
-                        "cloud stop`.")
+        warnings.append(
+            "No --upload: the finished model stays on the machine, which keeps "
+            "running and billing until you copy the output and run `heretic "
+            "cloud stop`."
+        )
     if opts.disk_gb is None and n_params is None:
-        warnings.append(f"Disk sized at the default {DEFAULT_DISK_GB} GB (the model's size "
-                        "is unknown); pass --disk GB for large models.")
-    spec = LaunchSpec(image=opts.image, env=env, disk_gb=disk, label=_label(opts.model),
-                      min_cuda=query.min_cuda, cloud=query.cloud, volume_id=opts.volume_id,
-                      secrets=secrets)
+        warnings.append(
+            f"Disk sized at the default {DEFAULT_DISK_GB} GB (the model's size "
+            "is unknown); pass --disk GB for large models."
+        )
+    spec = LaunchSpec(
+        image=opts.image,
+        env=env,
+        disk_gb=disk,
+        label=_label(opts.model),
+        min_cuda=query.min_cuda,
+        cloud=query.cloud,
+        volume_id=opts.volume_id,
+        secrets=secrets,
+    )
     if dry_run:
-        return LaunchPlan(opts.provider, query, placeholder_offer(opts), spec, tuple(warnings),
-                          placeholder_offer=opts.offer_id is None)
+        return LaunchPlan(
+            opts.provider,
+            query,
+            placeholder_offer(opts),
+            spec,
+            tuple(warnings),
+            placeholder_offer=opts.offer_id is None,
+        )
     if offer is None:
         offer = choose_offer(client.search(query), opts)
     return LaunchPlan(opts.provider, query, offer, spec, tuple(warnings))
@@ -210,17 +275,30 @@ def execute_launch(plan: LaunchPlan, client: Provider) -> Instance:
 
 def follow_hint(instance: Instance) -> str:
     p, i = instance.provider, instance.instance_id
-    return (f"Follow it with: heretic cloud status --provider {p} {i}\n"
-            f"             heretic cloud logs --provider {p} {i}\n"
-            f"Stop it with:   heretic cloud stop --provider {p} {i}")
+    return (
+        f"Follow it with: heretic cloud status --provider {p} {i}\n"
+        f"             heretic cloud logs --provider {p} {i}\n"
+        f"Stop it with:   heretic cloud stop --provider {p} {i}"
+    )
 
 
-def launch_options(provider: str, gpu: str, model: str, *, assignments: list[str],
-                   image: str | None = None, upload: str | None = None,
-                   max_price: float | None = None, offer_id: str | None = None,
-                   disk_gb: int | None = None, profile: str = "auto", cloud: str = "SECURE",
-                   volume_id: str | None = None, runpod_secret: str = "hf_token",
-                   vast_account_token: bool = False) -> LaunchOptions:
+def launch_options(
+    provider: str,
+    gpu: str,
+    model: str,
+    *,
+    assignments: list[str],
+    image: str | None = None,
+    upload: str | None = None,
+    max_price: float | None = None,
+    offer_id: str | None = None,
+    disk_gb: int | None = None,
+    profile: str = "auto",
+    cloud: str = "SECURE",
+    volume_id: str | None = None,
+    runpod_secret: str = "hf_token",
+    vast_account_token: bool = False,
+) -> LaunchOptions:
     """LaunchOptions from command-line values: the provider and GPU names validated, the
     --set assignments split, the RunPod tier upper-cased."""
     from heretic.cloud.providers import provider_names
@@ -228,7 +306,18 @@ def launch_options(provider: str, gpu: str, model: str, *, assignments: list[str
 
     provider_names(provider)  # validates the name
     return LaunchOptions(
-        provider=provider, gpu=gpu_kind(gpu), model=model, image=image or DEFAULT_IMAGE,
-        upload=upload, max_price=max_price, offer_id=offer_id, disk_gb=disk_gb, profile=profile,
-        settings=split_assignments(assignments), cloud=cloud.upper(), volume_id=volume_id,
-        runpod_secret=runpod_secret, vast_account_token=vast_account_token)
+        provider=provider,
+        gpu=gpu_kind(gpu),
+        model=model,
+        image=image or DEFAULT_IMAGE,
+        upload=upload,
+        max_price=max_price,
+        offer_id=offer_id,
+        disk_gb=disk_gb,
+        profile=profile,
+        settings=split_assignments(assignments),
+        cloud=cloud.upper(),
+        volume_id=volume_id,
+        runpod_secret=runpod_secret,
+        vast_account_token=vast_account_token,
+    )

@@ -63,8 +63,11 @@ def load_state(path: Path | None, gpu: str) -> dict[str, ProviderState]:
 
 
 def save_state(path: Path, gpu: str, states: Mapping[str, ProviderState]) -> None:
-    data = {"gpu": gpu, "updated": _now(),
-            "providers": {name: asdict(s) for name, s in states.items()}}
+    data = {
+        "gpu": gpu,
+        "updated": _now(),
+        "providers": {name: asdict(s) for name, s in states.items()},
+    }
     write_json(path, data)
 
 
@@ -80,11 +83,21 @@ def _state_of(offers: list[Offer]) -> ProviderState:
 
 
 class Monitor:
-    def __init__(self, clients: Mapping[str, Provider], query: OfferQuery, *,
-                 sinks: list[Sink], log: Log, state_path: Path | None = None,
-                 interval_s: float = 300.0, jitter: float = 0.1, max_backoff_s: float = 3600.0,
-                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None,
-                 on_available: Launcher | None = None) -> None:
+    def __init__(
+        self,
+        clients: Mapping[str, Provider],
+        query: OfferQuery,
+        *,
+        sinks: list[Sink],
+        log: Log,
+        state_path: Path | None = None,
+        interval_s: float = 300.0,
+        jitter: float = 0.1,
+        max_backoff_s: float = 3600.0,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        on_available: Launcher | None = None,
+    ) -> None:
         self.clients = dict(clients)
         self.query = query
         self.sinks = sinks
@@ -130,9 +143,15 @@ class Monitor:
             self.states[name] = now
             current.extend(offers)
             if now.available != before.available:
-                alert = Alert("available" if now.available else "gone", name,
-                              self.query.gpu.name, now.offers, now.best_price, now.offer_id,
-                              _now())
+                alert = Alert(
+                    "available" if now.available else "gone",
+                    name,
+                    self.query.gpu.name,
+                    now.offers,
+                    now.best_price,
+                    now.offer_id,
+                    _now(),
+                )
                 alerts.append(alert)
                 self._emit(alert)
         self.failures = self.failures + 1 if failed else 0
@@ -152,8 +171,7 @@ class Monitor:
     def _try_launch(self, offers: list[Offer]) -> Instance | None:
         if self.on_available is None or not offers:
             return None
-        offer = min(offers, key=lambda o: o.price_per_hour if o.price_per_hour is not None
-                    else 1e9)
+        offer = min(offers, key=lambda o: o.price_per_hour if o.price_per_hour is not None else 1e9)
         try:
             instance = self.on_available(offer)
         except CreateUncertain:

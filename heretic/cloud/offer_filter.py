@@ -25,9 +25,19 @@ def run_disk_gb(disk_gb: int | None = None, n_params: int | None = None) -> int:
     return disk_for_params(n_params) if n_params else DEFAULT_DISK_GB
 
 
-def offer_query(gpu: GpuKind, *, max_price: float | None = None, disk_gb: int | None = None,
-                n_params: int | None = None, min_cuda: str = DEFAULT_MIN_CUDA,
-                cloud: str = "SECURE") -> OfferQuery:
-    return OfferQuery(gpu=gpu, max_price=max_price, min_cuda=min_cuda,
-                      cloud="COMMUNITY" if cloud == "COMMUNITY" else "SECURE",
-                      min_disk_gb=run_disk_gb(disk_gb, n_params))
+def offer_query(
+    gpu: GpuKind,
+    *,
+    max_price: float | None = None,
+    disk_gb: int | None = None,
+    n_params: int | None = None,
+    min_cuda: str = DEFAULT_MIN_CUDA,
+    cloud: str = "SECURE",
+) -> OfferQuery:
+    return OfferQuery(
+        gpu=gpu,
+        max_price=max_price,
+        min_cuda=min_cuda,
+        cloud="COMMUNITY" if cloud == "COMMUNITY" else "SECURE",
+        min_disk_gb=run_disk_gb(disk_gb, n_params),
+    )

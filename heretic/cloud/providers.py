@@ -15,9 +15,16 @@ from heretic.cloud.vast import VastClient
 from heretic.errors import CloudError
 
 
-def make_client(name: str, *, key: str | None = None, base_url: str | None = None,
-                sleep: Sleep = time.sleep, retries: int = 4, need_key: bool = True,
-                transport: httpx.BaseTransport | None = None) -> Provider:
+def make_client(
+    name: str,
+    *,
+    key: str | None = None,
+    base_url: str | None = None,
+    sleep: Sleep = time.sleep,
+    retries: int = 4,
+    need_key: bool = True,
+    transport: httpx.BaseTransport | None = None,
+) -> Provider:
     """A client for `name` (vast or runpod). With need_key=False (dry runs) a missing key is
     allowed: the client can then only prepare requests, not send them."""
     if name not in PROVIDERS:
@@ -25,10 +32,8 @@ def make_client(name: str, *, key: str | None = None, base_url: str | None = Non
     if key is None:
         key = require_key(name) if need_key else load_key(name)
     if name == "vast":
-        return VastClient(key, base_url=base_url, sleep=sleep, retries=retries,
-                          transport=transport)
-    return RunPodClient(key, base_url=base_url, sleep=sleep, retries=retries,
-                        transport=transport)
+        return VastClient(key, base_url=base_url, sleep=sleep, retries=retries, transport=transport)
+    return RunPodClient(key, base_url=base_url, sleep=sleep, retries=retries, transport=transport)
 
 
 def provider_names(choice: str) -> list[str]:
@@ -40,8 +45,7 @@ def provider_names(choice: str) -> list[str]:
     return [choice]
 
 
-def search_offers(names: list[str], query: OfferQuery,
-                  warn: Callable[[str], None]) -> list[Offer]:
+def search_offers(names: list[str], query: OfferQuery, warn: Callable[[str], None]) -> list[Offer]:
     """Offers matching `query` from every provider in `names`, cheapest first. With several
     providers one that fails is skipped with a warning; the search fails when all do."""
     offers: list[Offer] = []

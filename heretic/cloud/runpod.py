@@ -39,8 +39,12 @@ CONTAINER_DISK_GB = 30  # root filesystem and /tmp only: the run's data lives in
 WORKSPACE = "/workspace"  # the image's HF_HOME and HERETIC_OUTPUT are under it
 
 _STATES: dict[str, State] = {
-    "PROVISIONING": "pending", "STARTING": "pending", "RUNNING": "running",
-    "EXITED": "exited", "ERROR": "failed", "TERMINATED": "terminated",
+    "PROVISIONING": "pending",
+    "STARTING": "pending",
+    "RUNNING": "running",
+    "EXITED": "exited",
+    "ERROR": "failed",
+    "TERMINATED": "terminated",
 }
 
 
@@ -79,12 +83,18 @@ def _log_lines(text: str) -> list[str]:
 class RunPodClient:
     name: ProviderName = "runpod"
 
-    def __init__(self, key: str | None, *, base_url: str | None = None, sleep: Sleep = time.sleep,
-                 retries: int = 4, transport: httpx.BaseTransport | None = None,
-                 log_idle_s: float = 3.0) -> None:
+    def __init__(
+        self,
+        key: str | None,
+        *,
+        base_url: str | None = None,
+        sleep: Sleep = time.sleep,
+        retries: int = 4,
+        transport: httpx.BaseTransport | None = None,
+        log_idle_s: float = 3.0,
+    ) -> None:
         url = base_url or os.environ.get(URL_ENV) or DEFAULT_URL
-        self.api = ApiClient("runpod", url, key, sleep=sleep, retries=retries,
-                             transport=transport)
+        self.api = ApiClient("runpod", url, key, sleep=sleep, retries=retries, transport=transport)
         self._log_idle_s = log_idle_s
 
     def close(self) -> None:
@@ -92,8 +102,13 @@ class RunPodClient:
 
     # --- availability --------------------------------------------------------------------
     def search_request(self, query: OfferQuery) -> PreparedRequest:
-        params = {"include": "AVAILABILITY", "product": "POD", "cloud": query.cloud,
-                  "count": str(query.num_gpus), "minCudaVersion": query.min_cuda}
+        params = {
+            "include": "AVAILABILITY",
+            "product": "POD",
+            "cloud": query.cloud,
+            "count": str(query.num_gpus),
+            "minCudaVersion": query.min_cuda,
+        }
         return self.api.prepare("GET", "/catalog/gpus", params=params)
 
     def search(self, query: OfferQuery) -> list[Offer]:
@@ -111,11 +126,18 @@ class RunPodClient:
                 continue
             if query.max_price is not None and price > query.max_price:
                 continue
-            offers.append(Offer(
-                provider="runpod", offer_id=str(gpu["id"]),
-                gpu_name=str(gpu.get("displayName") or gpu.get("name") or gpu["id"]),
-                num_gpus=query.num_gpus, gpu_ram_gb=float(gpu.get("memory") or 0),
-                price_per_hour=price, availability=level, cloud=query.cloud))
+            offers.append(
+                Offer(
+                    provider="runpod",
+                    offer_id=str(gpu["id"]),
+                    gpu_name=str(gpu.get("displayName") or gpu.get("name") or gpu["id"]),
+                    num_gpus=query.num_gpus,
+                    gpu_ram_gb=float(gpu.get("memory") or 0),
+                    price_per_hour=price,
+                    availability=level,
+                    cloud=query.cloud,
+                )
+            )
         return sorted(offers, key=lambda o: (o.price_per_hour or 0, -LEVELS[o.availability]))
 
     # --- pods ----------------------------------------------------------------------------
@@ -145,8 +167,10 @@ class RunPodClient:
         volume = self.api.call("GET", f"/network-volumes/{volume_id}") or {}
         center = volume.get("dataCenter") if isinstance(volume, dict) else None
         if not center:
-            raise CloudError(f"runpod gave no data center for network volume {volume_id}.",
-                             "Check the id under Storage in the RunPod console.")
+            raise CloudError(
+                f"runpod gave no data center for network volume {volume_id}.",
+                "Check the id under Storage in the RunPod console.",
+            )
         return str(center)
 
     def launch(self, offer: Offer, spec: LaunchSpec) -> Instance:
@@ -163,8 +187,13 @@ class RunPodClient:
             if exc.status != 404:
                 raise
             # A terminated pod is deleted: v2 answers 404 for it (as for an unknown id).
-            return Instance("runpod", instance_id, "TERMINATED", "terminated",
-                            message="not found: terminated (or never existed)")
+            return Instance(
+                "runpod",
+                instance_id,
+                "TERMINATED",
+                "terminated",
+                message="not found: terminated (or never existed)",
+            )
         return self._instance(pod, instance_id)
 
     @staticmethod
@@ -174,14 +203,23 @@ class RunPodClient:
         cost = pod.get("cost")
         # v2 pods carry no status message; where and on what CUDA is what it tells.
         where = ", ".join(f"{k} {pod[k]}" for k in ("dataCenterId", "cudaVersion") if pod.get(k))
-        return Instance("runpod", str(pod.get("id") or fallback_id), status,
-                        _STATES.get(status, "unknown"), str(gpu.get("id") or ""),
-                        float(cost) if cost else None, str(pod.get("name") or ""), where[:300])
+        return Instance(
+            "runpod",
+            str(pod.get("id") or fallback_id),
+            status,
+            _STATES.get(status, "unknown"),
+            str(gpu.get("id") or ""),
+            float(cost) if cost else None,
+            str(pod.get("name") or ""),
+            where[:300],
+        )
 
     def logs(self, instance_id: str, tail: int = 200) -> str:
-        req = self.api.prepare("GET", f"/pods/{instance_id}/logs",
-                               params={"tail": str(min(max(tail, 0), 5000)),
-                                       "source": "container"})
+        req = self.api.prepare(
+            "GET",
+            f"/pods/{instance_id}/logs",
+            params={"tail": str(min(max(tail, 0), 5000)), "source": "container"},
+        )
         text = self.api.stream_text(req, idle_s=self._log_idle_s)
         return "\n".join(_log_lines(text))
 

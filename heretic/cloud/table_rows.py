@@ -7,8 +7,18 @@ from typing import Any
 from heretic.cloud.cost import RunEstimate
 from heretic.cloud.records import Instance, Offer
 
-OFFER_COLUMNS = ("provider", "offer", "gpu", "gpus", "gpu_ram_gb", "usd_per_hour",
-                 "availability", "location", "est_hours", "est_cost_usd")
+OFFER_COLUMNS = (
+    "provider",
+    "offer",
+    "gpu",
+    "gpus",
+    "gpu_ram_gb",
+    "usd_per_hour",
+    "availability",
+    "location",
+    "est_hours",
+    "est_cost_usd",
+)
 
 
 def offer_row(offer: Offer, estimate: RunEstimate | None) -> dict[str, Any]:

@@ -25,12 +25,20 @@ URL_ENV = "HERETIC_VAST_API_URL"
 
 # actual_status values from the API reference ("show instance"); null while provisioning.
 _STATES: dict[str, State] = {
-    "provisioning": "pending", "created": "pending", "loading": "pending",
-    "scheduling": "pending", "rebooting": "pending",
+    "provisioning": "pending",
+    "created": "pending",
+    "loading": "pending",
+    "scheduling": "pending",
+    "rebooting": "pending",
     # frozen: paused with its GPU still reserved and billed, not "exited" (a stopped
     # instance bills only its storage).
-    "running": "running", "frozen": "paused", "stopped": "exited", "exited": "exited",
-    "offline": "failed", "error": "failed", "unknown": "unknown",
+    "running": "running",
+    "frozen": "paused",
+    "stopped": "exited",
+    "exited": "exited",
+    "offline": "failed",
+    "error": "failed",
+    "unknown": "unknown",
 }
 
 
@@ -44,9 +52,16 @@ def _float(value: Any) -> float | None:
 class VastClient:
     name: ProviderName = "vast"
 
-    def __init__(self, key: str | None, *, base_url: str | None = None, sleep: Sleep = time.sleep,
-                 retries: int = 4, transport: httpx.BaseTransport | None = None,
-                 log_polls: int = 10) -> None:
+    def __init__(
+        self,
+        key: str | None,
+        *,
+        base_url: str | None = None,
+        sleep: Sleep = time.sleep,
+        retries: int = 4,
+        transport: httpx.BaseTransport | None = None,
+        log_polls: int = 10,
+    ) -> None:
         url = base_url or os.environ.get(URL_ENV) or DEFAULT_URL
         self.api = ApiClient("vast", url, key, sleep=sleep, retries=retries, transport=transport)
         self._sleep = sleep
@@ -84,19 +99,25 @@ class VastClient:
         offers = [self._offer(raw) for raw in data.get("offers") or [] if isinstance(raw, dict)]
         # The filter already asks for this; checked again so a lax server cannot overspend.
         if query.max_price is not None:
-            offers = [o for o in offers if o.price_per_hour is not None
-                      and o.price_per_hour <= query.max_price]
+            offers = [
+                o
+                for o in offers
+                if o.price_per_hour is not None and o.price_per_hour <= query.max_price
+            ]
         return sorted(offers, key=lambda o: (o.price_per_hour is None, o.price_per_hour or 0))
 
     @staticmethod
     def _offer(raw: dict[str, Any]) -> Offer:
         return Offer(
-            provider="vast", offer_id=str(raw.get("id")), gpu_name=str(raw.get("gpu_name", "")),
+            provider="vast",
+            offer_id=str(raw.get("id")),
+            gpu_name=str(raw.get("gpu_name", "")),
             num_gpus=int(raw.get("num_gpus") or 1),
             gpu_ram_gb=round((_float(raw.get("gpu_ram")) or 0) / 1024, 1),
-            price_per_hour=_float(raw.get("dph_total")), availability="rentable",
-            location=str(raw.get("geolocation") or ""), reliability=_float(
-                raw.get("reliability", raw.get("reliability2"))),
+            price_per_hour=_float(raw.get("dph_total")),
+            availability="rentable",
+            location=str(raw.get("geolocation") or ""),
+            reliability=_float(raw.get("reliability", raw.get("reliability2"))),
         )
 
     # --- instances -----------------------------------------------------------------------
@@ -114,16 +135,25 @@ class VastClient:
 
     def launch(self, offer: Offer, spec: LaunchSpec) -> Instance:
         req = self.launch_request(offer, spec)
-        data = self.api.call("PUT", f"/asks/{offer.offer_id}/", body=req.body,
-                             idempotent=False) or {}
+        data = (
+            self.api.call("PUT", f"/asks/{offer.offer_id}/", body=req.body, idempotent=False) or {}
+        )
         contract = data.get("new_contract")
         if not data.get("success") or contract is None:
             raise CloudError(
                 f"vast did not create an instance from offer {offer.offer_id}: "
                 f"{data.get('msg') or data.get('error') or data}.",
-                "The offer may have been taken; run the command again to pick another.")
-        return Instance("vast", str(contract), "created", "pending", offer.gpu_name,
-                        offer.price_per_hour, spec.label)
+                "The offer may have been taken; run the command again to pick another.",
+            )
+        return Instance(
+            "vast",
+            str(contract),
+            "created",
+            "pending",
+            offer.gpu_name,
+            offer.price_per_hour,
+            spec.label,
+        )
 
     def status(self, instance_id: str) -> Instance:
         data = self.api.call("GET", f"/instances/{instance_id}/") or {}
@@ -138,16 +168,30 @@ class VastClient:
         state = _STATES.get(status, "unknown")
         if "error response from daemon" in message.lower():
             state = "failed"  # a bad image leaves actual_status at "loading" for ever
-        return Instance("vast", instance_id, status, state, str(raw.get("gpu_name", "")),
-                        _float(raw.get("dph_total")), str(raw.get("label") or ""), message[:300])
+        return Instance(
+            "vast",
+            instance_id,
+            status,
+            state,
+            str(raw.get("gpu_name", "")),
+            _float(raw.get("dph_total")),
+            str(raw.get("label") or ""),
+            message[:300],
+        )
 
     def logs(self, instance_id: str, tail: int = 200) -> str:
-        data = self.api.call("PUT", f"/instances/request_logs/{instance_id}/",
-                             body={"tail": str(tail)}) or {}
+        data = (
+            self.api.call(
+                "PUT", f"/instances/request_logs/{instance_id}/", body={"tail": str(tail)}
+            )
+            or {}
+        )
         url = data.get("result_url") or data.get("temp_download_url")
         if not url:
-            raise CloudError(f"vast gave no log link for instance {instance_id}: "
-                             f"{data.get('msg') or data}.", "Retry in a minute.")
+            raise CloudError(
+                f"vast gave no log link for instance {instance_id}: {data.get('msg') or data}.",
+                "Retry in a minute.",
+            )
         # The link is filled a few seconds after the request; 403/404 until then.
         for attempt in range(self._log_polls):
             response = self.api.fetch_public(url)
@@ -156,8 +200,10 @@ class VastClient:
             if response.status_code not in (403, 404):
                 break
             self._sleep(min(2.0 * (attempt + 1), 10.0))
-        raise CloudError(f"vast's log link for instance {instance_id} stayed empty.",
-                         "The container may not have started yet; retry in a minute.")
+        raise CloudError(
+            f"vast's log link for instance {instance_id} stayed empty.",
+            "The container may not have started yet; retry in a minute.",
+        )
 
     def terminate(self, instance_id: str) -> None:
         """Destroy the instance (DELETE /instances/{id}/): GPU and storage billing end."""
@@ -174,6 +220,7 @@ class VastClient:
     def _require_success(data: Any, verb: str, instance_id: str) -> None:
         """Vast answers some refusals with 200 and {"success": false, "msg": ...}."""
         if isinstance(data, dict) and data.get("success") is False:
-            raise CloudError(f"vast refused to {verb} instance {instance_id}: "
-                             f"{data.get('msg') or data}.", "Check the id with `heretic cloud "
-                             f"status`, or {verb} it in the Vast.ai console.")
+            raise CloudError(
+                f"vast refused to {verb} instance {instance_id}: {data.get('msg') or data}.",
+                f"Check the id with `heretic cloud status`, or {verb} it in the Vast.ai console.",
+            )

@@ -54,8 +54,9 @@ def default_state_file(gpu: str) -> Path:
     return cache / "heretic" / f"monitor-{gpu}.json"
 
 
-def _clients(choice: str, log: Callable[[str], None], sleep: Callable[[float], None]
-             ) -> dict[str, Provider]:
+def _clients(
+    choice: str, log: Callable[[str], None], sleep: Callable[[float], None]
+) -> dict[str, Provider]:
     clients: dict[str, Provider] = {}
     for name in provider_names(choice):
         try:
@@ -66,8 +67,10 @@ def _clients(choice: str, log: Callable[[str], None], sleep: Callable[[float], N
                 raise
             log(f"{name} not watched: {exc.message}")
     if not clients:
-        raise CloudError("No provider can be watched: no API key was found for any.",
-                         "Export VAST_API_KEY and/or RUNPOD_API_KEY.")
+        raise CloudError(
+            "No provider can be watched: no API key was found for any.",
+            "Export VAST_API_KEY and/or RUNPOD_API_KEY.",
+        )
     return clients
 
 
@@ -84,19 +87,35 @@ def _model_params(opts: WatchOptions, log: Callable[[str], None]) -> int | None:
         return None
 
 
-def _launcher(opts: WatchOptions, clients: Mapping[str, Provider], n_params: int | None,
-              log: Callable[[str], None]) -> Callable[[Offer], Instance]:
+def _launcher(
+    opts: WatchOptions,
+    clients: Mapping[str, Provider],
+    n_params: int | None,
+    log: Callable[[str], None],
+) -> Callable[[Offer], Instance]:
     kind = gpu_kind(opts.gpu)
     token = hf_token_from_environment()
 
     def launch(offer: Offer) -> Instance:
-        lopts = LaunchOptions(provider=offer.provider, gpu=kind, model=opts.model or "",
-                              image=opts.image or DEFAULT_IMAGE, upload=opts.upload,
-                              max_price=opts.max_price, disk_gb=opts.disk_gb,
-                              profile=opts.profile, settings=opts.settings)
+        lopts = LaunchOptions(
+            provider=offer.provider,
+            gpu=kind,
+            model=opts.model or "",
+            image=opts.image or DEFAULT_IMAGE,
+            upload=opts.upload,
+            max_price=opts.max_price,
+            disk_gb=opts.disk_gb,
+            profile=opts.profile,
+            settings=opts.settings,
+        )
         client = clients[offer.provider]
-        plan = plan_launch(lopts, client, n_params=n_params,
-                           hf_token=token if offer.provider == "vast" else None, offer=offer)
+        plan = plan_launch(
+            lopts,
+            client,
+            n_params=n_params,
+            hf_token=token if offer.provider == "vast" else None,
+            offer=offer,
+        )
         for warning in plan.warnings:
             log(f"WARNING: {warning}")
         return execute_launch(plan, client)
@@ -104,8 +123,13 @@ def _launcher(opts: WatchOptions, clients: Mapping[str, Provider], n_params: int
     return launch
 
 
-def run_watch(opts: WatchOptions, *, log: Callable[[str], None], bell_stream: TextIO,
-              sleep: Callable[[float], None] = time.sleep) -> MonitorResult:
+def run_watch(
+    opts: WatchOptions,
+    *,
+    log: Callable[[str], None],
+    bell_stream: TextIO,
+    sleep: Callable[[float], None] = time.sleep,
+) -> MonitorResult:
     kind = gpu_kind(opts.gpu)
     clients = _clients(opts.provider, log, sleep)
     sinks: list[Sink] = [log_sink(log)]
@@ -118,15 +142,28 @@ def run_watch(opts: WatchOptions, *, log: Callable[[str], None], bell_stream: Te
         launcher = _launcher(opts, clients, n_params, log) if opts.launch else None
         # The launch's own filter (disk, CUDA, price with storage): an offer seen here is one
         # the launch can use.
-        query = offer_query(kind, max_price=opts.max_price, disk_gb=opts.disk_gb,
-                            n_params=n_params,
-                            min_cuda=min_host_cuda(opts.image or DEFAULT_IMAGE))
-        monitor = Monitor(clients, query, sinks=sinks,
-                          log=log, state_path=opts.state_file or default_state_file(kind.name),
-                          interval_s=opts.interval_s, sleep=sleep, on_available=launcher)
-        log(f"Watching {', '.join(clients)} for {kind.name}"
+        query = offer_query(
+            kind,
+            max_price=opts.max_price,
+            disk_gb=opts.disk_gb,
+            n_params=n_params,
+            min_cuda=min_host_cuda(opts.image or DEFAULT_IMAGE),
+        )
+        monitor = Monitor(
+            clients,
+            query,
+            sinks=sinks,
+            log=log,
+            state_path=opts.state_file or default_state_file(kind.name),
+            interval_s=opts.interval_s,
+            sleep=sleep,
+            on_available=launcher,
+        )
+        log(
+            f"Watching {', '.join(clients)} for {kind.name}"
             + (f" at or under ${opts.max_price}/h" if opts.max_price is not None else "")
-            + f", every ~{int(opts.interval_s)} s.")
+            + f", every ~{int(opts.interval_s)} s."
+        )
         return monitor.run(opts.max_polls)
     finally:
         for client in clients.values():

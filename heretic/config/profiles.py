@@ -64,8 +64,9 @@ def load_profile_file(path: Path) -> Profile:
     try:
         Settings.model_validate(settings)
     except ValidationError as exc:
-        raise ConfigError(f"Profile {path} has invalid values: {exc.errors()[0]['msg']}.",
-                          "Fix the value named.") from exc
+        raise ConfigError(
+            f"Profile {path} has invalid values: {exc.errors()[0]['msg']}.", "Fix the value named."
+        ) from exc
     return Profile(
         name=path.stem,
         description=str(meta.get("description", "")),

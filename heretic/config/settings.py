@@ -86,7 +86,8 @@ class Settings(BaseModel):
 
     # --- prompts ------------------------------------------------------------------------
     harmful_prompts: str | None = Field(
-        None, description="Harmful prompts for the directions (a file, or hub:<id>:<split>:<column>)."
+        None,
+        description="Harmful prompts for the directions (a file, or hub:<id>:<split>:<column>).",
     )
     harmless_prompts: str | None = Field(None, description="Harmless prompts for the directions.")
     harmful_eval_prompts: str | None = Field(
@@ -119,7 +120,9 @@ class Settings(BaseModel):
     allow_offload: bool = Field(
         False, description="Accept a GPU device map that puts layers on the CPU or disk (slow)."
     )
-    batch_size: int = Field(0, ge=0, description="Prompts per forward pass; 0 finds it automatically.")
+    batch_size: int = Field(
+        0, ge=0, description="Prompts per forward pass; 0 finds it automatically."
+    )
     max_batch_size: int = Field(64, ge=1, description="Upper bound for the automatic batch size.")
 
     # --- directions ---------------------------------------------------------------------
@@ -246,11 +249,15 @@ class Settings(BaseModel):
         "file in the study folder.",
     )
     heartbeat_interval_s: int = Field(
-        60, ge=1, description="Seconds between the heartbeats a running trial records in a "
+        60,
+        ge=1,
+        description="Seconds between the heartbeats a running trial records in a "
         "--storage database (RDB storages only).",
     )
     heartbeat_grace_s: int = Field(
-        180, ge=2, description="A running trial whose last heartbeat is older than this is "
+        180,
+        ge=2,
+        description="A running trial whose last heartbeat is older than this is "
         "failed and re-run by another machine (spot preemption, a killed process).",
     )
     workers: int = Field(1, ge=1, description="Worker processes on this machine sharing the study.")
@@ -296,11 +303,14 @@ class Settings(BaseModel):
     shutdown_after: bool = Field(
         False, description="After a confirmed upload, destroy this cloud instance (Vast/RunPod)."
     )
-    notify: str | None = Field(None, description="Webhook URL for a JSON POST on finish or failure.")
+    notify: str | None = Field(
+        None, description="Webhook URL for a JSON POST on finish or failure."
+    )
     on_failure: Literal["keep", "stop", "destroy"] = Field(
-        "stop", description="On Vast.ai/RunPod, when the run fails for good (bad settings, missing "
+        "stop",
+        description="On Vast.ai/RunPod, when the run fails for good (bad settings, missing "
         "model, no acceptable trial, restart loop): stop the instance and keep its volume (stop),"
-        " delete it (destroy), or leave it running (keep)."
+        " delete it (destroy), or leave it running (keep).",
     )
 
     @field_validator("storage")
@@ -309,7 +319,7 @@ class Settings(BaseModel):
         # Heroku-style postgres:// is what many managed databases hand out; SQLAlchemy wants
         # postgresql:// (which uses the psycopg driver of the postgres extra).
         if value and value.startswith("postgres://"):
-            return "postgresql://" + value[len("postgres://"):]
+            return "postgresql://" + value[len("postgres://") :]
         return value or None
 
     @model_validator(mode="after")

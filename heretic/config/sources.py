@@ -105,7 +105,9 @@ def split_assignments(assignments: list[str]) -> dict[str, str]:
     for item in assignments:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects KEY=VALUE, got '{item}'.", "Example: --set kl_cap=0.3")
+            raise ConfigError(
+                f"--set expects KEY=VALUE, got '{item}'.", "Example: --set kl_cap=0.3"
+            )
         raw[key.strip().replace("-", "_")] = value
     return raw
 

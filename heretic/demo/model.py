@@ -97,8 +97,9 @@ def build_config(tokenizer: PreTrainedTokenizerFast, num_layers: int = 6) -> Lla
     )
 
 
-def _examples(tokenizer: PreTrainedTokenizerFast,
-              refusal: str = REFUSAL) -> list[tuple[list[int], int]]:
+def _examples(
+    tokenizer: PreTrainedTokenizerFast, refusal: str = REFUSAL
+) -> list[tuple[list[int], int]]:
     """(token ids, index where the response starts) for every training conversation."""
     prompts = demo_prompts()
     pairs = [(p, True) for p in prompts.train_model_harmful]
@@ -143,14 +144,30 @@ def train_demo_model(
     tokenizer = build_tokenizer(spec.refusal)
     model = LlamaForCausalLM(build_config(tokenizer, spec.num_layers))
     _freeze_others(model, spec.trainable_layers)
-    fit_and_save(model, tokenizer, output_dir, steps=spec.steps, seed=spec.seed,
-                 reporter=reporter, label="the demo model",
-                 marker={"version": DEMO_VERSION, "spec": asdict(spec)}, refusal=spec.refusal)
+    fit_and_save(
+        model,
+        tokenizer,
+        output_dir,
+        steps=spec.steps,
+        seed=spec.seed,
+        reporter=reporter,
+        label="the demo model",
+        marker={"version": DEMO_VERSION, "spec": asdict(spec)},
+        refusal=spec.refusal,
+    )
 
 
 def fit_and_save(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, output_dir: Path, *, steps: int,
-    seed: int, reporter: Reporter | None, label: str, marker: JsonDict, lr: float = 4e-3,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    output_dir: Path,
+    *,
+    steps: int,
+    seed: int,
+    reporter: Reporter | None,
+    label: str,
+    marker: JsonDict,
+    lr: float = 4e-3,
     refusal: str = REFUSAL,
 ) -> None:
     """Train `model` on the demo conversations (refuse the harmful verbs with `refusal`, answer
@@ -190,6 +207,7 @@ def ensure_demo_model(reporter: Reporter | None = None) -> Path:
 
 def ensure_model(target: Path, spec: ModelSpec, reporter: Reporter | None = None) -> Path:
     """`target`, holding a demo-style model trained from `spec` (see `ensure_trained`)."""
+
     def train(folder: Path, reporter: Reporter | None = None) -> None:
         train_demo_model(folder, spec=spec, reporter=reporter)
 
@@ -197,7 +215,10 @@ def ensure_model(target: Path, spec: ModelSpec, reporter: Reporter | None = None
 
 
 def ensure_trained(
-    target: Path, train: Callable[..., None], label: str, reporter: Reporter | None = None,
+    target: Path,
+    train: Callable[..., None],
+    label: str,
+    reporter: Reporter | None = None,
 ) -> Path:
     """`target`, trained by `train(folder, reporter=...)` first if missing: once, under a file
     lock, into a staging folder renamed into place with a completion marker written last."""
@@ -219,6 +240,8 @@ def ensure_trained(
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        reporter.info(f"{label[0].upper()}{label[1:]} trained in {time.monotonic() - start:.0f}s, "
-                      f"cached at {target}.")
+        reporter.info(
+            f"{label[0].upper()}{label[1:]} trained in {time.monotonic() - start:.0f}s, "
+            f"cached at {target}."
+        )
     return target

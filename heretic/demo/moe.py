@@ -101,8 +101,17 @@ def train_moe_model(
         raise TypeError(f"The demo model loaded as {type(dense).__name__}, not LlamaForCausalLM.")
     model = Qwen2MoeForCausalLM(build_moe_config(tokenizer, dense.config))
     upcycle(dense, model)
-    fit_and_save(model, tokenizer, output_dir, steps=steps, seed=seed, reporter=reporter,
-                 label="the MoE demo model", marker={"moe_version": MOE_VERSION}, lr=1e-3)
+    fit_and_save(
+        model,
+        tokenizer,
+        output_dir,
+        steps=steps,
+        seed=seed,
+        reporter=reporter,
+        label="the MoE demo model",
+        marker={"moe_version": MOE_VERSION},
+        lr=1e-3,
+    )
 
 
 def ensure_moe_model(reporter: Reporter | None = None) -> Path:

@@ -117,7 +117,9 @@ def fold_into_linear(module: nn.Linear, state: EditState) -> None:
         new = new * state.scale.to(weight.device)[:, None]
     module.weight.data.copy_(new.to(module.weight.dtype))
     if module.bias is not None:
-        module.bias.data.copy_(edit_output(module.bias.detach()[None], _on(state, weight.device))[0])
+        module.bias.data.copy_(
+            edit_output(module.bias.detach()[None], _on(state, weight.device))[0]
+        )
 
 
 def fold_into_experts(experts: FusedExperts, state: EditState) -> None:
@@ -154,8 +156,9 @@ def _as_linear(module: nn.Module) -> nn.Linear:
     """A writer that is not fused experts: `describe` only finds nn.Linear ones (bitsandbytes'
     layers included), so the TypeError is a broken invariant, not a model to support."""
     if not isinstance(module, nn.Linear):
-        raise TypeError(f"residual writer {type(module).__name__} is neither nn.Linear nor fused "
-                        "experts")
+        raise TypeError(
+            f"residual writer {type(module).__name__} is neither nn.Linear nor fused experts"
+        )
     return module
 
 
@@ -184,8 +187,12 @@ class Ablator:
         for key, module in self.modules():
             state = self.states.setdefault(key, EditState())
 
-            def hook(_module: nn.Module, _args: tuple[object, ...], output: ModuleOutput,
-                     state: EditState = state) -> ModuleOutput | None:
+            def hook(
+                _module: nn.Module,
+                _args: tuple[object, ...],
+                output: ModuleOutput,
+                state: EditState = state,
+            ) -> ModuleOutput | None:
                 if state.lam == 0.0:
                     return None
                 if isinstance(output, tuple):  # (hidden, extras) from some block types
@@ -220,7 +227,8 @@ class Ablator:
             state = EditState(lam=lam, basis=basis)
             if self.variant == "norm-preserving":
                 state.inv_norm, state.scale = norm_preserving_terms(
-                    dense_weight(_as_linear(module)), basis, lam)
+                    dense_weight(_as_linear(module)), basis, lam
+                )
             states[key] = state
         return states
 

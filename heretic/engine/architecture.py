@@ -36,8 +36,15 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 # Forward arguments only an attention block takes.
-_ATTENTION_ARGS = {"attention_mask", "position_embeddings", "past_key_values", "past_key_value",
-                   "cache", "position_ids", "layer_past"}
+_ATTENTION_ARGS = {
+    "attention_mask",
+    "position_embeddings",
+    "past_key_values",
+    "past_key_value",
+    "cache",
+    "position_ids",
+    "layer_past",
+}
 
 # What a residual writer or a decoder layer returns: the hidden states, or a tuple whose first
 # item they are (attention weights, caches or router logits after them).
@@ -204,7 +211,9 @@ def _ffn_writers(module: nn.Module, hidden: int) -> tuple[list[nn.Module], list[
     return writers, layouts
 
 
-def _not_understood(model_type: str, index: int, component: str, detail: str) -> UnsupportedArchitectureError:
+def _not_understood(
+    model_type: str, index: int, component: str, detail: str
+) -> UnsupportedArchitectureError:
     return UnsupportedArchitectureError(
         f"Model type '{model_type}': layer {index} has no {component} output module that "
         f"heretic understands: {detail}.",
@@ -234,8 +243,10 @@ def _layer_writers(
         else:
             writers, sub = _ffn_writers(child, hidden)
             if not writers:
-                odd.append(f"'{name}' ({type(child).__name__}: no linear output of size {hidden} "
-                           "and no fused expert tensors)")
+                odd.append(
+                    f"'{name}' ({type(child).__name__}: no linear output of size {hidden} "
+                    "and no fused expert tensors)"
+                )
             found["mlp"] += writers
             layouts += sub
     return found, layouts, odd
@@ -255,13 +266,19 @@ def describe(model: PreTrainedModel, components: list[str]) -> Architecture:
         for layout in layouts:
             if getattr(layout.module, "has_post_expert_norm", False):
                 raise _not_understood(
-                    model_type, index, "mlp",
+                    model_type,
+                    index,
+                    "mlp",
                     f"{type(layout.module).__name__} normalizes each expert's output after its "
-                    "down projection, so an edit of the down projection cannot be folded exactly")
-        found.append(LayerModules(
-            index=index, layer=layer,
-            writers={c: writers[c][0] for c in components},
-            parts={c: tuple(writers[c]) for c in components},
-            experts={id(lay.module): lay for lay in layouts} if "mlp" in components else {},
-        ))
+                    "down projection, so an edit of the down projection cannot be folded exactly",
+                )
+        found.append(
+            LayerModules(
+                index=index,
+                layer=layer,
+                writers={c: writers[c][0] for c in components},
+                parts={c: tuple(writers[c]) for c in components},
+                experts={id(lay.module): lay for lay in layouts} if "mlp" in components else {},
+            )
+        )
     return Architecture(model_type=model_type, layers=found, embed=model.get_input_embeddings())

@@ -40,6 +40,7 @@ def encode(
 ) -> BatchEncoding:
     texts = [format_chat(tokenizer, p, chat) for p in prompts]
     # The template already holds any BOS token; adding special tokens would double it.
-    batch: BatchEncoding = tokenizer(texts, return_tensors="pt", padding=True,
-                                     add_special_tokens=False)
+    batch: BatchEncoding = tokenizer(
+        texts, return_tensors="pt", padding=True, add_special_tokens=False
+    )
     return batch.to(device)

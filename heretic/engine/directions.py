@@ -36,10 +36,12 @@ def _contrastive_extra(
 ) -> torch.Tensor:
     """(extra, hidden) top eigenvectors of Cov_h - Cov_b orthogonal to `main`, for one layer."""
     a = torch.cat([harmful - harmful.mean(0), harmless - harmless.mean(0)], dim=0)  # (n, d)
-    signs = torch.cat([
-        torch.full((harmful.shape[0],), 1.0 / harmful.shape[0]),
-        torch.full((harmless.shape[0],), -1.0 / harmless.shape[0]),
-    ]).to(a)
+    signs = torch.cat(
+        [
+            torch.full((harmful.shape[0],), 1.0 / harmful.shape[0]),
+            torch.full((harmless.shape[0],), -1.0 / harmless.shape[0]),
+        ]
+    ).to(a)
     q, r = torch.linalg.qr(a.T)  # (d, n), (n, n)
     small = (r * signs) @ r.T  # R S R^T, symmetric n x n
     values, vectors = torch.linalg.eigh(small)
@@ -70,10 +72,12 @@ def compute_directions(
         main = F.normalize(main - (main * g).sum(-1, keepdim=True) * g, dim=-1)
     rows = [main]
     if n_directions > 1:
-        extra = torch.stack([
-            _contrastive_extra(harmful[:, i], harmless[:, i], main[i], n_directions - 1)
-            for i in range(main.shape[0])
-        ])  # (L+1, k-1, d)
+        extra = torch.stack(
+            [
+                _contrastive_extra(harmful[:, i], harmless[:, i], main[i], n_directions - 1)
+                for i in range(main.shape[0])
+            ]
+        )  # (L+1, k-1, d)
         rows = [main[:, None], extra]
         basis = torch.cat(rows, dim=1)
     else:

@@ -55,16 +55,24 @@ def is_refusal(text: str, markers: Sequence[str], strip_thinking: bool = True) -
 class _MarkerStop(StoppingCriteria):
     """Marks a row finished once its new text holds a refusal marker."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_len: int, markers: Sequence[str],
-                 strip: bool) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        prompt_len: int,
+        markers: Sequence[str],
+        strip: bool,
+    ) -> None:
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
         self.markers = markers
         self.strip = strip
 
-    def __call__(self, input_ids: torch.LongTensor, scores: tuple[torch.Tensor] | None,
-                 **kwargs: object) -> torch.BoolTensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: tuple[torch.Tensor] | None, **kwargs: object
+    ) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(
+            input_ids[:, self.prompt_len :], skip_special_tokens=True
+        )
         done = [has_marker(visible_text(t, self.strip), self.markers) for t in texts]
         # transformers declares the legacy torch.BoolTensor class as the result; torch's stubs
         # type every tensor op as plain Tensor, bool ones included.
@@ -131,21 +139,29 @@ class Evaluator:
         return max(0.0, float(kl))
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str], max_new_tokens: int | None = None, *,
-                 stop_at_markers: bool = True) -> list[str]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int | None = None,
+        *,
+        stop_at_markers: bool = True,
+    ) -> list[str]:
         """Greedy answers. With stop_at_markers a row ends at its first refusal marker (enough
         to count it); without, every answer runs to end of sequence or the budget."""
         tok = self.loaded.tokenizer
         config = self.generation_config
         if max_new_tokens is not None:
             config = GenerationConfig(  # type: ignore[no-untyped-call]  # unannotated in transformers
-                **{**config.to_dict(), "max_new_tokens": max_new_tokens})
+                **{**config.to_dict(), "max_new_tokens": max_new_tokens}
+            )
 
         def run(batch: Sequence[str], _start: int) -> list[str]:
             inputs = encode(tok, list(batch), self.chat, self.loaded.device)
             width = inputs["input_ids"].shape[1]
             stop = StoppingCriteriaList(
-                [_MarkerStop(tok, width, self.markers, self.strip_thinking)] if stop_at_markers else []
+                [_MarkerStop(tok, width, self.markers, self.strip_thinking)]
+                if stop_at_markers
+                else []
             )
             out = self.loaded.model.generate(
                 **inputs, generation_config=config, stopping_criteria=stop

@@ -34,8 +34,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 
-def fold(model: PreTrainedModel, directions: Directions, params: AblationParams,
-         settings: Settings) -> None:
+def fold(
+    model: PreTrainedModel, directions: Directions, params: AblationParams, settings: Settings
+) -> None:
     arch = describe(model, list(settings.components))
     Ablator(arch, directions, settings.ablation).fold(params)
 

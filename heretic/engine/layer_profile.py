@@ -47,8 +47,9 @@ class LayerProfile:
 
     @classmethod
     def from_dict(cls, data: dict[str, list[float]]) -> LayerProfile:
-        return cls([float(x) for x in data["separation"]],
-                   [float(x) for x in data["write_separation"]])
+        return cls(
+            [float(x) for x in data["separation"]], [float(x) for x in data["write_separation"]]
+        )
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,9 @@ def _cohen_d(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return torch.where(pooled > 1e-6 * scale, gap / pooled.clamp_min(1e-30), torch.zeros_like(gap))
 
 
-def _fold(fit_h: torch.Tensor, fit_b: torch.Tensor, test_h: torch.Tensor,
-          test_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _fold(
+    fit_h: torch.Tensor, fit_b: torch.Tensor, test_h: torch.Tensor, test_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One fold: directions from `fit`, d measured on `test`. Inputs (n, L+1, d)."""
     dirs = F.normalize(fit_h.mean(0) - fit_b.mean(0), dim=-1)  # (L+1, d)
     ph, pb = (test_h * dirs).sum(-1), (test_b * dirs).sum(-1)  # (n, L+1)
@@ -126,9 +128,14 @@ def derive_prior(profile: LayerProfile) -> LayerPrior:
     last = float(max(layers - 1, 1))
     sep = profile.separation
     if max(sep, default=0.0) < MIN_SEPARATION:
-        return LayerPrior((0.0, 1.0), (0.2, 1.0), (0.0, 1.0), list(range(layers)),
-                          f"no layer separates clearly (largest d {max(sep, default=0):.2f}): "
-                          "the whole stack is searched")
+        return LayerPrior(
+            (0.0, 1.0),
+            (0.2, 1.0),
+            (0.0, 1.0),
+            list(range(layers)),
+            f"no layer separates clearly (largest d {max(sep, default=0):.2f}): "
+            "the whole stack is searched",
+        )
     writes = [max(w, 0.0) for w in profile.write_separation]
     top = max(writes)
     writers = [i for i, w in enumerate(writes) if top > 0 and w >= WRITER_SHARE * top]
@@ -143,11 +150,14 @@ def derive_prior(profile: LayerProfile) -> LayerPrior:
     strong = [p for p in range(1, layers + 1) if sep[p] >= STRONG_SHARE * max(sep)]
     first = min([lo + 1, *strong[:1]]) - 1.0  # one position of margin
     index = _widen(max(first - 1.0, 0.0) / last, 1.0, MIN_WIDTH, 1.0)
-    reason = (f"separation peaks at d={max(sep):.2f} (position {sep.index(max(sep))}); the refusal "
-              f"is written mostly by layer{'s' if lo != hi else ''} "
-              f"{lo}{f'-{hi}' if hi != lo else ''} of {layers}")
-    return LayerPrior(_round(peak, last), (0.0, round(distance[1], 3)), _round(index, 1.0),
-                      writers, reason)
+    reason = (
+        f"separation peaks at d={max(sep):.2f} (position {sep.index(max(sep))}); the refusal "
+        f"is written mostly by layer{'s' if lo != hi else ''} "
+        f"{lo}{f'-{hi}' if hi != lo else ''} of {layers}"
+    )
+    return LayerPrior(
+        _round(peak, last), (0.0, round(distance[1], 3)), _round(index, 1.0), writers, reason
+    )
 
 
 def _round(pair: tuple[float, float], scale: float) -> tuple[float, float]:
@@ -157,5 +167,7 @@ def _round(pair: tuple[float, float], scale: float) -> tuple[float, float]:
 def summary_line(profile: LayerProfile, prior: LayerPrior) -> str:
     pos = prior.max_weight_position
     idx = prior.direction_index
-    return (f"Layer profile: {prior.reason}; search: peak at {pos[0]:.2f}-{pos[1]:.2f}, "
-            f"direction at {idx[0]:.2f}-{idx[1]:.2f} of the depth.")
+    return (
+        f"Layer profile: {prior.reason}; search: peak at {pos[0]:.2f}-{pos[1]:.2f}, "
+        f"direction at {idx[0]:.2f}-{idx[1]:.2f} of the depth."
+    )

@@ -80,7 +80,8 @@ def check_model_exists(path: str, settings: Settings) -> None:
     except (OSError, ValueError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
         raise ModelNotFoundError(
-            f"Model '{path}' could not be found" + (" in the offline cache" if offline else "")
+            f"Model '{path}' could not be found"
+            + (" in the offline cache" if offline else "")
             + f": {str(exc).splitlines()[0]}",
             "Check the id and revision, your HF_TOKEN for gated models, or pass a local path.",
         ) from exc
@@ -168,8 +169,9 @@ def load_model(settings: Settings, reporter: Reporter | None = None) -> LoadedMo
         model.requires_grad_(False)
         weight = tensor_attr(model.get_input_embeddings(), "weight")
         reporter.info(f"Loaded {source} ({weight.dtype}, device map {settings.device_map}).")
-        return LoadedModel(model, tokenizer, source, path, weight.dtype,
-                           settings.quantization != "none")
+        return LoadedModel(
+            model, tokenizer, source, path, weight.dtype, settings.quantization != "none"
+        )
     raise ModelNotFoundError(
         f"Model {source} could not be loaded with any dtype: {'; '.join(errors)}.",
         "Check that the model is a causal LM supported by this transformers version.",

@@ -23,8 +23,9 @@ SAMPLE_RESPONSES = 3
 
 
 class TrialObjective:
-    def __init__(self, ablator: Ablator, evaluator: Evaluator, space: SearchSpace,
-                 kl_target: float = 0.0) -> None:
+    def __init__(
+        self, ablator: Ablator, evaluator: Evaluator, space: SearchSpace, kl_target: float = 0.0
+    ) -> None:
         self.ablator = ablator
         self.evaluator = evaluator
         self.space = space

@@ -81,7 +81,9 @@ def _orthonormal(rows: torch.Tensor) -> torch.Tensor:
     return q.T
 
 
-def layer_bases(directions: Directions, params: AblationParams, num_layers: int) -> list[torch.Tensor]:
+def layer_bases(
+    directions: Directions, params: AblationParams, num_layers: int
+) -> list[torch.Tensor]:
     """(k, hidden) orthonormal basis removed at each layer. Layer l writes the residual at
     position l+1, so per-layer mode uses that position's directions."""
     if params.direction_scope == "per-layer":

@@ -38,8 +38,10 @@ class StopRule:
         return cls(
             patience=settings.patience,
             target_refusals=math.floor(settings.patience_refusals * n_harmful + 1e-9),
-            selection=settings.selection, kl_cap=settings.kl_cap,
-            refusal_cap=settings.refusal_cap, kl_target=settings.kl_target,
+            selection=settings.selection,
+            kl_cap=settings.kl_cap,
+            refusal_cap=settings.refusal_cap,
+            kl_target=settings.kl_target,
         )
 
     def _selectable(self, s: TrialScore) -> bool:
@@ -73,6 +75,8 @@ class StopRule:
         if since < self.patience:
             return None
         gain = f"fewer refusals or a KL lower by more than {self.kl_target:g}"
-        return (f"patience: trial {best.number} reached {best.refusals} refusals (target <= "
-                f"{self.target_refusals}) at KL {best.kl:.3g}, and none of the {since} trials "
-                f"after it did better ({gain})")
+        return (
+            f"patience: trial {best.number} reached {best.refusals} refusals (target <= "
+            f"{self.target_refusals}) at KL {best.kl:.3g}, and none of the {since} trials "
+            f"after it did better ({gain})"
+        )

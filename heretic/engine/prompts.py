@@ -80,7 +80,9 @@ def _load_file(spec: str) -> list[str]:
     try:
         return _pick_column(read_table(path), column or None, spec)
     except (json.JSONDecodeError, UnicodeDecodeError, csv.Error, OSError) as exc:
-        raise PromptSourceError(f"Could not read prompt file {path}: {exc}.", "Fix the file.") from exc
+        raise PromptSourceError(
+            f"Could not read prompt file {path}: {exc}.", "Fix the file."
+        ) from exc
 
 
 _HUB = re.compile(
@@ -136,7 +138,9 @@ def resolve_prompt_specs(settings: Settings) -> dict[str, str | None]:
     return {key: given[key] or defaults[key] for key in given}
 
 
-def split_for_verification(prompts: list[str], share: float, what: str) -> tuple[list[str], list[str]]:
+def split_for_verification(
+    prompts: list[str], share: float, what: str
+) -> tuple[list[str], list[str]]:
     """(search part, verification part): a fixed pseudo-random share of the prompts is held back.
 
     The permutation's seed is fixed, not the search seed, so a resumed or re-seeded study keeps
@@ -164,7 +168,10 @@ def load_prompt_sets(settings: Settings) -> PromptSets:
     loaded = {}
     for key, spec in resolve_prompt_specs(settings).items():
         loaded[key] = load_prompts(spec) if spec else list(getattr(demo, key))
-    given = {"harmful": settings.verify_harmful_prompts, "harmless": settings.verify_harmless_prompts}
+    given = {
+        "harmful": settings.verify_harmful_prompts,
+        "harmless": settings.verify_harmless_prompts,
+    }
     sources = []
     for what, spec in given.items():
         if spec:
@@ -172,7 +179,10 @@ def load_prompt_sets(settings: Settings) -> PromptSets:
             sources.append(f"{what}: {spec}")
         else:
             loaded[f"{what}_eval"], loaded[f"{what}_verify"] = split_for_verification(
-                loaded[f"{what}_eval"], settings.verify_split, what)
+                loaded[f"{what}_eval"], settings.verify_split, what
+            )
             if settings.verify_split > 0:
-                sources.append(f"{what}: {settings.verify_split:.0%} of the evaluation set held back")
+                sources.append(
+                    f"{what}: {settings.verify_split:.0%} of the evaluation set held back"
+                )
     return PromptSets(**loaded, verify_source="; ".join(sources) or "none")

@@ -35,17 +35,26 @@ class _LastTokenTap:
     def __enter__(self) -> _LastTokenTap:
         first = self.arch.layers[0].layer
 
-        def pre_hook(_module: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+        def pre_hook(
+            _module: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]
+        ) -> None:
             hidden = args[0] if args else kwargs["hidden_states"]
             if not isinstance(hidden, torch.Tensor):
-                raise TypeError(f"The first decoder layer's input is a {type(hidden).__name__}, "
-                                "not the hidden-states tensor.")
+                raise TypeError(
+                    f"The first decoder layer's input is a {type(hidden).__name__}, "
+                    "not the hidden-states tensor."
+                )
             self.slots[0] = hidden[:, -1, :].detach().float().cpu()
 
         self.handles.append(first.register_forward_pre_hook(pre_hook, with_kwargs=True))
         for entry in self.arch.layers:
-            def hook(_module: nn.Module, _args: tuple[object, ...], output: ModuleOutput,
-                     index: int = entry.index + 1) -> None:
+
+            def hook(
+                _module: nn.Module,
+                _args: tuple[object, ...],
+                output: ModuleOutput,
+                index: int = entry.index + 1,
+            ) -> None:
                 self.slots[index] = _first_tensor(output)[:, -1, :].detach().float().cpu()
 
             self.handles.append(entry.layer.register_forward_hook(hook))

@@ -38,7 +38,10 @@ def refusal_share(trial: FrozenTrial) -> float:
 
 
 def select(
-    trials: list[FrozenTrial], policy: str, kl_cap: float, refusal_cap: int,
+    trials: list[FrozenTrial],
+    policy: str,
+    kl_cap: float,
+    refusal_cap: int,
     max_refusal_share: float = 1.0,
 ) -> FrozenTrial | None:
     """The trial the policy takes, or None. fewest-refusals also refuses a "best" trial that
@@ -49,8 +52,11 @@ def select(
         ok = [(s, t) for s, t in scored if s.refusals <= refusal_cap]
         key = lambda st: (st[0].kl, st[0].refusals, st[0].number)  # noqa: E731
     else:
-        ok = [(s, t) for s, t in scored
-              if s.kl <= kl_cap and refusal_share(t) <= max_refusal_share + 1e-9]
+        ok = [
+            (s, t)
+            for s, t in scored
+            if s.kl <= kl_cap and refusal_share(t) <= max_refusal_share + 1e-9
+        ]
         key = lambda st: (st[0].refusals, st[0].kl, st[0].number)  # noqa: E731
     return min(ok, key=key)[1] if ok else None
 
@@ -59,7 +65,8 @@ def pareto_front(trials: list[FrozenTrial]) -> list[TrialScore]:
     """Trials not dominated in (refusals, KL), sorted by refusals."""
     scores = [score(t) for t in trials if t.values is not None]
     front = [
-        s for s in scores
+        s
+        for s in scores
         if not any(
             (o.refusals <= s.refusals and o.kl <= s.kl) and (o.refusals < s.refusals or o.kl < s.kl)
             for o in scores

@@ -51,7 +51,10 @@ class SearchSpace:
 
     def suggest(self, trial: optuna.Trial) -> AblationParams:
         s, last = self.settings, self.last
-        pos_range, dist_range = self.range_of("max_weight_position"), self.range_of("min_weight_distance")
+        pos_range, dist_range = (
+            self.range_of("max_weight_position"),
+            self.range_of("min_weight_distance"),
+        )
         index_range = self.range_of("direction_index")
         kernels: dict[str, Kernel] = {}
         for c in s.components:

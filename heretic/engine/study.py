@@ -81,8 +81,9 @@ HEARTBEAT_S = 60
 GRACE_S = 180
 
 
-def make_storage(study_dir: Path, url: str | None, *, heartbeat_s: int = HEARTBEAT_S,
-                 grace_s: int = GRACE_S) -> BaseStorage | str:
+def make_storage(
+    study_dir: Path, url: str | None, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S
+) -> BaseStorage | str:
     if url:
         if url.startswith(("postgresql", "mysql", "sqlite")):
             return optuna.storages.RDBStorage(
@@ -112,8 +113,9 @@ def open_study(
     heartbeat_s: int = HEARTBEAT_S,
     grace_s: int = GRACE_S,
 ) -> optuna.Study:
-    storage = storage or make_storage(study_dir, storage_url, heartbeat_s=heartbeat_s,
-                                      grace_s=grace_s)
+    storage = storage or make_storage(
+        study_dir, storage_url, heartbeat_s=heartbeat_s, grace_s=grace_s
+    )
     # Seed with the trial count so a resumed sampler does not replay the same random start.
     probe = optuna.create_study(
         storage=storage, study_name=name, directions=["minimize", "minimize"], load_if_exists=True
@@ -244,8 +246,7 @@ def _others_still_running(study: optuna.Study, n_trials: int) -> bool:
     belong to a vanished machine, which only its stale heartbeat will tell."""
     if _heartbeat_storage(study) is None:
         return False
-    return (count(study, TrialState.COMPLETE) < n_trials
-            and count(study, TrialState.RUNNING) > 0)
+    return count(study, TrialState.COMPLETE) < n_trials and count(study, TrialState.RUNNING) > 0
 
 
 def _wait_heartbeat(study: optuna.Study, should_stop: Callable[[], bool]) -> None:
@@ -292,4 +293,3 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
 
 def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
-

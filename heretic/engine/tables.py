@@ -24,9 +24,11 @@ def read_table(path: Path) -> dict[str, list[object]]:
             rows = list(csv.DictReader(handle))
     elif suffix in (".jsonl", ".json"):
         text = path.read_text(encoding="utf-8")
-        rows = json.loads(text) if suffix == ".json" else [
-            json.loads(line) for line in text.splitlines() if line.strip()
-        ]
+        rows = (
+            json.loads(text)
+            if suffix == ".json"
+            else [json.loads(line) for line in text.splitlines() if line.strip()]
+        )
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise PromptSourceError(f"{path} is not a list of JSON objects.", "One object a line.")
     else:

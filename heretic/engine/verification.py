@@ -102,8 +102,10 @@ class Verifier:
         assert self._base is not None
         ev, base = self.evaluator, self._base
         unchanged = [a == b for a, b in zip(answers.harmless, base.harmless, strict=True)]
-        sentence = [first_sentence(a) != first_sentence(b)
-                    for a, b in zip(answers.harmless, base.harmless, strict=True)]
+        sentence = [
+            first_sentence(a) != first_sentence(b)
+            for a, b in zip(answers.harmless, base.harmless, strict=True)
+        ]
         return Verified(
             trial=trial,
             refusals=sum(ev.is_refusal(t) for t in answers.harmful),
@@ -118,4 +120,6 @@ class Verifier:
 
 
 def _examples(prompts: Sequence[str], base: Sequence[str], edited: Sequence[str]) -> list[Example]:
-    return [Example(p, b, e) for p, b, e in list(zip(prompts, base, edited, strict=True))[:EXAMPLES]]
+    return [
+        Example(p, b, e) for p, b, e in list(zip(prompts, base, edited, strict=True))[:EXAMPLES]
+    ]

@@ -38,8 +38,9 @@ def allowed_age(trials: dict[str, Any], min_age_s: float) -> float:
     return max(min_age_s, TRIAL_FACTOR * float(eta) / remaining)
 
 
-def check_health(study_dir: Path, *, now: float | None = None,
-                 min_age_s: float = MIN_AGE_S) -> Health:
+def check_health(
+    study_dir: Path, *, now: float | None = None, min_age_s: float = MIN_AGE_S
+) -> Health:
     state = RunState(study_dir)
     if not state.progress_path.is_file():
         return Health(True, f"no {PROGRESS_FILE} in {study_dir} yet: not started")
@@ -55,6 +56,9 @@ def check_health(study_dir: Path, *, now: float | None = None,
     limit = allowed_age(trials, min_age_s)
     done = f"{trials.get('completed', 0)}/{trials.get('requested', '?')} trials"
     if age > limit:
-        return Health(False, f"no trial completed for {age / 60:.0f} min during the search "
-                             f"({done}; allowed {limit / 60:.0f} min): hung or too slow")
+        return Health(
+            False,
+            f"no trial completed for {age / 60:.0f} min during the search "
+            f"({done}; allowed {limit / 60:.0f} min): hung or too slow",
+        )
     return Health(True, f"searching, {done}, last update {age / 60:.1f} min ago")

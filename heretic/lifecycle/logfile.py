@@ -36,10 +36,12 @@ def attach_log_file(study_dir: Path, level: int = logging.INFO) -> logging.Handl
     it with `logging.getLogger("heretic").removeHandler(h); h.close()`)."""
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
-    handler = RotatingFileHandler(study_dir / LOG_FILE, maxBytes=20 * 2**20, backupCount=2,
-                                  encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                           "%Y-%m-%dT%H:%M:%S"))
+    handler = RotatingFileHandler(
+        study_dir / LOG_FILE, maxBytes=20 * 2**20, backupCount=2, encoding="utf-8"
+    )
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+    )
     handler.addFilter(RedactingFilter())
     handler.setLevel(level)
     logger = logging.getLogger(LOGGER_NAME)
@@ -74,6 +76,7 @@ class LoggedReporter:
     def task(self, name: str, total: int) -> Iterator[Advance]:
         done, last = 0, time.monotonic()
         with self.inner.task(name, total) as inner_advance:
+
             def advance(n: int = 1) -> None:
                 nonlocal done, last
                 inner_advance(n)

@@ -24,14 +24,25 @@ def build_payload(status: str, message: str, **facts: Any) -> dict[str, Any]:
     """A payload most webhook receivers accept. `status` is e.g. done, failed, interrupted."""
     host = socket.gethostname()
     text = redact(f"heretic {status} on {host}: {message}")[:DISCORD_LIMIT]
-    payload: dict[str, Any] = {"text": text, "content": text, "message": text,
-                               "title": f"heretic {status}", "status": status, "host": host}
+    payload: dict[str, Any] = {
+        "text": text,
+        "content": text,
+        "message": text,
+        "title": f"heretic {status}",
+        "status": status,
+        "host": host,
+    }
     payload.update({k: v for k, v in facts.items() if v is not None})
     return payload
 
 
-def send_notification(url: str, payload: dict[str, Any], *, timeout_s: float = 10,
-                      transport: httpx.BaseTransport | None = None) -> bool:
+def send_notification(
+    url: str,
+    payload: dict[str, Any],
+    *,
+    timeout_s: float = 10,
+    transport: httpx.BaseTransport | None = None,
+) -> bool:
     """POST `payload` as JSON to `url`; True on a 2xx answer, False (with a warning) otherwise."""
     try:
         post_json(url, payload, timeout_s=timeout_s, transport=transport)

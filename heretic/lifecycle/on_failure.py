@@ -32,11 +32,19 @@ POLICIES: tuple[str, ...] = get_args(Policy)
 DEFAULT_POLICY: Policy = "stop"
 ENV_NAME = "HERETIC_ON_FAILURE"
 
-TERMINAL = frozenset({
-    ExitCode.USAGE, ExitCode.CONFIG, ExitCode.PROMPTS, ExitCode.MODEL_NOT_FOUND,
-    ExitCode.UNSUPPORTED_ARCHITECTURE, ExitCode.PREFLIGHT, ExitCode.NO_ACCEPTABLE_TRIAL,
-    ExitCode.TOKEN, ExitCode.STUDY,
-})
+TERMINAL = frozenset(
+    {
+        ExitCode.USAGE,
+        ExitCode.CONFIG,
+        ExitCode.PROMPTS,
+        ExitCode.MODEL_NOT_FOUND,
+        ExitCode.UNSUPPORTED_ARCHITECTURE,
+        ExitCode.PREFLIGHT,
+        ExitCode.NO_ACCEPTABLE_TRIAL,
+        ExitCode.TOKEN,
+        ExitCode.STUDY,
+    }
+)
 
 
 def is_terminal(exit_code: int) -> bool:
@@ -64,9 +72,15 @@ def policy_from_argv(argv: list[str], environ: Mapping[str, str]) -> Policy:
     return raw_policy(value, environ)
 
 
-def apply_policy(policy: Policy, exit_code: int, environ: Mapping[str, str] | None = None, *,
-                 reporter: Reporter | None = None, transport: httpx.BaseTransport | None = None,
-                 sleep: Callable[[float], None] | None = None) -> ShutdownResult | None:
+def apply_policy(
+    policy: Policy,
+    exit_code: int,
+    environ: Mapping[str, str] | None = None,
+    *,
+    reporter: Reporter | None = None,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> ShutdownResult | None:
     """After a failure with `exit_code`: stop, destroy or keep this instance. None when
     nothing applies (not terminal, or not on a provider). Never raises."""
     environ = os.environ if environ is None else environ
@@ -75,8 +89,11 @@ def apply_policy(policy: Policy, exit_code: int, environ: Mapping[str, str] | No
     if provider is None or not is_terminal(int(exit_code)):
         return None
     if policy == "keep":
-        result = ShutdownResult(provider, True, "--on-failure keep: the instance keeps running "
-                                "and billing until you stop it.")
+        result = ShutdownResult(
+            provider,
+            True,
+            "--on-failure keep: the instance keeps running and billing until you stop it.",
+        )
         reporter.warn(result.message)
         return result
     reporter.warn(f"The run failed for good (exit {int(exit_code)}); --on-failure {policy}.")
@@ -88,5 +105,9 @@ def apply_policy(policy: Policy, exit_code: int, environ: Mapping[str, str] | No
 
 def describe(policy: Policy, result: ShutdownResult) -> dict[str, Any]:
     """What progress.json records about it (for `heretic status`)."""
-    return {"policy": policy, "provider": result.provider, "ok": result.ok,
-            "message": result.message}
+    return {
+        "policy": policy,
+        "provider": result.provider,
+        "ok": result.ok,
+        "message": result.message,
+    }

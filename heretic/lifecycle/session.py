@@ -58,16 +58,24 @@ def message_of(exc: BaseException) -> str:
 def _clean_exit(exc: BaseException) -> bool:
     """typer.Exit(0) / SystemExit(0) raised to leave early are not failures."""
     code = getattr(exc, "exit_code", getattr(exc, "code", None))
-    return isinstance(exc, (SystemExit, RuntimeError)) and code in (0, None) and (
-        isinstance(exc, SystemExit) or hasattr(exc, "exit_code"))
+    return (
+        isinstance(exc, (SystemExit, RuntimeError))
+        and code in (0, None)
+        and (isinstance(exc, SystemExit) or hasattr(exc, "exit_code"))
+    )
 
 
 class RunLifecycle:
     """Context manager tying state, log, signals, upload, notification and shutdown together."""
 
-    def __init__(self, settings: Settings, reporter: Reporter | None = None, *,
-                 environ: Mapping[str, str] | None = None,
-                 restart_limit: int = RESTART_LIMIT) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        reporter: Reporter | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        restart_limit: int = RESTART_LIMIT,
+    ) -> None:
         self.settings = settings
         self.environ = os.environ if environ is None else environ
         self.state = RunState(settings.resolved_study_dir)
@@ -94,8 +102,10 @@ class RunLifecycle:
         if done is not None:
             self.already_done = True
             where = done.get("upload_url") or done.get("output_dir") or self.state.study_dir
-            self.reporter.info(f"This run already finished ({done.get('finished_at', '?')}): "
-                               f"{where}. Nothing to do.")
+            self.reporter.info(
+                f"This run already finished ({done.get('finished_at', '?')}): "
+                f"{where}. Nothing to do."
+            )
             self._retry_pending_shutdown(done)
             return
         guard_restart_loop(self.state, self.restart_limit)
@@ -107,8 +117,12 @@ class RunLifecycle:
         if attempt > 1:
             self.reporter.info(f"Start {attempt} on {self.state.study_dir}: resuming.")
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc is not None and not _clean_exit(exc):
             self._record(exc)
         self._close()
@@ -135,8 +149,9 @@ class RunLifecycle:
     def on_phase(self, phase: str) -> None:
         self.state.set_phase(phase)
 
-    def on_trial(self, completed: int, requested: int, eta_s: float | None,
-                 best: BestSoFar | None) -> None:
+    def on_trial(
+        self, completed: int, requested: int, eta_s: float | None, best: BestSoFar | None
+    ) -> None:
         # `best` is the trial the selection policy would take now, over the whole study
         # (heretic.run.best_so_far), so restarts and other workers' trials are counted.
         self.state.set_trials(completed, requested, eta_s, best)
@@ -157,8 +172,8 @@ class RunLifecycle:
             self.state.set_phase("upload", repo)
             info["repo_id"] = repo
             info["upload_url"] = upload_output(
-                self.settings.output, repo, private=not self.settings.public,
-                reporter=self.reporter)
+                self.settings.output, repo, private=not self.settings.public, reporter=self.reporter
+            )
         self.state.mark_done(info)
         where = info.get("upload_url") or info["output_dir"]
         self.notify("done", f"finished: {where}", upload_url=info.get("upload_url"))
@@ -168,17 +183,29 @@ class RunLifecycle:
 
     def _shutdown(self, info: dict[str, Any]) -> dict[str, Any]:
         if not info.get("upload_url"):
-            self.reporter.warn("--shutdown-after needs a confirmed --upload: without it the "
-                               "results exist only on this machine, so it is left running.")
+            self.reporter.warn(
+                "--shutdown-after needs a confirmed --upload: without it the "
+                "results exist only on this machine, so it is left running."
+            )
             return info
         result = self._end_after_refusal(shutdown_self(self.environ, reporter=self.reporter))
         notified = bool((info.get("shutdown") or {}).get("notified"))
         if not result.ok and result.provider is not None and not notified:
             # The model is safe, but the machine bills on: say so once, not on every restart.
-            notified = self.notify("shutdown-failed", "The run finished, but this machine "
-                                   f"could not end itself and keeps billing: {result.message}")
-        info = {**info, "shutdown": {"provider": result.provider, "ok": result.ok,
-                                     "message": result.message, "notified": notified}}
+            notified = self.notify(
+                "shutdown-failed",
+                "The run finished, but this machine "
+                f"could not end itself and keeps billing: {result.message}",
+            )
+        info = {
+            **info,
+            "shutdown": {
+                "provider": result.provider,
+                "ok": result.ok,
+                "message": result.message,
+                "notified": notified,
+            },
+        }
         try:
             self.state.mark_done(info)
         except StudyError as exc:  # the machine may already be going away
@@ -193,9 +220,12 @@ class RunLifecycle:
         if self.settings.on_failure != "stop":
             return refused
         stopped = end_self("stop", self.environ, reporter=self.reporter)
-        return ShutdownResult(refused.provider, stopped.ok,
-                              f"{refused.message} --on-failure stop: {stopped.message}",
-                              refused.status)
+        return ShutdownResult(
+            refused.provider,
+            stopped.ok,
+            f"{refused.message} --on-failure stop: {stopped.message}",
+            refused.status,
+        )
 
     def _retry_pending_shutdown(self, done: dict[str, Any]) -> None:
         wanted = self.settings.shutdown_after

@@ -85,10 +85,28 @@ class _Provider:
 
 # RunPod first: a pod never has CONTAINER_ID, and RUNPOD_POD_ID decides.
 _PROVIDERS = (
-    _Provider("runpod", "RUNPOD_POD_ID", "RUNPOD_API_KEY", runpod.RunPodClient, runpod.URL_ENV,
-              runpod.DEFAULT_URL, "pod", "terminate", "RunPod"),
-    _Provider("vast", "CONTAINER_ID", "CONTAINER_API_KEY", vast.VastClient, vast.URL_ENV,
-              vast.DEFAULT_URL, "instance", "destroy", "Vast.ai"),
+    _Provider(
+        "runpod",
+        "RUNPOD_POD_ID",
+        "RUNPOD_API_KEY",
+        runpod.RunPodClient,
+        runpod.URL_ENV,
+        runpod.DEFAULT_URL,
+        "pod",
+        "terminate",
+        "RunPod",
+    ),
+    _Provider(
+        "vast",
+        "CONTAINER_ID",
+        "CONTAINER_API_KEY",
+        vast.VastClient,
+        vast.URL_ENV,
+        vast.DEFAULT_URL,
+        "instance",
+        "destroy",
+        "Vast.ai",
+    ),
 )
 
 
@@ -100,31 +118,49 @@ def _target(environ: Mapping[str, str]) -> _Target | ShutdownResult:
             continue
         key = environ.get(p.key_env, "").strip()
         if not key:
-            return ShutdownResult(p.name, False, f"{p.id_env} is set but {p.key_env} is not, so "
-                                  f"this {p.noun} cannot {p.verb} itself; {p.verb} it in the "
-                                  f"{p.console} console.")
+            return ShutdownResult(
+                p.name,
+                False,
+                f"{p.id_env} is set but {p.key_env} is not, so "
+                f"this {p.noun} cannot {p.verb} itself; {p.verb} it in the "
+                f"{p.console} console.",
+            )
         base = environ.get(p.url_env, "").strip() or p.default_url
         return _Target(p, instance, key, base, f"{p.noun} {instance}")
-    return ShutdownResult(None, False, "Not on Vast.ai or RunPod (no CONTAINER_ID or "
-                          "RUNPOD_POD_ID), so heretic cannot stop this machine; it keeps "
-                          "running and billing until you stop it.")
+    return ShutdownResult(
+        None,
+        False,
+        "Not on Vast.ai or RunPod (no CONTAINER_ID or "
+        "RUNPOD_POD_ID), so heretic cannot stop this machine; it keeps "
+        "running and billing until you stop it.",
+    )
 
 
-def _send(target: _Target, action: Action, transport: httpx.BaseTransport | None, retries: int,
-          sleep: Callable[[float], None]) -> ShutdownResult:
-    client = target.provider_info.client(target.key, base_url=target.base_url, sleep=sleep, retries=retries,
-                         transport=transport)
+def _send(
+    target: _Target,
+    action: Action,
+    transport: httpx.BaseTransport | None,
+    retries: int,
+    sleep: Callable[[float], None],
+) -> ShutdownResult:
+    client = target.provider_info.client(
+        target.key, base_url=target.base_url, sleep=sleep, retries=retries, transport=transport
+    )
     verb = "stop" if action == "stop" else "end"
     try:
         (client.stop if action == "stop" else client.terminate)(target.instance)
     except CloudError as exc:
         status = exc.status if isinstance(exc, ApiStatusError) else None
-        message = (f"{target.provider} refused to {verb} {target.what}: {exc.message.rstrip('.')}. Stop it "
-                   f"in the {target.provider} console, or it keeps billing.")
+        message = (
+            f"{target.provider} refused to {verb} {target.what}: {exc.message.rstrip('.')}. Stop it "
+            f"in the {target.provider} console, or it keeps billing."
+        )
         return ShutdownResult(target.provider, False, redact(message, (target.key,)), status)
     finally:
         client.close()
-    return ShutdownResult(target.provider, True, f"Asked {target.provider} to {verb} {target.what}.")
+    return ShutdownResult(
+        target.provider, True, f"Asked {target.provider} to {verb} {target.what}."
+    )
 
 
 def _runpodctl_delete(environ: Mapping[str, str], refused: ShutdownResult) -> ShutdownResult:
@@ -132,35 +168,63 @@ def _runpodctl_delete(environ: Mapping[str, str], refused: ShutdownResult) -> Sh
     exe = shutil.which("runpodctl", path=environ.get("PATH"))
     pod_id = environ.get("RUNPOD_POD_ID", "").strip()
     if exe is None:
-        return ShutdownResult("runpod", False, refused.message + " (runpodctl, RunPod's "
-                              "documented route, is not installed in this image.)",
-                              refused.status)
+        return ShutdownResult(
+            "runpod",
+            False,
+            refused.message + " (runpodctl, RunPod's "
+            "documented route, is not installed in this image.)",
+            refused.status,
+        )
     try:
-        done = subprocess.run([exe, "pod", "delete", pod_id], env=dict(environ),
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [exe, "pod", "delete", pod_id],
+            env=dict(environ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         said = f"{type(exc).__name__}"
     else:
         if done.returncode == 0:
-            return ShutdownResult("runpod", True, f"Asked runpod to end pod {pod_id} with "
-                                  "runpodctl (the REST call was refused).")
+            return ShutdownResult(
+                "runpod",
+                True,
+                f"Asked runpod to end pod {pod_id} with runpodctl (the REST call was refused).",
+            )
         said = f"exit {done.returncode}: {(done.stderr or done.stdout).strip()[:200]}"
     key = environ.get("RUNPOD_API_KEY")
-    return ShutdownResult("runpod", False, redact(
-        f"{refused.message} runpodctl pod delete failed too ({said}).", (key,)), refused.status)
+    return ShutdownResult(
+        "runpod",
+        False,
+        redact(f"{refused.message} runpodctl pod delete failed too ({said}).", (key,)),
+        refused.status,
+    )
 
 
-def shutdown_self(environ: Mapping[str, str] | None = None, *, reporter: Reporter | None = None,
-                  transport: httpx.BaseTransport | None = None, retries: int = 3,
-                  sleep: Callable[[float], None] = time.sleep) -> ShutdownResult:
+def shutdown_self(
+    environ: Mapping[str, str] | None = None,
+    *,
+    reporter: Reporter | None = None,
+    transport: httpx.BaseTransport | None = None,
+    retries: int = 3,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ShutdownResult:
     """Destroy/terminate the machine this runs on, when the provider lets it. Never raises."""
-    return end_self("destroy", environ, reporter=reporter, transport=transport,
-                    retries=retries, sleep=sleep)
+    return end_self(
+        "destroy", environ, reporter=reporter, transport=transport, retries=retries, sleep=sleep
+    )
 
 
-def end_self(action: Action, environ: Mapping[str, str] | None = None, *,
-             reporter: Reporter | None = None, transport: httpx.BaseTransport | None = None,
-             retries: int = 3, sleep: Callable[[float], None] = time.sleep) -> ShutdownResult:
+def end_self(
+    action: Action,
+    environ: Mapping[str, str] | None = None,
+    *,
+    reporter: Reporter | None = None,
+    transport: httpx.BaseTransport | None = None,
+    retries: int = 3,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ShutdownResult:
     """Stop or destroy the machine this runs on, when the provider lets it. Never raises."""
     environ = os.environ if environ is None else environ
     reporter = reporter or NullReporter()
@@ -172,11 +236,11 @@ def end_self(action: Action, environ: Mapping[str, str] | None = None, *,
         reporter.info(f"{doing} {target.what} on {target.provider} to stop billing.")
         try:
             result = _send(target, action, transport, retries, sleep)
-            if (target.provider == "runpod" and action == "destroy"
-                    and result.status in (401, 403)):
+            if target.provider == "runpod" and action == "destroy" and result.status in (401, 403):
                 result = _runpodctl_delete(environ, result)
         except Exception as exc:  # must never turn a finished run into a failed one
-            result = ShutdownResult(target.provider, False,
-                                    f"Shutdown failed unexpectedly: {type(exc).__name__}.")
+            result = ShutdownResult(
+                target.provider, False, f"Shutdown failed unexpectedly: {type(exc).__name__}."
+            )
     (reporter.info if result.ok else reporter.warn)(result.message)
     return result

@@ -80,8 +80,10 @@ class GracefulStop:
             self._tell(abandon=True)
             raise KeyboardInterrupt
         self.request(name)
-        _say(f"{name} received: stopping after the current trial (send it again to abandon "
-             "the trial now).")
+        _say(
+            f"{name} received: stopping after the current trial (send it again to abandon "
+            "the trial now)."
+        )
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is not threading.main_thread():
@@ -91,8 +93,12 @@ class GracefulStop:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()

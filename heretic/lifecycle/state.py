@@ -35,7 +35,6 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-
 class BestSoFar(TypedDict):
     """progress.json's "best": the trial the selection policy would take now."""
 
@@ -43,6 +42,7 @@ class BestSoFar(TypedDict):
     refusals: int
     kl_divergence: float
     meets_policy: bool
+
 
 class RunState:
     """Reads and writes progress.json and DONE.json in one study folder."""
@@ -70,20 +70,30 @@ class RunState:
     def begin_attempt(self) -> int:
         """Record that a process starts (or restarts) on this folder; returns the attempt number."""
         attempts = int(self._progress().get("attempts", 0)) + 1
-        self._update(attempts=attempts, pid=os.getpid(), host=socket.gethostname(),
-                     started_at=now_iso(), phase="starting", message="")
+        self._update(
+            attempts=attempts,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started_at=now_iso(),
+            phase="starting",
+            message="",
+        )
         return attempts
 
     def set_phase(self, phase: str, message: str = "") -> None:
         self._update(phase=phase, message=redact(message))
 
-    def set_trials(self, completed: int, requested: int, eta_s: float | None,
-                   best: BestSoFar | None) -> None:
+    def set_trials(
+        self, completed: int, requested: int, eta_s: float | None, best: BestSoFar | None
+    ) -> None:
         previous = int(self._progress().get("trials", {}).get("completed", 0) or 0)
         changes: dict[str, Any] = {
-            "trials": {"completed": completed, "requested": requested,
-                       "eta_s": None if eta_s is None else round(float(eta_s), 1),
-                       "best": best},
+            "trials": {
+                "completed": completed,
+                "requested": requested,
+                "eta_s": None if eta_s is None else round(float(eta_s), 1),
+                "best": best,
+            },
         }
         if completed > previous:  # progress was made: earlier failures are not a loop
             changes["failure_streak"] = 0
@@ -92,14 +102,24 @@ class RunState:
     def record_failure(self, exit_code: int, message: str) -> None:
         data = self._progress()
         failures = list(data.get("failures", []))
-        failures.append({"exit_code": int(exit_code), "message": redact(message)[:2000],
-                         "at": now_iso(), "pid": os.getpid()})
+        failures.append(
+            {
+                "exit_code": int(exit_code),
+                "message": redact(message)[:2000],
+                "at": now_iso(),
+                "pid": os.getpid(),
+            }
+        )
         streak = int(data.get("failure_streak", 0))
         if int(exit_code) != ExitCode.INTERRUPTED:  # preemption is not the run's fault
             streak += 1
-        self._update(failures=failures[-MAX_FAILURES_KEPT:], failure_streak=streak,
-                     phase="failed" if int(exit_code) != ExitCode.INTERRUPTED else "interrupted",
-                     message=redact(message)[:500], exit_code=int(exit_code))
+        self._update(
+            failures=failures[-MAX_FAILURES_KEPT:],
+            failure_streak=streak,
+            phase="failed" if int(exit_code) != ExitCode.INTERRUPTED else "interrupted",
+            message=redact(message)[:500],
+            exit_code=int(exit_code),
+        )
 
     def failure_streak(self) -> int:
         """Failed starts (interruptions excluded) since the last completed trial or success."""
@@ -134,8 +154,11 @@ class RunState:
 
     def read(self) -> dict[str, Any]:
         """Progress and done marker together: {"study_dir", "progress", "done"}."""
-        return {"study_dir": str(self.study_dir), "progress": self._progress(),
-                "done": self.done_info()}
+        return {
+            "study_dir": str(self.study_dir),
+            "progress": self._progress(),
+            "done": self.done_info(),
+        }
 
 
 def guard_restart_loop(state: RunState, limit: int = 3) -> None:

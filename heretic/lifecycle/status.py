@@ -87,22 +87,25 @@ def render(data: dict[str, Any]) -> str:
     trials = p.get("trials") or {}
     if trials:
         # An ETA is only meaningful while something is running.
-        eta = (f", ETA {_fmt_duration(trials.get('eta_s'))}"
-               if data["state"] == "running" else "")
+        eta = f", ETA {_fmt_duration(trials.get('eta_s'))}" if data["state"] == "running" else ""
         out.append(f"Trials: {trials.get('completed', 0)} of {trials.get('requested', '?')}{eta}")
         if trials.get("best"):
             best = ", ".join(f"{k}={_fmt_value(v)}" for k, v in trials["best"].items())
             out.append(f"Best so far: {best}")
     if p.get("attempts"):
-        out.append(f"Starts: {p['attempts']} (last pid {p.get('pid', '?')} "
-                   f"on {p.get('host', '?')})")
+        out.append(
+            f"Starts: {p['attempts']} (last pid {p.get('pid', '?')} on {p.get('host', '?')})"
+        )
     for failure in (p.get("failures") or [])[-3:]:
         what = "Interrupted" if failure.get("exit_code") == ExitCode.INTERRUPTED else "Failure"
-        out.append(f"{what} at {failure.get('at')}: exit {failure.get('exit_code')}: "
-                   f"{failure.get('message')}")
+        out.append(
+            f"{what} at {failure.get('at')}: exit {failure.get('exit_code')}: "
+            f"{failure.get('message')}"
+        )
     if p.get("after_failure") and done is None:
-        out.append(f"On failure ({p['after_failure'].get('policy')}): "
-                   f"{p['after_failure'].get('message')}")
+        out.append(
+            f"On failure ({p['after_failure'].get('policy')}): {p['after_failure'].get('message')}"
+        )
     if done is not None:
         out.append(f"Finished: {done.get('finished_at', '?')}")
         out.append(f"Output: {done.get('output_dir', '?')}")

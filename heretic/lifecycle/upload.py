@@ -31,8 +31,22 @@ EXTRAS = ("report.json", "trials.jsonl", "pareto.png")
 EXTRAS_FOLDER = "heretic"
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 # Files checked for a leaked token before upload; weights are binary and too big to scan.
-SCANNED_SUFFIXES = frozenset({".json", ".jsonl", ".md", ".txt", ".jinja", ".py", ".yaml",
-                              ".yml", ".toml", ".csv", ".model", ".tiktoken"})
+SCANNED_SUFFIXES = frozenset(
+    {
+        ".json",
+        ".jsonl",
+        ".md",
+        ".txt",
+        ".jinja",
+        ".py",
+        ".yaml",
+        ".yml",
+        ".toml",
+        ".csv",
+        ".model",
+        ".tiktoken",
+    }
+)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 _TOKEN = re.compile(r"^[\x21-\x7e]{8,}$")
 
@@ -85,8 +99,11 @@ def plan_files(output_dir: Path) -> list[PlannedFile]:
             "Point to the output folder of a finished `heretic run` (the one with model/ and "
             "report.json inside).",
         )
-    plan = [PlannedFile(p, p.relative_to(model_dir).as_posix())
-            for p in sorted(model_dir.rglob("*")) if p.is_file() and not _hidden(p, model_dir)]
+    plan = [
+        PlannedFile(p, p.relative_to(model_dir).as_posix())
+        for p in sorted(model_dir.rglob("*"))
+        if p.is_file() and not _hidden(p, model_dir)
+    ]
     if not any(f.path_in_repo == "README.md" for f in plan):
         card = Path(output_dir) / "README.md"
         if card.is_file():
@@ -127,49 +144,74 @@ def _classify(exc: Exception, token: str) -> Exception:
     if not isinstance(exc, HfHubHTTPError):
         if isinstance(exc, (httpx2.TransportError, ConnectionError, TimeoutError)):
             return _Transient(detail)
-        return UploadError(f"Upload failed: {detail}",
-                           "Fix the cause named above, then run `heretic upload OUTPUT REPO_ID`.")
+        return UploadError(
+            f"Upload failed: {detail}",
+            "Fix the cause named above, then run `heretic upload OUTPUT REPO_ID`.",
+        )
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if status is None or status in TRANSIENT_STATUSES:
         return _Transient(detail)
     if status in (401, 403):
-        hint = ("The token was refused: make sure HF_TOKEN is a token with WRITE access to "
-                "that namespace, then run `heretic upload OUTPUT REPO_ID`.")
+        hint = (
+            "The token was refused: make sure HF_TOKEN is a token with WRITE access to "
+            "that namespace, then run `heretic upload OUTPUT REPO_ID`."
+        )
     else:
         hint = "Fix what the Hub reports above, then run `heretic upload OUTPUT REPO_ID`."
     return UploadError(f"The Hub refused the upload (HTTP {status}): {detail}", hint)
 
 
-def _attempt(api: HfApi, repo_id: str, private: bool, plan: list[PlannedFile],
-             reporter: Reporter) -> str:
+def _attempt(
+    api: HfApi, repo_id: str, private: bool, plan: list[PlannedFile], reporter: Reporter
+) -> str:
     from huggingface_hub import CommitOperationAdd
 
     url = str(api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"))
-    operations = [CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(f.local))
-                  for f in plan]
-    api.create_commit(repo_id=repo_id, operations=operations, repo_type="model",
-                      commit_message="Upload abliterated model (heretic)")
+    operations = [
+        CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(f.local)) for f in plan
+    ]
+    api.create_commit(
+        repo_id=repo_id,
+        operations=operations,
+        repo_type="model",
+        commit_message="Upload abliterated model (heretic)",
+    )
     _verify(api, repo_id, plan)
     info = api.model_info(repo_id)
     if private and getattr(info, "private", None) is False:
-        reporter.warn(f"{repo_id} already existed and is PUBLIC; heretic does not change the "
-                      "visibility of an existing repository.")
+        reporter.warn(
+            f"{repo_id} already existed and is PUBLIC; heretic does not change the "
+            "visibility of an existing repository."
+        )
     return url
 
 
 def _verify(api: HfApi, repo_id: str, plan: list[PlannedFile]) -> None:
-    remote = {item.path: getattr(item, "size", None)
-              for item in api.list_repo_tree(repo_id, recursive=True, repo_type="model")}
-    wrong = [f.path_in_repo for f in plan
-             if remote.get(f.path_in_repo, -1) != f.local.stat().st_size]
+    remote = {
+        item.path: getattr(item, "size", None)
+        for item in api.list_repo_tree(repo_id, recursive=True, repo_type="model")
+    }
+    wrong = [
+        f.path_in_repo for f in plan if remote.get(f.path_in_repo, -1) != f.local.stat().st_size
+    ]
     if wrong:
-        raise _Transient(f"after the commit, {len(wrong)} file(s) are missing or differ on the "
-                         f"Hub: {', '.join(wrong[:5])}")
+        raise _Transient(
+            f"after the commit, {len(wrong)} file(s) are missing or differ on the "
+            f"Hub: {', '.join(wrong[:5])}"
+        )
 
 
-def upload_output(output_dir: Path, repo_id: str, *, private: bool = True,
-                  token: str | None = None, retries: int = 5, reporter: Reporter | None = None,
-                  backoff_s: float = 5.0, sleep: Callable[[float], None] = time.sleep) -> str:
+def upload_output(
+    output_dir: Path,
+    repo_id: str,
+    *,
+    private: bool = True,
+    token: str | None = None,
+    retries: int = 5,
+    reporter: Reporter | None = None,
+    backoff_s: float = 5.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
     """Upload `output_dir` to `repo_id`; returns the repo URL. Raises TokenError, ConfigError
     (bad repo id), UploadError (not an output folder, permanent refusal, retries spent)."""
     reporter = reporter or NullReporter()
@@ -182,8 +224,10 @@ def upload_output(output_dir: Path, repo_id: str, *, private: bool = True,
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
     total = sum(f.local.stat().st_size for f in plan)
     visibility = "private" if private else "public"
-    reporter.info(f"Uploading {len(plan)} files ({total / 2**30:.2f} GiB) to {visibility} "
-                  f"repository {repo_id}.")
+    reporter.info(
+        f"Uploading {len(plan)} files ({total / 2**30:.2f} GiB) to {visibility} "
+        f"repository {repo_id}."
+    )
     for attempt in range(retries + 1):
         try:
             url = _attempt(api, repo_id, private, plan, reporter)
@@ -197,8 +241,9 @@ def upload_output(output_dir: Path, repo_id: str, *, private: bool = True,
                     "The local output is intact: run `heretic upload OUTPUT REPO_ID` later.",
                 ) from None
             delay = min(backoff_s * 2**attempt, 300.0)
-            reporter.warn(f"Upload attempt {attempt + 1} failed ({failure}); retrying in "
-                          f"{delay:.0f} s.")
+            reporter.warn(
+                f"Upload attempt {attempt + 1} failed ({failure}); retrying in {delay:.0f} s."
+            )
             sleep(delay)
         else:
             reporter.info(f"Uploaded and verified: {url}")
@@ -206,8 +251,14 @@ def upload_output(output_dir: Path, repo_id: str, *, private: bool = True,
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
-def upload_finished_run(output_dir: Path, repo_id: str, *, private: bool = True,
-                        retries: int = 5, reporter: Reporter | None = None) -> str:
+def upload_finished_run(
+    output_dir: Path,
+    repo_id: str,
+    *,
+    private: bool = True,
+    retries: int = 5,
+    reporter: Reporter | None = None,
+) -> str:
     """`heretic upload`: upload a finished output folder, then record the upload in its study's
     done marker, so `heretic status` and a restart know the model is on the Hub."""
     from heretic.lifecycle.state import RunState
@@ -216,6 +267,11 @@ def upload_finished_run(output_dir: Path, repo_id: str, *, private: bool = True,
     study = output_dir / "study"
     if study.is_dir():
         state = RunState(study)
-        state.mark_done({**(state.done_info() or {"output_dir": str(output_dir)}),
-                         "repo_id": repo_id, "upload_url": url})
+        state.mark_done(
+            {
+                **(state.done_info() or {"output_dir": str(output_dir)}),
+                "repo_id": repo_id,
+                "upload_url": url,
+            }
+        )
     return url

@@ -14,28 +14,42 @@ from heretic.preflight.report import Check, Status
 
 
 def check_stale(
-    study_dir: Path, inventory: GpuInventory, gpus: Sequence[GpuInfo], kill: bool,
-    registry: Path | None = None, lock_dir: Path | None = None,
+    study_dir: Path,
+    inventory: GpuInventory,
+    gpus: Sequence[GpuInfo],
+    kill: bool,
+    registry: Path | None = None,
+    lock_dir: Path | None = None,
 ) -> Check:
     gpu_pids = {pid for g in inventory.gpus for pid in g.processes}
     stale = find_stale(
-        study_dir, gpu_pids=gpu_pids,
-        gpu_lock_paths=[gpu_lock_path(g.key, lock_dir) for g in gpus], registry=registry,
+        study_dir,
+        gpu_pids=gpu_pids,
+        gpu_lock_paths=[gpu_lock_path(g.key, lock_dir) for g in gpus],
+        registry=registry,
     )
     others = len(live_records(registry)) - len(stale)
-    other_note = f"; {others} other heretic run(s) of yours share nothing with this one" if others else ""
+    other_note = (
+        f"; {others} other heretic run(s) of yours share nothing with this one" if others else ""
+    )
     if not stale:
         return Check("stale processes", Status.OK, "none" + other_note, "none")
     listed = "; ".join(s.describe() for s in stale)
     if not kill:
         return Check(
-            "stale processes", Status.FAIL, f"{len(stale)} earlier heretic process(es): {listed}",
-            "none", "end them with --kill-stale (only these, which heretic registered itself)",
+            "stale processes",
+            Status.FAIL,
+            f"{len(stale)} earlier heretic process(es): {listed}",
+            "none",
+            "end them with --kill-stale (only these, which heretic registered itself)",
         )
     result = end_processes(stale)
     if result.alive:
         return Check(
-            "stale processes", Status.FAIL, f"could not end PID(s) {result.alive}", "none",
+            "stale processes",
+            Status.FAIL,
+            f"could not end PID(s) {result.alive}",
+            "none",
             "they survived SIGTERM and SIGKILL (uninterruptible I/O?); check them by hand",
         )
     return Check("stale processes", Status.OK, f"ended PID(s) {result.ended}" + other_note, "none")
@@ -48,7 +62,9 @@ def check_study_lock(study_dir: Path) -> Check:
     if holder.pid == os.getpid():
         return Check("study lock", Status.OK, "held by this run", "no other run on it")
     return Check(
-        "study lock", Status.FAIL, f"{study_dir} is in use by {holder.describe()}",
+        "study lock",
+        Status.FAIL,
+        f"{study_dir} is in use by {holder.describe()}",
         "no other run on it",
         "wait for it, choose another --output/--study-dir, or --kill-stale if it is stale",
     )
@@ -67,7 +83,10 @@ def check_gpus(inventory: GpuInventory, used: Sequence[GpuInfo]) -> Check:
     busy = [g for g in used if g.processes]
     if busy:
         return Check(
-            "GPUs", Status.WARN, measured, "the GPUs this run uses idle",
+            "GPUs",
+            Status.WARN,
+            measured,
+            "the GPUs this run uses idle",
             "other processes hold memory on GPU(s) "
             + ", ".join(f"{g.index} (PIDs {g.processes})" for g in busy)
             + "; the memory check counts only what is free now",
@@ -85,7 +104,10 @@ def check_gpu_locks(gpus: Sequence[GpuInfo], lock_dir: Path | None = None) -> Ch
             taken.append(f"GPU {g.index} by {holder.describe()}")
     if taken:
         return Check(
-            "GPU locks", Status.FAIL, "; ".join(taken), "no other run on our GPUs",
+            "GPU locks",
+            Status.FAIL,
+            "; ".join(taken),
+            "no other run on our GPUs",
             "wait for that run, pick free GPUs with CUDA_VISIBLE_DEVICES, or --kill-stale",
         )
     return Check(

@@ -28,20 +28,28 @@ def check_model(settings: Settings) -> tuple[Check, ParamCount | None]:
     try:
         count = cached_count(settings.model or "", settings.revision, settings.trust_remote_code)
     except HereticError as exc:
-        return Check("model", Status.FAIL, f"no usable config for {settings.model}",
-                     "a readable config.json", exc.paragraph()), None
+        return Check(
+            "model",
+            Status.FAIL,
+            f"no usable config for {settings.model}",
+            "a readable config.json",
+            exc.paragraph(),
+        ), None
     measured = (
         f"{count.total / 1e9:.2f}B parameters ({count.model_type}, {count.num_layers} layers, "
         f"hidden {count.hidden_size}, vocab {count.vocab_size})"
     )
     if count.moe_layers:
-        measured += (f"; mixture of experts: {count.active / 1e9:.2f}B active per token "
-                     f"({count.experts_per_token} of {count.num_experts} experts in "
-                     f"{count.moe_layers} layers)")
+        measured += (
+            f"; mixture of experts: {count.active / 1e9:.2f}B active per token "
+            f"({count.experts_per_token} of {count.num_experts} experts in "
+            f"{count.moe_layers} layers)"
+        )
     problem = _edit_problem(settings, count)
     if problem:
-        return Check("model", Status.FAIL, measured, "an architecture heretic can edit",
-                     problem), count
+        return Check(
+            "model", Status.FAIL, measured, "an architecture heretic can edit", problem
+        ), count
     return Check("model", Status.OK, measured, "a readable config.json"), count
 
 
@@ -51,14 +59,18 @@ def _edit_problem(settings: Settings, count: ParamCount) -> str:
         if component in count.unsupported:
             return count.unsupported[component]
     if settings.ablation == "norm-preserving" and "mlp" in settings.components and count.moe_layers:
-        return (f"--ablation norm-preserving cannot be applied exactly to the {count.moe_layers} "
-                "mixture-of-experts layers (it rescales each expert's rows by its own factor). "
-                "Use --ablation standard (exact on MoE models), or --set components=attention.")
+        return (
+            f"--ablation norm-preserving cannot be applied exactly to the {count.moe_layers} "
+            "mixture-of-experts layers (it rescales each expert's rows by its own factor). "
+            "Use --ablation standard (exact on MoE models), or --set components=attention."
+        )
     return ""
 
 
 def check_profile(
-    settings: Settings, count: ParamCount | None, inventory: GpuInventory,
+    settings: Settings,
+    count: ParamCount | None,
+    inventory: GpuInventory,
     environ: Mapping[str, str],
 ) -> tuple[Check, ProfileChoice | None]:
     name = settings.profile
@@ -68,19 +80,29 @@ def check_profile(
         try:
             profile = load_profile(name)
         except HereticError as exc:
-            return Check("profile", Status.FAIL, f"'{name}'", "a known profile",
-                         exc.paragraph()), None
-        return (Check("profile", Status.OK, f"{name}: {profile.description}", "-"),
-                ProfileChoice(name, "chosen by name"))
+            return Check(
+                "profile", Status.FAIL, f"'{name}'", "a known profile", exc.paragraph()
+            ), None
+        return (
+            Check("profile", Status.OK, f"{name}: {profile.description}", "-"),
+            ProfileChoice(name, "chosen by name"),
+        )
     if count is None and not settings.is_demo:
-        return Check("profile", Status.FAIL, "auto: no estimate", "a model estimate",
-                     "fix the model check first"), None
+        return Check(
+            "profile",
+            Status.FAIL,
+            "auto: no estimate",
+            "a model estimate",
+            "fix the model check first",
+        ), None
     choice = choose_profile(count, inventory, settings.is_demo, environ=environ)
     if choice.fail_message:
-        return Check("profile", Status.FAIL, "auto: nothing fits", "a profile that fits",
-                     choice.fail_message), choice
-    return Check("profile", Status.OK, f"auto -> {choice.name}", "a profile that fits",
-                 choice.reason), choice
+        return Check(
+            "profile", Status.FAIL, "auto: nothing fits", "a profile that fits", choice.fail_message
+        ), choice
+    return Check(
+        "profile", Status.OK, f"auto -> {choice.name}", "a profile that fits", choice.reason
+    ), choice
 
 
 def _fit_for(mem: MemoryEstimate, gpus: Sequence[GpuInfo], inventory: GpuInventory) -> Fit:
@@ -92,8 +114,11 @@ def _fit_for(mem: MemoryEstimate, gpus: Sequence[GpuInfo], inventory: GpuInvento
 
 
 def check_memory(
-    settings: Settings, count: ParamCount | None, mem: MemoryEstimate | None,
-    gpus: Sequence[GpuInfo], inventory: GpuInventory,
+    settings: Settings,
+    count: ParamCount | None,
+    mem: MemoryEstimate | None,
+    gpus: Sequence[GpuInfo],
+    inventory: GpuInventory,
 ) -> Check:
     name = "GPU memory" if gpus else "RAM (model)"
     if settings.is_demo:
@@ -111,7 +136,8 @@ def check_memory(
     fix = (
         "use --profile auto, quantize (--profile gpu-4bit), split over GPUs (--profile "
         "multi-gpu), lower max_batch_size, or use a bigger GPU"
-        if gpus else "run it on a GPU machine (--profile auto names the GPU set it needs) "
+        if gpus
+        else "run it on a GPU machine (--profile auto names the GPU set it needs) "
         "or pick a smaller model"
     )
     return Check(name, Status.FAIL, f"{gib(fit.usable_bytes)} usable {fit.where}", need, fix)
@@ -127,7 +153,10 @@ def check_device_map(settings: Settings, gpus: Sequence[GpuInfo]) -> Check:
     dm = settings.device_map
     if dm.strip().lower() == "auto" and len(gpus) > 1:
         return Check(
-            "device map", Status.WARN, f"auto over {len(gpus)} GPUs", "balanced on several GPUs",
+            "device map",
+            Status.WARN,
+            f"auto over {len(gpus)} GPUs",
+            "balanced on several GPUs",
             "auto filled GPU 0 first and ran out of memory in the field notes; use "
             "device_map balanced (--profile multi-gpu) or cuda:0 for a model that fits one GPU",
         )
@@ -138,7 +167,10 @@ def check_device_map(settings: Settings, gpus: Sequence[GpuInfo]) -> Check:
 def check_batch(settings: Settings) -> Check:
     if settings.batch_size == 1:
         return Check(
-            "batch size", Status.WARN, "1", ">= 4 or 0 (automatic)",
+            "batch size",
+            Status.WARN,
+            "1",
+            ">= 4 or 0 (automatic)",
             "batch 1 made the residual pass 4x slower than batch 4 in the field notes",
         )
     size = "0 (automatic)" if settings.batch_size == 0 else str(settings.batch_size)

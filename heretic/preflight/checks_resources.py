@@ -34,7 +34,10 @@ def check_merge_ram(settings: Settings, count: ParamCount | None, inventory: Gpu
     if need <= have:
         return Check("RAM (merge)", Status.OK, measured, f"{gib(need)} for the bf16 merge")
     return Check(
-        "RAM (merge)", Status.FAIL, measured, f"{gib(need)} for the bf16 merge",
+        "RAM (merge)",
+        Status.FAIL,
+        measured,
+        f"{gib(need)} for the bf16 merge",
         "the export after a quantized search merges the edit into bf16 weights on the CPU; "
         "rent a machine with more RAM or search in 16 bit",
     )
@@ -84,8 +87,13 @@ def check_disk(settings: Settings, count: ParamCount | None) -> Check:
             short.append(f"{path} needs {gib(nbytes + GIB)}")
     need = f"download {gib(download)} + export {gib(export)}"
     if short:
-        return Check("disk", Status.FAIL, "; ".join(measured), need,
-                     "; ".join(short) + ": free space or mount a larger volume")
+        return Check(
+            "disk",
+            Status.FAIL,
+            "; ".join(measured),
+            need,
+            "; ".join(short) + ": free space or mount a larger volume",
+        )
     return Check("disk", Status.OK, "; ".join(measured), need)
 
 
@@ -107,10 +115,20 @@ def check_token(settings: Settings, environ: Mapping[str, str]) -> Check:
     token, source = _token(environ)
     need = "a write token (hf_...) in HF_TOKEN"
     if token is None:
-        return Check("HF token", Status.FAIL, "missing", need,
-                     "set HF_TOKEN to a write token from huggingface.co/settings/tokens")
+        return Check(
+            "HF token",
+            Status.FAIL,
+            "missing",
+            need,
+            "set HF_TOKEN to a write token from huggingface.co/settings/tokens",
+        )
     if not TOKEN_FORM.match(token):
-        return Check("HF token", Status.FAIL, f"from {source}: not a valid token form", need,
-                     "Hugging Face tokens start with hf_ followed by letters and digits; "
-                     "copy it again without quotes or spaces")
+        return Check(
+            "HF token",
+            Status.FAIL,
+            f"from {source}: not a valid token form",
+            need,
+            "Hugging Face tokens start with hf_ followed by letters and digits; "
+            "copy it again without quotes or spaces",
+        )
     return Check("HF token", Status.OK, f"present in {source} (form valid)", need)

@@ -35,9 +35,11 @@ class CpuDtype:
 
     def reason(self) -> str:
         flags = ", ".join(self.flags) if self.flags else f"no {'/'.join(BF16_FLAGS)}"
-        speed = (f"a bf16 decoder block runs {self.bf16_slowdown:.1f}x slower than float32"
-                 if self.bf16_slowdown >= 1 else
-                 f"a bf16 decoder block runs {1 / self.bf16_slowdown:.1f}x faster than float32")
+        speed = (
+            f"a bf16 decoder block runs {self.bf16_slowdown:.1f}x slower than float32"
+            if self.bf16_slowdown >= 1
+            else f"a bf16 decoder block runs {1 / self.bf16_slowdown:.1f}x faster than float32"
+        )
         return f"{speed} here (measured; CPU flags: {flags})"
 
 
@@ -54,8 +56,13 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...]:
     return tuple(f for f in BF16_FLAGS if f in words)
 
 
-def _block(x: torch.Tensor, w_qkv: torch.Tensor, w_o: torch.Tensor, w_up: torch.Tensor,
-           w_down: torch.Tensor) -> torch.Tensor:  # x (b, s, d): one decoder block, the ops a model runs
+def _block(
+    x: torch.Tensor,
+    w_qkv: torch.Tensor,
+    w_o: torch.Tensor,
+    w_up: torch.Tensor,
+    w_down: torch.Tensor,
+) -> torch.Tensor:  # x (b, s, d): one decoder block, the ops a model runs
     import torch.nn.functional as F
 
     b, s, d = x.shape
@@ -121,5 +128,10 @@ def check_cpu_dtype(settings: Settings, gpu_count: int) -> Check | None:
     need = "the faster of bfloat16 / float32 (auto measures it)"
     if settings.dtype in (best.dtype, "float32"):
         return Check("CPU dtype", Status.OK, f"{settings.dtype}: {best.reason()}", need)
-    return Check("CPU dtype", Status.WARN, f"{settings.dtype}: {best.reason()}", need,
-                 f"set --dtype {best.dtype} (or auto) for a faster run, if it fits the RAM")
+    return Check(
+        "CPU dtype",
+        Status.WARN,
+        f"{settings.dtype}: {best.reason()}",
+        need,
+        f"set --dtype {best.dtype} (or auto) for a faster run, if it fits the RAM",
+    )

@@ -32,7 +32,9 @@ def usable_gpu_bytes(gpu: GpuInfo) -> int:
 
 
 def usable_ram_bytes(inventory: GpuInventory) -> int:
-    return max(0, inventory.ram_available_bytes - int(HEADROOM_FRACTION * inventory.ram_total_bytes))
+    return max(
+        0, inventory.ram_available_bytes - int(HEADROOM_FRACTION * inventory.ram_total_bytes)
+    )
 
 
 @dataclass(frozen=True)

@@ -77,8 +77,12 @@ def _gpu(pynvml: ModuleType, index: int) -> GpuInfo:
     except pynvml.NVMLError:
         uuid = ""
     return GpuInfo(
-        index=index, name=_text(pynvml.nvmlDeviceGetName(handle)), total_bytes=int(mem.total),
-        free_bytes=int(mem.free), processes=[int(p.pid) for p in procs], uuid=uuid,
+        index=index,
+        name=_text(pynvml.nvmlDeviceGetName(handle)),
+        total_bytes=int(mem.total),
+        free_bytes=int(mem.free),
+        processes=[int(p.pid) for p in procs],
+        uuid=uuid,
         process_bytes=used,
     )
 
@@ -107,7 +111,9 @@ def read_inventory() -> GpuInventory:
     return GpuInventory(gpus, total, available, driver=driver)
 
 
-def visible_gpus(inventory: GpuInventory, environ: Mapping[str, str] | None = None) -> list[GpuInfo]:
+def visible_gpus(
+    inventory: GpuInventory, environ: Mapping[str, str] | None = None
+) -> list[GpuInfo]:
     """The GPUs CUDA will show this process, in CUDA's order (CUDA_VISIBLE_DEVICES applied)."""
     environ = os.environ if environ is None else environ
     spec = environ.get("CUDA_VISIBLE_DEVICES")

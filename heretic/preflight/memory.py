@@ -122,7 +122,8 @@ def _load_config(model: str, revision: str | None, trust_remote_code: bool) -> P
     folder = _config_dir(model, revision)
     try:
         config: PreTrainedConfig = AutoConfig.from_pretrained(
-            folder, trust_remote_code=trust_remote_code)
+            folder, trust_remote_code=trust_remote_code
+        )
         return config
     except (ValueError, KeyError, OSError) as exc:
         raise UnsupportedArchitectureError(
@@ -140,7 +141,8 @@ def _meta_model(config: PreTrainedConfig, trust_remote_code: bool) -> PreTrained
     try:
         with torch.device("meta"):
             model: PreTrainedModel = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]  # unannotated in transformers
-                config, trust_remote_code=trust_remote_code)
+                config, trust_remote_code=trust_remote_code
+            )
             return model
     except (ValueError, KeyError, ImportError) as exc:
         raise UnsupportedArchitectureError(
@@ -233,16 +235,24 @@ def count_from_config(config: PreTrainedConfig, trust_remote_code: bool = False)
     expert, num_experts, per_token = _expert_counts(model, text)
     moe_layers, unsupported = _structure(model)
     return ParamCount(
-        total=total, embedding=embedding, lm_head=lm_head, linear=linear,
+        total=total,
+        embedding=embedding,
+        lm_head=lm_head,
+        linear=linear,
         largest_linear=largest_linear,
         largest_block=max(_largest_layer(model, layers), embedding, lm_head),
-        num_layers=layers, hidden_size=hidden,
+        num_layers=layers,
+        hidden_size=hidden,
         intermediate_size=int(getattr(text, "intermediate_size", 0) or 4 * hidden),
         vocab_size=int(getattr(text, "vocab_size", 0) or embedding // max(hidden, 1)),
         num_kv_heads=int(getattr(text, "num_key_value_heads", 0) or heads),
-        head_dim=head_dim, model_type=str(getattr(config, "model_type", "")),
-        expert=expert, num_experts=num_experts, experts_per_token=per_token,
-        moe_layers=moe_layers, unsupported=unsupported,
+        head_dim=head_dim,
+        model_type=str(getattr(config, "model_type", "")),
+        expert=expert,
+        num_experts=num_experts,
+        experts_per_token=per_token,
+        moe_layers=moe_layers,
+        unsupported=unsupported,
     )
 
 
@@ -290,7 +300,11 @@ class MemoryEstimate:
         return self.weights_bytes + self.runtime_bytes
 
     def to_dict(self) -> dict[str, int]:
-        return {**asdict(self), "runtime_bytes": self.runtime_bytes, "total_bytes": self.total_bytes}
+        return {
+            **asdict(self),
+            "runtime_bytes": self.runtime_bytes,
+            "total_bytes": self.total_bytes,
+        }
 
 
 def estimate_memory(
@@ -312,13 +326,20 @@ def estimate_memory(
     tokens = prompt_tokens + max_response_tokens
     kv = 2 * count.num_layers * count.num_kv_heads * count.head_dim * act * batch * tokens
     # residual stream copies (~4 x hidden) and the MLP's gate, up and product (3 x intermediate)
-    activations = batch * prompt_tokens * (4 * count.hidden_size + 3 * count.intermediate_size) * act
+    activations = (
+        batch * prompt_tokens * (4 * count.hidden_size + 3 * count.intermediate_size) * act
+    )
     logits = batch * count.vocab_size * (act + 8)
     dequant = count.largest_linear * 2 if quantization != "none" else 0
     weights = weight_bytes(count, quantization, dtype)
     return MemoryEstimate(
-        weights_bytes=weights, kv_cache_bytes=kv, activation_bytes=activations,
-        logits_bytes=logits, dequant_bytes=dequant, batch=batch, tokens=tokens,
+        weights_bytes=weights,
+        kv_cache_bytes=kv,
+        activation_bytes=activations,
+        logits_bytes=logits,
+        dequant_bytes=dequant,
+        batch=batch,
+        tokens=tokens,
         bf16_weights_bytes=weight_bytes(count, "none", "bfloat16"),
         nf4_weights_bytes=weight_bytes(count, "bnb-4bit"),
         # a quantized run keeps embeddings and lm_head (often the largest block) in 16 bit

@@ -82,16 +82,20 @@ def _suggestion(count: ParamCount, directory: Path | None) -> str:
     return "Smallest common GPU set that would fit: " + "; ".join(parts) + "."
 
 
-def _cpu_choice(count: ParamCount, inventory: GpuInventory, directory: Path | None) -> ProfileChoice:
+def _cpu_choice(
+    count: ParamCount, inventory: GpuInventory, directory: Path | None
+) -> ProfileChoice:
     fit = fit_ram(profile_memory(count, CPU, directory), inventory)
     why = f"no GPU found ({inventory.nvml_error or 'NVML lists none'})"
     if fit.fits:
         return ProfileChoice(
-            CPU, f"{why}; the {_size(count)} fits in RAM in bf16 ({fit.describe()}); expect "
+            CPU,
+            f"{why}; the {_size(count)} fits in RAM in bf16 ({fit.describe()}); expect "
             "minutes per trial or more: a GPU is much faster.",
         )
     return ProfileChoice(
-        None, why,
+        None,
+        why,
         f"The {_size(count)} cannot run on this machine: {why}, and on the CPU it "
         f"{fit.describe()}. Run it on a GPU machine. {_suggestion(count, directory)}",
     )
@@ -137,17 +141,20 @@ def choose_profile(
     four = fit_single(m4, _roomiest(gpus))
     if four.fits:
         return ProfileChoice(
-            FOUR_BIT, f"the {_size(estimate)} does not fit one GPU in bf16 ({bf16.describe()}) "
+            FOUR_BIT,
+            f"the {_size(estimate)} does not fit one GPU in bf16 ({bf16.describe()}) "
             f"but does in 4 bit: {four.describe()}.",
         )
     split = fit_split(profile_memory(estimate, SPLIT, directory), gpus)
     if len(gpus) > 1 and split.fits:
         return ProfileChoice(
-            SPLIT, f"the {_size(estimate)} fits neither one GPU in bf16 ({bf16.describe()}) nor "
+            SPLIT,
+            f"the {_size(estimate)} fits neither one GPU in bf16 ({bf16.describe()}) nor "
             f"in 4 bit ({four.describe()}), but split over {len(gpus)} GPUs: {split.describe()}.",
         )
     return ProfileChoice(
-        None, "nothing fits",
+        None,
+        "nothing fits",
         f"The {_size(estimate)} does not fit this machine ({_machine(gpus)}): in bf16 it "
         f"{bf16.describe()}; in 4 bit it {four.describe()}"
         + (f"; split over all GPUs it {split.describe()}" if len(gpus) > 1 else "")
@@ -160,9 +167,11 @@ def _experts_note(count: ParamCount) -> str:
     """Why 4 bit barely helps a mixture-of-experts model (its experts are not nn.Linear)."""
     if not count.expert:
         return ""
-    return (f" bitsandbytes quantizes linear layers only: the fused experts "
-            f"({count.expert / 1e9:.1f}B of the {count.total / 1e9:.1f}B parameters) stay 16-bit, "
-            "so 4 bit hardly shrinks this model.")
+    return (
+        f" bitsandbytes quantizes linear layers only: the fused experts "
+        f"({count.expert / 1e9:.1f}B of the {count.total / 1e9:.1f}B parameters) stay 16-bit, "
+        "so 4 bit hardly shrinks this model."
+    )
 
 
 def _roomiest(gpus: list[GpuInfo]) -> GpuInfo:

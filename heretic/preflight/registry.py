@@ -81,8 +81,12 @@ def _load(path: Path) -> ProcessRecord | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return ProcessRecord(
-            pid=int(data["pid"]), create_time=float(data["create_time"]), uid=int(data["uid"]),
-            study_dir=str(data["study_dir"]), cmdline=str(data.get("cmdline", "")), path=path,
+            pid=int(data["pid"]),
+            create_time=float(data["create_time"]),
+            uid=int(data["uid"]),
+            study_dir=str(data["study_dir"]),
+            cmdline=str(data.get("cmdline", "")),
+            path=path,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -25,8 +25,11 @@ class Check:
 
     def to_dict(self) -> dict[str, str]:
         return {
-            "name": self.name, "status": self.status.value, "measured": self.measured,
-            "need": self.need, "detail": self.detail,
+            "name": self.name,
+            "status": self.status.value,
+            "measured": self.measured,
+            "need": self.need,
+            "detail": self.detail,
         }
 
 
@@ -48,8 +51,10 @@ class PreflightReport:
         """One paragraph naming every FAIL and what to change (for PreflightError)."""
         if not self.failed:
             return "All preflight checks passed."
-        parts = [f"{c.name}: {c.measured}" + (f" ({c.detail})" if c.detail else "")
-                 for c in self.failures]
+        parts = [
+            f"{c.name}: {c.measured}" + (f" ({c.detail})" if c.detail else "")
+            for c in self.failures
+        ]
         return "Preflight failed: " + "; ".join(parts) + "."
 
     def to_dict(self) -> JsonDict:

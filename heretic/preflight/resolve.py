@@ -44,8 +44,11 @@ def auto_choice(
 
 
 def upper_layers(
-    cli: Mapping[str, object], *, config_path: Path | None = None,
-    environ: Mapping[str, str] | None = None, assignments: list[str] | None = None,
+    cli: Mapping[str, object],
+    *,
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    assignments: list[str] | None = None,
 ) -> list[JsonDict]:
     """The layers above the profile, lowest first. Raises ConfigError for bad input."""
     conf = toml_layer(config_path) if config_path else {}
@@ -63,8 +66,9 @@ def resolve_settings(
 ) -> Resolved:
     """Merge every layer, the profile included, then settle `dtype = "auto"` for a CPU-only
     run (see `heretic.preflight.cpu_dtype`). Raises ConfigError for invalid settings."""
-    resolved = _merge_all(cli, config_path=config_path, environ=environ, inventory=inventory,
-                          assignments=assignments)
+    resolved = _merge_all(
+        cli, config_path=config_path, environ=environ, inventory=inventory, assignments=assignments
+    )
     return replace(resolved, settings=cpu_dtype_settings(resolved.settings, inventory))
 
 

@@ -27,8 +27,11 @@ DRIVER_HINT = {
     "postgresql": "pip install 'heretic[postgres]' (the image has it)",
     "mysql": "pip install pymysql and write the URL as mysql+pymysql://...",
 }
-_CREDENTIALS = re.compile(r"password authentication failed|no password supplied|"
-                          r"authentication failed|access denied|role \S+ does not exist", re.I)
+_CREDENTIALS = re.compile(
+    r"password authentication failed|no password supplied|"
+    r"authentication failed|access denied|role \S+ does not exist",
+    re.I,
+)
 _NO_DATABASE = re.compile(r"database \S+ does not exist|unknown database", re.I)
 
 
@@ -45,20 +48,29 @@ def _engine(url: str) -> sqlalchemy.Engine:
     scheme = url.split(":", 1)[0]
     family = scheme.split("+", 1)[0]
     if family not in RDB_SCHEMES:
-        raise _fail(url, f"has the scheme '{scheme}', which is not a database heretic can share "
-                    "a study through.", "Use postgresql://USER:PASSWORD@HOST:5432/DB (or sqlite:///"
-                    "PATH for one machine).")
+        raise _fail(
+            url,
+            f"has the scheme '{scheme}', which is not a database heretic can share "
+            "a study through.",
+            "Use postgresql://USER:PASSWORD@HOST:5432/DB (or sqlite:///PATH for one machine).",
+        )
     try:
         parsed = sqlalchemy.make_url(url)
         dialect = parsed.get_dialect()
         dialect.import_dbapi()
     except (ArgumentError, ValueError) as exc:
-        raise _fail(url, f"is not a valid database URL ({redact(str(exc))}).",
-                    "Write it as postgresql://USER:PASSWORD@HOST:5432/DB; percent-encode "
-                    "special characters in the password.") from None
+        raise _fail(
+            url,
+            f"is not a valid database URL ({redact(str(exc))}).",
+            "Write it as postgresql://USER:PASSWORD@HOST:5432/DB; percent-encode "
+            "special characters in the password.",
+        ) from None
     except (NoSuchModuleError, ImportError) as exc:
-        raise _fail(url, f"needs a Python database driver that is not installed ({exc}).",
-                    f"Install it: {DRIVER_HINT.get(family, 'pip install the driver')}.") from None
+        raise _fail(
+            url,
+            f"needs a Python database driver that is not installed ({exc}).",
+            f"Install it: {DRIVER_HINT.get(family, 'pip install the driver')}.",
+        ) from None
     connect_args = {} if family == "sqlite" else {"connect_timeout": CONNECT_TIMEOUT_S}
     return sqlalchemy.create_engine(parsed, poolclass=NullPool, connect_args=connect_args)
 
@@ -83,16 +95,24 @@ def check_storage(url: str) -> str:
 
 def _classify(url: str, said: str) -> StorageError:
     if _CREDENTIALS.search(said):
-        return _fail(url, f"refused the login: {said}",
-                     "Check the user and password in the URL (percent-encode special "
-                     "characters) and that this role may log in from this machine.")
+        return _fail(
+            url,
+            f"refused the login: {said}",
+            "Check the user and password in the URL (percent-encode special "
+            "characters) and that this role may log in from this machine.",
+        )
     if _NO_DATABASE.search(said):
-        return _fail(url, f"has no such database: {said}",
-                     "Create it first (CREATE DATABASE ... OWNER ...), or fix the name after "
-                     "the last '/'.")
-    return _fail(url, f"cannot be reached within {CONNECT_TIMEOUT_S} s: {said}",
-                 "Check host and port, that the server runs and accepts connections from "
-                 "this machine (firewall, listen_addresses, pg_hba.conf).")
+        return _fail(
+            url,
+            f"has no such database: {said}",
+            "Create it first (CREATE DATABASE ... OWNER ...), or fix the name after the last '/'.",
+        )
+    return _fail(
+        url,
+        f"cannot be reached within {CONNECT_TIMEOUT_S} s: {said}",
+        "Check host and port, that the server runs and accepts connections from "
+        "this machine (firewall, listen_addresses, pg_hba.conf).",
+    )
 
 
 def storage_check_row(url: str | None) -> Check:
@@ -102,6 +122,7 @@ def storage_check_row(url: str | None) -> Check:
     try:
         measured = check_storage(url)
     except StorageError as exc:
-        return Check("storage", Status.FAIL, mask_url_password(url), "driver, server, login",
-                     exc.paragraph())
+        return Check(
+            "storage", Status.FAIL, mask_url_password(url), "driver, server, login", exc.paragraph()
+        )
     return Check("storage", Status.OK, measured, "driver, server, login")

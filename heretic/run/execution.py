@@ -51,8 +51,10 @@ def _end_stale_first(settings: Settings, reporter: Reporter) -> None:
     stale = find_stale(settings.resolved_study_dir)
     if stale:
         result = end_processes(stale)
-        reporter.info(f"Ended stale heretic processes: {[s.describe() for s in stale]} "
-                      f"({len(result.killed)} needed SIGKILL).")
+        reporter.info(
+            f"Ended stale heretic processes: {[s.describe() for s in stale]} "
+            f"({len(result.killed)} needed SIGKILL)."
+        )
 
 
 def _validate_inputs(settings: Settings, reporter: Reporter) -> None:
@@ -74,8 +76,10 @@ def _preflight(settings: Settings, inventory: GpuInventory, reporter: Reporter) 
 
     report = run_preflight(settings, inventory=inventory, for_run=True)
     for check in report.checks:
-        reporter.info(f"preflight {getattr(check.status, 'value', check.status):<4} {check.name}: {check.measured}"
-                      + (f" (need {check.need})" if check.need else ""))
+        reporter.info(
+            f"preflight {getattr(check.status, 'value', check.status):<4} {check.name}: {check.measured}"
+            + (f" (need {check.need})" if check.need else "")
+        )
     if report.failed:
         raise PreflightError(
             report.summary(),
@@ -105,9 +109,14 @@ def execute(
     return outcome
 
 
-def _after_failure(code: int, cli: Mapping[str, Any], config_path: Path | None,
-                   assignments: list[str] | None, environ: Mapping[str, str] | None,
-                   reporter: Reporter) -> None:
+def _after_failure(
+    code: int,
+    cli: Mapping[str, Any],
+    config_path: Path | None,
+    assignments: list[str] | None,
+    environ: Mapping[str, str] | None,
+    reporter: Reporter,
+) -> None:
     from heretic.lifecycle.on_failure import apply_policy, describe, is_terminal, raw_policy
     from heretic.lifecycle.state import RunState
     from heretic.preflight.resolve import upper_layers
@@ -116,8 +125,9 @@ def _after_failure(code: int, cli: Mapping[str, Any], config_path: Path | None,
         return
     env = os.environ if environ is None else environ
     try:  # the settings may be what failed: then the flag or variable alone decides
-        probe = merge_layers(*upper_layers(cli, config_path=config_path, environ=environ,
-                                           assignments=assignments))
+        probe = merge_layers(
+            *upper_layers(cli, config_path=config_path, environ=environ, assignments=assignments)
+        )
         policy, study_dir = probe.on_failure, probe.resolved_study_dir
     except (HereticError, ValueError):
         policy, study_dir = raw_policy(cli.get("on_failure"), env), None
@@ -126,8 +136,13 @@ def _after_failure(code: int, cli: Mapping[str, Any], config_path: Path | None,
         RunState(study_dir).record_after_failure(describe(policy, result))
 
 
-def _execute(cli: Mapping[str, Any], config_path: Path | None, assignments: list[str] | None,
-             environ: Mapping[str, str] | None, reporter: Reporter) -> Outcome:
+def _execute(
+    cli: Mapping[str, Any],
+    config_path: Path | None,
+    assignments: list[str] | None,
+    environ: Mapping[str, str] | None,
+    reporter: Reporter,
+) -> Outcome:
     from heretic.preflight.lock import acquire_run_lock
     from heretic.preflight.registry import register_process
     from heretic.preflight.resolve import upper_layers
@@ -142,8 +157,13 @@ def _execute(cli: Mapping[str, Any], config_path: Path | None, assignments: list
         return _locked(cli, config_path, assignments, environ, reporter)
 
 
-def _locked(cli: Mapping[str, Any], config_path: Path | None, assignments: list[str] | None,
-            environ: Mapping[str, str] | None, reporter: Reporter) -> Outcome:
+def _locked(
+    cli: Mapping[str, Any],
+    config_path: Path | None,
+    assignments: list[str] | None,
+    environ: Mapping[str, str] | None,
+    reporter: Reporter,
+) -> Outcome:
     from heretic.lifecycle.session import RunLifecycle
     from heretic.preflight.inventory import gpus_for_device_map, read_inventory
     from heretic.preflight.lock import acquire_gpu_locks
@@ -151,8 +171,9 @@ def _locked(cli: Mapping[str, Any], config_path: Path | None, assignments: list[
     from heretic.secrets import add_secret, url_password
 
     inventory = read_inventory()
-    resolved = resolve_settings(cli, config_path=config_path, environ=environ,
-                                inventory=inventory, assignments=assignments)
+    resolved = resolve_settings(
+        cli, config_path=config_path, environ=environ, inventory=inventory, assignments=assignments
+    )
     settings = resolved.settings
     # A storage password from a config file or the environment is masked in every log line,
     # message and file this process writes from here on.
@@ -161,10 +182,13 @@ def _locked(cli: Mapping[str, Any], config_path: Path | None, assignments: list[
         reporter.info(f"Profile: {resolved.choice.name or 'none'} ({resolved.choice.reason})")
     with RunLifecycle(settings, reporter, environ=environ) as life:
         if life.already_done:
-            return Outcome(int(ExitCode.OK), _read_report(settings.output),
-                           notice="This run had already finished; nothing was redone. To run "
-                           f"more trials, delete {settings.resolved_study_dir / 'DONE.json'} "
-                           "and run again: the study resumes.")
+            return Outcome(
+                int(ExitCode.OK),
+                _read_report(settings.output),
+                notice="This run had already finished; nothing was redone. To run "
+                f"more trials, delete {settings.resolved_study_dir / 'DONE.json'} "
+                "and run again: the study resumes.",
+            )
         gpus = [g.key for g in gpus_for_device_map(settings.device_map, inventory)]
         with acquire_gpu_locks(gpus):
             _validate_inputs(settings, life.reporter)
@@ -176,22 +200,36 @@ def _locked(cli: Mapping[str, Any], config_path: Path | None, assignments: list[
 def _engine(settings: Settings, life: RunLifecycle) -> Outcome:
     from heretic.run.recipe import RunHooks, run
 
-    hooks = RunHooks(on_phase=life.on_phase, on_trial=life.on_trial, should_stop=life.should_stop,
-                     subscribe_stop=life.stop.subscribe)
+    hooks = RunHooks(
+        on_phase=life.on_phase,
+        on_trial=life.on_trial,
+        should_stop=life.should_stop,
+        subscribe_stop=life.stop.subscribe,
+    )
     try:
         result = run(settings, life.reporter, hooks)
     except NoAcceptableTrialError as exc:
         life.fail(int(exc.exit_code), exc.paragraph())
         return Outcome(int(exc.exit_code), _read_report(settings.output), message=exc.paragraph())
     if settings.search_only:
-        return Outcome(int(ExitCode.OK), None, notice="Search-only run: this machine's trials "
-                       "are done; the study is finished by a run without search_only.")
+        return Outcome(
+            int(ExitCode.OK),
+            None,
+            notice="Search-only run: this machine's trials "
+            "are done; the study is finished by a run without search_only.",
+        )
     info = life.finish({"model_dir": str(result.model_dir)})
     return Outcome(int(ExitCode.OK), result.report, model_dir=result.model_dir, extra=info)
 
 
-def export_from_study(output: Path, trial: int, *, dest: Path | None = None,
-                      storage: str | None = None, reporter: Reporter | None = None) -> Outcome:
+def export_from_study(
+    output: Path,
+    trial: int,
+    *,
+    dest: Path | None = None,
+    storage: str | None = None,
+    reporter: Reporter | None = None,
+) -> Outcome:
     """`heretic export --trial N`: write trial N of a finished study as a model with its own
     report, under the study's run lock, running no trial."""
     from heretic.preflight.lock import acquire_run_lock

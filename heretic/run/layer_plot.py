@@ -11,8 +11,9 @@ from heretic.atomic import write_with
 from heretic.engine.parameters import AblationParams
 
 
-def plot_layer_profile(profile: dict[str, Any], parameters: dict[str, Any] | None,
-                       path: Path) -> None:
+def plot_layer_profile(
+    profile: dict[str, Any], parameters: dict[str, Any] | None, path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,8 +23,13 @@ def plot_layer_profile(profile: dict[str, Any], parameters: dict[str, Any] | Non
     layers = len(writes)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     # Residual position i is the output of layer i-1: plot it at x = i-1 (embeddings at -1).
-    ax.plot(range(-1, layers), separation, marker="o", color="C0",
-            label="separation of the residual (Cohen's d, held out)")
+    ax.plot(
+        range(-1, layers),
+        separation,
+        marker="o",
+        color="C0",
+        label="separation of the residual (Cohen's d, held out)",
+    )
     ax.bar(range(layers), writes, color="C0", alpha=0.3, label="separation written by the layer")
     ax.set_xlabel("layer")
     ax.set_ylabel("separation (d)")
@@ -33,8 +39,14 @@ def plot_layer_profile(profile: dict[str, Any], parameters: dict[str, Any] | Non
         params = AblationParams.from_dict(parameters)
         twin = ax.twinx()
         for i, name in enumerate(sorted(params.kernels)):
-            twin.step(range(layers), params.strengths(name, layers), where="mid",
-                      color=f"C{i + 1}", linewidth=2, label=f"selected {name} strength")
+            twin.step(
+                range(layers),
+                params.strengths(name, layers),
+                where="mid",
+                color=f"C{i + 1}",
+                linewidth=2,
+                label=f"selected {name} strength",
+            )
         twin.set_ylabel("ablation strength")
         twin.set_ylim(bottom=0)
         more_h, more_l = twin.get_legend_handles_labels()

@@ -38,10 +38,13 @@ def _samples(report: RunReport) -> str:
     if not prompts or not after:
         return ""
     rows = "".join(
-        f"| {_cell(p)} | {_cell(b)} | {_cell(a)} |\n" for p, b, a in zip(prompts, before, after, strict=False)
+        f"| {_cell(p)} | {_cell(b)} | {_cell(a)} |\n"
+        for p, b, a in zip(prompts, before, after, strict=False)
     )
-    return ("## Sample completions (search's harmful prompts, greedy)\n"
-            "| prompt | base model | this model |\n|---|---|---|\n" + rows)
+    return (
+        "## Sample completions (search's harmful prompts, greedy)\n"
+        "| prompt | base model | this model |\n|---|---|---|\n" + rows
+    )
 
 
 def _cell(text: str) -> str:
@@ -58,19 +61,25 @@ def _verification(report: RunReport) -> str:
         return ""
     sel, base, alts = v["selected"], v["base"], v.get("alternatives") or []
     nh, nl = v["prompts"]["harmful"], v["prompts"]["harmless"]
-    where = (f"{nh} harmful and {nl} harmless prompts that the search never scored ({v['source']})"
-             if v["held_out"] else
-             f"the search's own {nh} harmful and {nl} harmless prompts (no held-out split was "
-             "kept, so these figures are flattered by the selection)")
-    rows = (f"| base model | {base['refusals']}/{nh} | 0 | 100% | 0% |\n"
-            f"| this model (trial {sel['trial']}) | {sel['refusals']}/{nh} "
-            f"| {sel['kl_divergence']:.3g} | {_pct(sel['harmless_unchanged'])} "
-            f"| {_pct(sel['first_sentence_changed'])} |\n")
+    where = (
+        f"{nh} harmful and {nl} harmless prompts that the search never scored ({v['source']})"
+        if v["held_out"]
+        else f"the search's own {nh} harmful and {nl} harmless prompts (no held-out split was "
+        "kept, so these figures are flattered by the selection)"
+    )
+    rows = (
+        f"| base model | {base['refusals']}/{nh} | 0 | 100% | 0% |\n"
+        f"| this model (trial {sel['trial']}) | {sel['refusals']}/{nh} "
+        f"| {sel['kl_divergence']:.3g} | {_pct(sel['harmless_unchanged'])} "
+        f"| {_pct(sel['first_sentence_changed'])} |\n"
+    )
     for alt in alts:
         a = alt["verification"]
-        rows += (f"| alternative: trial {a['trial']} | {a['refusals']}/{nh} | "
-                 f"{a['kl_divergence']:.3g} | {_pct(a['harmless_unchanged'])} "
-                 f"| {_pct(a['first_sentence_changed'])} |\n")
+        rows += (
+            f"| alternative: trial {a['trial']} | {a['refusals']}/{nh} | "
+            f"{a['kl_divergence']:.3g} | {_pct(a['harmless_unchanged'])} "
+            f"| {_pct(a['first_sentence_changed'])} |\n"
+        )
     text = (
         f"## Verification (prompts the search never saw)\n"
         f"Measured on {where}, with greedy answers of up to {v['max_response_tokens']} tokens "
@@ -80,9 +89,11 @@ def _verification(report: RunReport) -> str:
         "| | refusals | KL divergence | harmless answers unchanged | first sentence changed |\n"
         "|---|---|---|---|---|\n" + rows
     )
-    text += ("\nThe alternatives are the selected trial's neighbours on the Pareto front (none "
-             "when the front is this trial alone); `heretic export --trial N` writes any trial "
-             "of the study, with its own report, without running the search again.\n")
+    text += (
+        "\nThe alternatives are the selected trial's neighbours on the Pareto front (none "
+        "when the front is this trial alone); `heretic export --trial N` writes any trial "
+        "of the study, with its own report, without running the search again.\n"
+    )
     return text + _pairs(v["examples"])
 
 
@@ -90,15 +101,21 @@ def _pairs(examples: ExampleSets) -> str:
     out = ""
     for kind, pairs in (("harmful", examples["harmful"]), ("harmless", examples["harmless"])):
         if pairs:
-            out += (f"\n### Before and after: {kind} prompts (verification split, greedy)\n"
-                    "| prompt | base model | this model |\n|---|---|---|\n")
-            out += "".join(f"| {_cell(e['prompt'])} | {_cell(e['base'])} | {_cell(e['edited'])} |\n"
-                           for e in pairs)
+            out += (
+                f"\n### Before and after: {kind} prompts (verification split, greedy)\n"
+                "| prompt | base model | this model |\n|---|---|---|\n"
+            )
+            out += "".join(
+                f"| {_cell(e['prompt'])} | {_cell(e['base'])} | {_cell(e['edited'])} |\n"
+                for e in pairs
+            )
     return out
 
 
 def _limits(report: RunReport) -> str:
-    markers = report.get("refusal_markers") or report.get("settings", {}).get("refusal_markers") or []
+    markers = (
+        report.get("refusal_markers") or report.get("settings", {}).get("refusal_markers") or []
+    )
     shown = ", ".join(f"`{m}`" for m in markers)
     return (
         "## What these numbers cannot tell\n"
@@ -118,10 +135,12 @@ def _layer_profile(report: RunReport) -> str:
         return ""
     prior = profile.get("prior") or {}
     ranges = ", ".join(f"{k} {v[0]:.2f}-{v[1]:.2f}" for k, v in profile["search_ranges"].items())
-    return ("## Where the refusal was found\n"
-            f"{prior.get('reason', '')}. Search ranges (fractions of the depth): {ranges}. "
-            f"{_stopped(report)}\n\n"
-            "![separation per layer and the selected kernel](layer_profile.png)\n\n")
+    return (
+        "## Where the refusal was found\n"
+        f"{prior.get('reason', '')}. Search ranges (fractions of the depth): {ranges}. "
+        f"{_stopped(report)}\n\n"
+        "![separation per layer and the selected kernel](layer_profile.png)\n\n"
+    )
 
 
 def _stopped(report: RunReport) -> str:
@@ -144,35 +163,38 @@ def render_model_card(report: RunReport) -> str:
     else:
         metrics = "No trial met the selection policy; no model was exported.\n"
         params = ""
-    how = ("chosen by hand (`heretic export --trial`)" if chosen == "manual"
-           else f"chosen by the selection policy {report['policy']['selection']}")
+    how = (
+        "chosen by hand (`heretic export --trial`)"
+        if chosen == "manual"
+        else f"chosen by the selection policy {report['policy']['selection']}"
+    )
     s = report.get("settings", {})
     return f"""---
 {_metadata(report)}---
 
-# {report['model']} (abliterated with heretic)
+# {report["model"]} (abliterated with heretic)
 
-This model is {_model_link(report['model'])} with its refusal behaviour removed by directional
-ablation ("abliteration"), made by heretic {report.get('heretic_version', '')}.
+This model is {_model_link(report["model"])} with its refusal behaviour removed by directional
+ablation ("abliteration"), made by heretic {report.get("heretic_version", "")}.
 
 ## Method
 For every decoder layer, a refusal direction was computed as the difference of the mean residual
 vectors at the last prompt token of harmful and harmless prompts
-({'orthogonalized against the harmless mean' if s.get('project_directions', True) else 'not projected'},
-{s.get('n_directions', 1)} direction(s) per layer). The outputs of the attention output projection and
-the MLP down projection were edited as y' = y - w v (v . y) ({s.get('ablation', 'standard')} variant),
+({"orthogonalized against the harmless mean" if s.get("project_directions", True) else "not projected"},
+{s.get("n_directions", 1)} direction(s) per layer). The outputs of the attention output projection and
+the MLP down projection were edited as y' = y - w v (v . y) ({s.get("ablation", "standard")} variant),
 with a strength w that varies over the layers (a peak falling linearly to a minimum). The
 strengths and the direction were searched with Optuna (multi-objective TPE,
-{report['trials']['completed']} trials) to minimise both the refusal count on held-out harmful
+{report["trials"]["completed"]} trials) to minimise both the refusal count on held-out harmful
 prompts and the KL divergence of the first response token from the base model on held-out
 harmless prompts. The edit is folded into the weights: no extra code is needed to load it.
 
 ## Search scores (the prompts the trials were scored and selected on)
 {metrics}
-The trial was {how} (KL cap {report['policy']['kl_cap']}, refusal cap
-{report['policy']['refusal_cap']}). Because it was chosen on these prompts, these figures are
+The trial was {how} (KL cap {report["policy"]["kl_cap"]}, refusal cap
+{report["policy"]["refusal_cap"]}). Because it was chosen on these prompts, these figures are
 optimistic; the verification below is not. Refusals here are counted in greedy completions of
-up to {s.get('max_response_tokens', '?')} tokens.
+up to {s.get("max_response_tokens", "?")} tokens.
 
 {_verification(report)}
 {_samples(report)}

@@ -70,9 +70,7 @@ class RunHooks:
     )
     should_stop: Callable[[], bool] = lambda: False
     # subscribe_stop(fn) calls fn(abandon) on each later stop request; returns the unsubscribe.
-    subscribe_stop: Callable[[Callable[[bool], None]], Callable[[], None]] = (
-        lambda fn: lambda: None
-    )
+    subscribe_stop: Callable[[Callable[[bool], None]], Callable[[], None]] = lambda fn: lambda: None
 
 
 @dataclass
@@ -92,8 +90,13 @@ def _timed(timings: dict[str, float], key: str, start: float) -> None:
 
 
 def phase_directions(
-    loaded: LoadedModel, arch: Architecture, prompts: PromptSets, settings: Settings,
-    batcher: Batcher, study_dir: Path, reporter: Reporter,
+    loaded: LoadedModel,
+    arch: Architecture,
+    prompts: PromptSets,
+    settings: Settings,
+    batcher: Batcher,
+    study_dir: Path,
+    reporter: Reporter,
 ) -> tuple[Directions, LayerProfile | None]:
     """The refusal directions and the per-layer separation profile (both from the residuals,
     both saved in the study folder; a study from before profiles has none)."""
@@ -105,13 +108,30 @@ def phase_directions(
             reporter.info("Loaded the refusal directions saved in the study folder.")
             return cached, load_layer_profile(study_dir)
         chat = chat_format(settings)
-        harmful = collect_residuals(loaded, arch, prompts.harmful, batcher, chat=chat,
-                                    reporter=reporter, label="residuals (harmful)")
-        harmless = collect_residuals(loaded, arch, prompts.harmless, batcher, chat=chat,
-                                     reporter=reporter, label="residuals (harmless)")
+        harmful = collect_residuals(
+            loaded,
+            arch,
+            prompts.harmful,
+            batcher,
+            chat=chat,
+            reporter=reporter,
+            label="residuals (harmful)",
+        )
+        harmless = collect_residuals(
+            loaded,
+            arch,
+            prompts.harmless,
+            batcher,
+            chat=chat,
+            reporter=reporter,
+            label="residuals (harmless)",
+        )
         directions = compute_directions(
-            harmful, harmless, project=settings.project_directions,
-            n_directions=settings.n_directions, device=loaded.device,
+            harmful,
+            harmless,
+            project=settings.project_directions,
+            n_directions=settings.n_directions,
+            device=loaded.device,
         )
         profile = layer_profile(harmful, harmless)
         save_layer_profile(study_dir, profile)
@@ -122,28 +142,50 @@ def phase_directions(
 def phase_base(evaluator: Evaluator, reporter: Reporter) -> RefusalResult:
     evaluator.compute_base()
     base = evaluator.refusals()
-    reporter.info(f"Base model: {base.count}/{base.total} refusals on the harmful evaluation prompts.")
+    reporter.info(
+        f"Base model: {base.count}/{base.total} refusals on the harmful evaluation prompts."
+    )
     return base
 
 
 def best_so_far(trials: list[optuna.trial.FrozenTrial], settings: Settings) -> BestSoFar | None:
     """The trial the selection policy would take now (or, if none qualifies yet, the one with
     the fewest refusals), for progress displays."""
-    chosen = select(trials, settings.selection, settings.kl_cap, settings.refusal_cap,
-                    settings.max_refusal_share)
+    chosen = select(
+        trials,
+        settings.selection,
+        settings.kl_cap,
+        settings.refusal_cap,
+        settings.max_refusal_share,
+    )
     if chosen is None and trials:
         chosen = min(trials, key=lambda t: (score(t).refusals, score(t).kl))
     if chosen is None:
         return None
     s = score(chosen)
-    return {"trial": s.number, "refusals": s.refusals, "kl_divergence": s.kl,
-            "meets_policy": select([chosen], settings.selection, settings.kl_cap,
-                                   settings.refusal_cap, settings.max_refusal_share) is not None}
+    return {
+        "trial": s.number,
+        "refusals": s.refusals,
+        "kl_divergence": s.kl,
+        "meets_policy": select(
+            [chosen],
+            settings.selection,
+            settings.kl_cap,
+            settings.refusal_cap,
+            settings.max_refusal_share,
+        )
+        is not None,
+    }
 
 
 def phase_search(
-    study: optuna.Study, objective: TrialObjective, settings: Settings, study_dir: Path,
-    hooks: RunHooks, reporter: Reporter, stop_rule: StopRule | None = None,
+    study: optuna.Study,
+    objective: TrialObjective,
+    settings: Settings,
+    study_dir: Path,
+    hooks: RunHooks,
+    reporter: Reporter,
+    stop_rule: StopRule | None = None,
 ) -> None:
     total = settings.trials
     already = count(study, optuna.trial.TrialState.COMPLETE)
@@ -156,14 +198,17 @@ def phase_search(
         return rule.reason(completed_trials(study))
 
     if already and done_early() is not None:
-        reporter.info(f"The study already met its patience rule after {already} trials; no new "
-                      "trials (set patience=0 to run all --trials).")
+        reporter.info(
+            f"The study already met its patience rule after {already} trials; no new "
+            "trials (set patience=0 to run all --trials)."
+        )
         return
     if already:
         reporter.info(f"Resuming the study: {already}/{total} trials already completed.")
     started = time.monotonic()
 
     with reporter.task("trials", total - already) as advance:
+
         def on_complete(trial: optuna.trial.FrozenTrial) -> None:
             finished = completed_trials(study)
             done = len(finished)
@@ -172,12 +217,21 @@ def phase_search(
             hooks.on_trial(done, total, eta, best_so_far(finished, settings))
             advance(1)
 
-        run_trials(study, study_dir, total, objective, should_stop=hooks.should_stop,
-                   on_complete=on_complete, done_early=done_early)
+        run_trials(
+            study,
+            study_dir,
+            total,
+            objective,
+            should_stop=hooks.should_stop,
+            on_complete=on_complete,
+            done_early=done_early,
+        )
     why = done_early()
     if why is not None:
-        reporter.info(f"Search stopped after {count(study, optuna.trial.TrialState.COMPLETE)} "
-                      f"of {total} trials: {why}.")
+        reporter.info(
+            f"Search stopped after {count(study, optuna.trial.TrialState.COMPLETE)} "
+            f"of {total} trials: {why}."
+        )
 
 
 @dataclass
@@ -198,13 +252,21 @@ class Prepared:
 def _enter(hooks: RunHooks, phase: str) -> None:
     """A phase boundary: the place to honour a stop request made during a long phase."""
     if hooks.should_stop():
-        raise InterruptedRun(f"Stopped on request before the {phase} phase; the study is saved.",
-                             "Run the same command again to resume.")
+        raise InterruptedRun(
+            f"Stopped on request before the {phase} phase; the study is saved.",
+            "Run the same command again to resume.",
+        )
     hooks.on_phase(phase)
 
 
-def prepare(settings: Settings, reporter: Reporter, hooks: RunHooks, timings: dict[str, float],
-            *, worker_index: int = 0) -> Prepared:
+def prepare(
+    settings: Settings,
+    reporter: Reporter,
+    hooks: RunHooks,
+    timings: dict[str, float],
+    *,
+    worker_index: int = 0,
+) -> Prepared:
     """Everything a trial needs: prompts, model, directions, base scores, the study."""
     study_dir = settings.resolved_study_dir
     _enter(hooks, "prompts")
@@ -221,14 +283,20 @@ def prepare(settings: Settings, reporter: Reporter, hooks: RunHooks, timings: di
     batcher = Batcher(settings.batch_size or settings.max_batch_size, "the forward passes")
     _enter(hooks, "residuals")
     t = time.monotonic()
-    directions, profile = phase_directions(loaded, arch, prompts, settings, batcher, study_dir,
-                                           reporter)
+    directions, profile = phase_directions(
+        loaded, arch, prompts, settings, batcher, study_dir, reporter
+    )
     _timed(timings, "residuals", t)
 
     evaluator = Evaluator(
-        loaded, prompts.harmless_eval, prompts.harmful_eval, markers=settings.refusal_markers,
-        max_new_tokens=settings.max_response_tokens, chat=chat_format(settings),
-        batcher=batcher, strip_thinking=settings.strip_thinking,
+        loaded,
+        prompts.harmless_eval,
+        prompts.harmful_eval,
+        markers=settings.refusal_markers,
+        max_new_tokens=settings.max_response_tokens,
+        chat=chat_format(settings),
+        batcher=batcher,
+        strip_thinking=settings.strip_thinking,
     )
     _enter(hooks, "base evaluation")
     base: RefusalResult | None = None
@@ -237,11 +305,16 @@ def prepare(settings: Settings, reporter: Reporter, hooks: RunHooks, timings: di
     else:
         evaluator.compute_base()
     ablator = Ablator(arch, directions, settings.ablation).install()
-    study = open_study(study_dir, name=settings.study_name, storage_url=settings.storage,
-                       seed=settings.seed,
-                       startup_trials=min(settings.startup_trials, settings.trials // 3),
-                       worker_index=worker_index, heartbeat_s=settings.heartbeat_interval_s,
-                       grace_s=settings.heartbeat_grace_s)
+    study = open_study(
+        study_dir,
+        name=settings.study_name,
+        storage_url=settings.storage,
+        seed=settings.seed,
+        startup_trials=min(settings.startup_trials, settings.trials // 3),
+        worker_index=worker_index,
+        heartbeat_s=settings.heartbeat_interval_s,
+        grace_s=settings.heartbeat_grace_s,
+    )
     check_or_record_in_study(study, settings)
     prior = study_prior(study, derive_prior(profile) if profile is not None else None)
     space = SearchSpace(settings, arch.num_layers, prior)
@@ -249,49 +322,59 @@ def prepare(settings: Settings, reporter: Reporter, hooks: RunHooks, timings: di
         reporter.info(_space_line(profile, prior, space, settings))
     objective = TrialObjective(ablator, evaluator, space, settings.kl_target)
     rule = StopRule.from_settings(settings, len(prompts.harmful_eval))
-    return Prepared(loaded, arch, prompts, directions, evaluator, study, objective, base,
-                    profile, prior, rule)
+    return Prepared(
+        loaded, arch, prompts, directions, evaluator, study, objective, base, profile, prior, rule
+    )
 
 
-def _space_line(profile: LayerProfile, prior: LayerPrior, space: SearchSpace,
-                settings: Settings) -> str:
+def _space_line(
+    profile: LayerProfile, prior: LayerPrior, space: SearchSpace, settings: Settings
+) -> str:
     line = summary_line(profile, prior)
     mine = [k for k in space.ranges() if getattr(settings, k) is not None]
     return line + (f" Your ranges win for: {', '.join(mine)}." if mine else "")
 
 
-def run(settings: Settings, reporter: Reporter | None = None,
-        hooks: RunHooks | None = None) -> RunResult:
+def run(
+    settings: Settings, reporter: Reporter | None = None, hooks: RunHooks | None = None
+) -> RunResult:
     reporter, hooks = reporter or NullReporter(), hooks or RunHooks()
     timings: dict[str, float] = {}
     t_all = time.monotonic()
     settings.resolved_study_dir.mkdir(parents=True, exist_ok=True)
     if settings.is_demo:
-        reporter.info("No model given: running the built-in demo model (a tiny Llama trained "
-                      "on the CPU to refuse harmful requests).")
+        reporter.info(
+            "No model given: running the built-in demo model (a tiny Llama trained "
+            "on the CPU to refuse harmful requests)."
+        )
     settings = worker_pool.parent_device_map(settings)
     prep = prepare(settings, reporter, hooks, timings)
 
     _enter(hooks, "search")
     t = time.monotonic()
-    group = worker_pool.WorkerGroup(worker_pool.start_workers(settings) if settings.workers > 1 else [])
+    group = worker_pool.WorkerGroup(
+        worker_pool.start_workers(settings) if settings.workers > 1 else []
+    )
     unsubscribe = hooks.subscribe_stop(group.forward)
     study_dir = settings.resolved_study_dir
     try:
-        phase_search(prep.study, prep.objective, settings, study_dir, hooks, reporter,
-                     prep.stop_rule)
+        phase_search(
+            prep.study, prep.objective, settings, study_dir, hooks, reporter, prep.stop_rule
+        )
         worker_pool.wait_workers(group.procs)
         if group.procs and count(prep.study, optuna.trial.TrialState.COMPLETE) < settings.trials:
             # A worker that died mid-trial left its trial to be re-run: finish what is missing.
-            phase_search(prep.study, prep.objective, settings, study_dir, hooks, reporter,
-                         prep.stop_rule)
+            phase_search(
+                prep.study, prep.objective, settings, study_dir, hooks, reporter, prep.stop_rule
+            )
     finally:
         unsubscribe()
         group.stop()
     _timed(timings, "trials_total", t)
     if settings.search_only:
-        reporter.info("Trials done (search only): run once without search_only to select, "
-                      "export and upload.")
+        reporter.info(
+            "Trials done (search only): run once without search_only to select, export and upload."
+        )
         return RunResult(report=None, model_dir=None, timings=timings)
     return _finish(settings, prep, timings, t_all, hooks, reporter)
 
@@ -307,16 +390,24 @@ def verification_evaluator(prep: Prepared, settings: Settings) -> Evaluator | No
     p = prep.prompts
     held_out = bool(p.harmful_verify and p.harmless_verify)
     return Evaluator(
-        prep.loaded, p.harmless_verify if held_out else p.harmless_eval,
+        prep.loaded,
+        p.harmless_verify if held_out else p.harmless_eval,
         p.harmful_verify if held_out else p.harmful_eval,
-        markers=settings.refusal_markers, max_new_tokens=budget, chat=chat_format(settings),
-        batcher=prep.evaluator.batcher, strip_thinking=settings.strip_thinking,
+        markers=settings.refusal_markers,
+        max_new_tokens=budget,
+        chat=chat_format(settings),
+        batcher=prep.evaluator.batcher,
+        strip_thinking=settings.strip_thinking,
     )
 
 
-def phase_verify(prep: Prepared, trials: list[optuna.trial.FrozenTrial],
-                 chosen: optuna.trial.FrozenTrial, settings: Settings,
-                 reporter: Reporter) -> Verification | None:
+def phase_verify(
+    prep: Prepared,
+    trials: list[optuna.trial.FrozenTrial],
+    chosen: optuna.trial.FrozenTrial,
+    settings: Settings,
+    reporter: Reporter,
+) -> Verification | None:
     """Measure the chosen edit and its Pareto-front neighbours on prompts the search never
     scored, against the base model, with a longer token budget than the search's."""
     evaluator = verification_evaluator(prep, settings)
@@ -324,8 +415,9 @@ def phase_verify(prep: Prepared, trials: list[optuna.trial.FrozenTrial],
         return None
     verifier = Verifier(evaluator, compare_tokens=settings.verify_compare_tokens)
     by_number = {t.number: t for t in trials} | {chosen.number: chosen}
-    neighbours = front_neighbours(list(by_number.values()), chosen.number,
-                                  settings.verify_alternatives)
+    neighbours = front_neighbours(
+        list(by_number.values()), chosen.number, settings.verify_alternatives
+    )
 
     def measure(number: int) -> Verified:
         params = AblationParams.from_dict(TrialRecord.read(by_number[number]).required_parameters())
@@ -334,10 +426,13 @@ def phase_verify(prep: Prepared, trials: list[optuna.trial.FrozenTrial],
     base = verifier.base()
     p = prep.prompts
     result = Verification(
-        held_out=bool(p.harmful_verify and p.harmless_verify), source=p.verify_source,
-        search_harmful=len(p.harmful_eval), search_harmless=len(p.harmless_eval),
+        held_out=bool(p.harmful_verify and p.harmless_verify),
+        source=p.verify_source,
+        search_harmful=len(p.harmful_eval),
+        search_harmless=len(p.harmless_eval),
         max_response_tokens=evaluator.max_new_tokens,
-        compare_tokens=settings.verify_compare_tokens, base=base,
+        compare_tokens=settings.verify_compare_tokens,
+        base=base,
         selected=measure(chosen.number),
         alternatives=[(measure(n), score(by_number[n])) for n in neighbours],
     )
@@ -345,24 +440,45 @@ def phase_verify(prep: Prepared, trials: list[optuna.trial.FrozenTrial],
     return result
 
 
-def _finish(settings: Settings, prep: Prepared, timings: dict[str, float], t_all: float,
-            hooks: RunHooks, reporter: Reporter, *,
-            chosen: optuna.trial.FrozenTrial | None = None, output: Path | None = None) -> RunResult:
+def _finish(
+    settings: Settings,
+    prep: Prepared,
+    timings: dict[str, float],
+    t_all: float,
+    hooks: RunHooks,
+    reporter: Reporter,
+    *,
+    chosen: optuna.trial.FrozenTrial | None = None,
+    output: Path | None = None,
+) -> RunResult:
     """Select (or take `chosen`), verify, export and write the run files into `output`."""
     hooks.on_phase("select")
     base = prep.base
     assert base is not None
     output = output or settings.output
     trials = completed_trials(prep.study)[: settings.trials]
-    selected = chosen or select(trials, settings.selection, settings.kl_cap, settings.refusal_cap,
-                                settings.max_refusal_share)
+    selected = chosen or select(
+        trials,
+        settings.selection,
+        settings.kl_cap,
+        settings.refusal_cap,
+        settings.max_refusal_share,
+    )
     record = RunRecord(
-        model=prep.loaded.source, settings=settings.public_dump(),
-        base_refusals=base.count, n_harmful=base.total,
-        n_harmless=len(prep.prompts.harmless_eval), trials=trials, requested=settings.trials,
-        selected=selected, timings=timings, base_samples=base.responses[:3],
-        sample_prompts=prep.prompts.harmful_eval[:3], architecture=prep.arch.model_type,
-        num_layers=prep.arch.num_layers, chosen_by="manual" if chosen else settings.selection,
+        model=prep.loaded.source,
+        settings=settings.public_dump(),
+        base_refusals=base.count,
+        n_harmful=base.total,
+        n_harmless=len(prep.prompts.harmless_eval),
+        trials=trials,
+        requested=settings.trials,
+        selected=selected,
+        timings=timings,
+        base_samples=base.responses[:3],
+        sample_prompts=prep.prompts.harmful_eval[:3],
+        architecture=prep.arch.model_type,
+        num_layers=prep.arch.num_layers,
+        chosen_by="manual" if chosen else settings.selection,
         stop_reason=_stop_reason(prep, trials, settings),
         layer_profile=_profile_record(prep),
     )
@@ -374,8 +490,9 @@ def _finish(settings: Settings, prep: Prepared, timings: dict[str, float], t_all
         _enter(hooks, "export")
         t = time.monotonic()
         prep.objective.ablator.remove()
-        model_dir = export_model(prep.loaded, prep.directions, params, settings,
-                                 output / "model", reporter)
+        model_dir = export_model(
+            prep.loaded, prep.directions, params, settings, output / "model", reporter
+        )
         _timed(timings, "export", t)
     timings.setdefault("export", 0.0)
     timings["total"] = time.monotonic() - t_all
@@ -391,8 +508,7 @@ def _finish(settings: Settings, prep: Prepared, timings: dict[str, float], t_all
     return RunResult(report=report, model_dir=model_dir, timings=timings)
 
 
-def _stop_reason(prep: Prepared, trials: list[optuna.trial.FrozenTrial],
-                 settings: Settings) -> str:
+def _stop_reason(prep: Prepared, trials: list[optuna.trial.FrozenTrial], settings: Settings) -> str:
     why = prep.stop_rule.reason(trials) if prep.stop_rule is not None else None
     if why is not None and len(trials) < settings.trials:
         return why
@@ -403,12 +519,16 @@ def _profile_record(prep: Prepared) -> dict[str, Any] | None:
     if prep.profile is None:
         return None
     ranges = prep.objective.space.ranges()
-    return {**prep.profile.to_dict(), "prior": prep.prior.to_dict() if prep.prior else None,
-            "search_ranges": {k: list(v) for k, v in ranges.items()}}
+    return {
+        **prep.profile.to_dict(),
+        "prior": prep.prior.to_dict() if prep.prior else None,
+        "search_ranges": {k: list(v) for k, v in ranges.items()},
+    }
 
 
-def export_trial(settings: Settings, number: int, dest: Path,
-                 reporter: Reporter | None = None) -> RunResult:
+def export_trial(
+    settings: Settings, number: int, dest: Path, reporter: Reporter | None = None
+) -> RunResult:
     """Export trial `number` of an existing study with its report into `dest`, running no
     trial: the same load, directions and verification as a finished run, another choice."""
     reporter = reporter or NullReporter()
@@ -423,5 +543,6 @@ def export_trial(settings: Settings, number: int, dest: Path,
             f"({len(found)} completed trials; Pareto front: {front or 'none'}).",
             "Pick a completed trial: report.json lists the front and trials.jsonl every trial.",
         )
-    return _finish(settings, prep, timings, t_all, RunHooks(), reporter, chosen=found[number],
-                   output=dest)
+    return _finish(
+        settings, prep, timings, t_all, RunHooks(), reporter, chosen=found[number], output=dest
+    )

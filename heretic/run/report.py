@@ -27,10 +27,15 @@ from heretic.run.report_types import (
 
 
 def _measured(v: Verified) -> MeasuredRecord:
-    return {"trial": v.trial, "refusals": v.refusals, "n_harmful": v.n_harmful,
-            "kl_divergence": v.kl_divergence, "harmless_unchanged": round(v.harmless_unchanged, 4),
-            "first_sentence_changed": round(v.first_sentence_changed, 4),
-            "n_harmless": v.n_harmless}
+    return {
+        "trial": v.trial,
+        "refusals": v.refusals,
+        "n_harmful": v.n_harmful,
+        "kl_divergence": v.kl_divergence,
+        "harmless_unchanged": round(v.harmless_unchanged, 4),
+        "first_sentence_changed": round(v.first_sentence_changed, 4),
+        "n_harmless": v.n_harmless,
+    }
 
 
 def _example(e: Example) -> ExampleRecord:
@@ -52,13 +57,21 @@ class Verification:
     alternatives: list[tuple[Verified, TrialScore]] = field(default_factory=list)
 
     def summary(self) -> str:
-        s, where = self.selected, ("prompts the search never scored" if self.held_out
-                                   else "the search's own prompts (no held-out split)")
-        return (f"Verification on {s.n_harmful} harmful + {s.n_harmless} harmless {where}, "
-                f"{self.max_response_tokens} tokens: base {self.base.refusals}/{s.n_harmful} "
-                f"refusals; trial {s.trial} {s.refusals}/{s.n_harmful} refusals, KL "
-                f"{s.kl_divergence:.3g}, {s.harmless_unchanged:.0%} of harmless answers "
-                f"unchanged for {self.compare_tokens} tokens.")
+        s, where = (
+            self.selected,
+            (
+                "prompts the search never scored"
+                if self.held_out
+                else "the search's own prompts (no held-out split)"
+            ),
+        )
+        return (
+            f"Verification on {s.n_harmful} harmful + {s.n_harmless} harmless {where}, "
+            f"{self.max_response_tokens} tokens: base {self.base.refusals}/{s.n_harmful} "
+            f"refusals; trial {s.trial} {s.refusals}/{s.n_harmful} refusals, KL "
+            f"{s.kl_divergence:.3g}, {s.harmless_unchanged:.0%} of harmless answers "
+            f"unchanged for {self.compare_tokens} tokens."
+        )
 
     def to_dict(self) -> VerificationRecord:
         s = self.selected
@@ -76,8 +89,11 @@ class Verification:
                 "harmless": [_example(e) for e in s.harmless_examples],
             },
             "alternatives": [
-                {"trial": v.trial, "search": {"refusals": t.refusals, "kl_divergence": t.kl},
-                 "verification": _measured(v)}
+                {
+                    "trial": v.trial,
+                    "search": {"refusals": t.refusals, "kl_divergence": t.kl},
+                    "verification": _measured(v),
+                }
                 for v, t in self.alternatives
             ],
         }
@@ -129,26 +145,38 @@ def build_report(rec: RunRecord) -> RunReport:
         "num_layers": rec.num_layers,
         "selected_trial": sel.number if sel else None,
         "sample_prompts": rec.sample_prompts,
-        "base": {"refusals": rec.base_refusals, "n_harmful": rec.n_harmful,
-                 "n_harmless": rec.n_harmless, "kl_divergence": 0.0,
-                 "sample_responses": rec.base_samples},
-        "selected": None if sel is None else {
+        "base": {
+            "refusals": rec.base_refusals,
+            "n_harmful": rec.n_harmful,
+            "n_harmless": rec.n_harmless,
+            "kl_divergence": 0.0,
+            "sample_responses": rec.base_samples,
+        },
+        "selected": None
+        if sel is None
+        else {
             "refusals": score(sel).refusals,
             "kl_divergence": score(sel).kl,
             "parameters": TrialRecord.read(sel).parameters,
             "sample_responses": TrialRecord.read(sel).sample_responses,
         },
         "verification": rec.verification.to_dict() if rec.verification else None,
-        "policy": {"selection": rec.settings.get("selection"), "kl_cap": rec.settings.get("kl_cap"),
-                   "refusal_cap": rec.settings.get("refusal_cap"),
-                   "chosen_by": rec.chosen_by or rec.settings.get("selection")},
+        "policy": {
+            "selection": rec.settings.get("selection"),
+            "kl_cap": rec.settings.get("kl_cap"),
+            "refusal_cap": rec.settings.get("refusal_cap"),
+            "chosen_by": rec.chosen_by or rec.settings.get("selection"),
+        },
         "refusal_markers": rec.settings.get("refusal_markers", []),
         "pareto_front": [
             {"trial": s.number, "refusals": s.refusals, "kl_divergence": s.kl}
             for s in pareto_front(rec.trials)
         ],
-        "trials": {"requested": rec.requested, "completed": len(rec.trials),
-                   "stop_reason": rec.stop_reason},
+        "trials": {
+            "requested": rec.requested,
+            "completed": len(rec.trials),
+            "stop_reason": rec.stop_reason,
+        },
         "layer_profile": rec.layer_profile,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "settings": rec.settings,
@@ -164,14 +192,28 @@ def plot_pareto(trials: list[FrozenTrial], selected: int | None, path: Path) -> 
     scores = [score(t) for t in trials]
     front = pareto_front(trials)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.scatter([s.kl for s in scores], [s.refusals for s in scores], s=14, alpha=0.5,
-               label="trials")
-    ax.step([s.kl for s in front], [s.refusals for s in front], where="post", color="C1",
-            marker="o", label="Pareto front")
+    ax.scatter(
+        [s.kl for s in scores], [s.refusals for s in scores], s=14, alpha=0.5, label="trials"
+    )
+    ax.step(
+        [s.kl for s in front],
+        [s.refusals for s in front],
+        where="post",
+        color="C1",
+        marker="o",
+        label="Pareto front",
+    )
     chosen: list[TrialScore] = [s for s in scores if s.number == selected]
     if chosen:
-        ax.scatter([chosen[0].kl], [chosen[0].refusals], s=90, facecolors="none",
-                   edgecolors="C3", linewidths=2, label=f"selected (trial {selected})")
+        ax.scatter(
+            [chosen[0].kl],
+            [chosen[0].refusals],
+            s=90,
+            facecolors="none",
+            edgecolors="C3",
+            linewidths=2,
+            label=f"selected (trial {selected})",
+        )
     ax.set_xlabel("KL divergence from the base model (harmless prompts)")
     ax.set_ylabel("refusals (harmful prompts)")
     ax.set_xscale("symlog", linthresh=1e-3)

@@ -19,13 +19,34 @@ from heretic.errors import StudyError
 
 # Settings that change what a trial measures: a study is only resumable if they are unchanged.
 STUDY_KEYS = (
-    "model", "revision", "harmful_prompts", "harmless_prompts", "harmful_eval_prompts",
-    "harmless_eval_prompts", "system_prompt", "thinking", "project_directions", "n_directions", "ablation",
-    "components", "max_weight", "max_weight_position", "min_weight_fraction",
-    "min_weight_distance", "direction_index", "direction_scopes", "refusal_markers",
-    "max_response_tokens", "strip_thinking", "quantization", "study_name", "kl_target",
+    "model",
+    "revision",
+    "harmful_prompts",
+    "harmless_prompts",
+    "harmful_eval_prompts",
+    "harmless_eval_prompts",
+    "system_prompt",
+    "thinking",
+    "project_directions",
+    "n_directions",
+    "ablation",
+    "components",
+    "max_weight",
+    "max_weight_position",
+    "min_weight_fraction",
+    "min_weight_distance",
+    "direction_index",
+    "direction_scopes",
+    "refusal_markers",
+    "max_response_tokens",
+    "strip_thinking",
+    "quantization",
+    "study_name",
+    "kl_target",
     # The split decides which evaluation prompts the trials are scored on.
-    "verify_split", "verify_harmful_prompts", "verify_harmless_prompts",
+    "verify_split",
+    "verify_harmful_prompts",
+    "verify_harmless_prompts",
 )
 # What a study recorded before a key existed ran with: heretic 0.1 scored trials on the whole
 # evaluation sets (verify_split=0) and scored the sampler on the raw KL (kl_target=0).
@@ -37,10 +58,12 @@ def study_identity(settings: Settings) -> dict[str, Any]:
     return {key: dumped[key] for key in STUDY_KEYS}
 
 
-def _require_same(recorded: dict[str, Any] | None, identity: dict[str, Any], where: str,
-                  hint: str) -> None:
-    changed = sorted(k for k in identity
-                     if (recorded or {}).get(k, BEFORE_KEY_EXISTED.get(k)) != identity[k])
+def _require_same(
+    recorded: dict[str, Any] | None, identity: dict[str, Any], where: str, hint: str
+) -> None:
+    changed = sorted(
+        k for k in identity if (recorded or {}).get(k, BEFORE_KEY_EXISTED.get(k)) != identity[k]
+    )
     if recorded is not None and changed:
         raise StudyError(
             f"{where} was started with different settings ({', '.join(changed)}); going on "
@@ -54,8 +77,12 @@ def check_or_record_settings(study_dir: Path, settings: Settings) -> None:
     identity = study_identity(settings)
     if path.is_file():
         recorded = json.loads(path.read_text(encoding="utf-8")).get("identity", {})
-        _require_same(recorded, identity, f"The study in {study_dir}",
-                      "Use the original settings, or a new --output / --study-dir.")
+        _require_same(
+            recorded,
+            identity,
+            f"The study in {study_dir}",
+            "Use the original settings, or a new --output / --study-dir.",
+        )
     payload = {"identity": identity, "resolved": settings.public_dump()}
     write_atomic(path, json.dumps(payload, indent=2) + "\n")
 
@@ -71,8 +98,15 @@ def settings_of_study(output: Path, *, storage: str | None = None) -> Settings:
             "Give the output folder of a heretic run (the folder with report.json and study/).",
         )
     resolved = dict(json.loads(path.read_text(encoding="utf-8")).get("resolved") or {})
-    resolved.update(output=str(output), study_dir=None, notify=None, upload=None,
-                    shutdown_after=False, workers=1, search_only=False)
+    resolved.update(
+        output=str(output),
+        study_dir=None,
+        notify=None,
+        upload=None,
+        shutdown_after=False,
+        workers=1,
+        search_only=False,
+    )
     if storage is not None:
         resolved["storage"] = storage
     elif "****" in (resolved.get("storage") or ""):
@@ -89,8 +123,12 @@ def check_or_record_in_study(study: Any, settings: Settings) -> None:
     mix trials of different settings either."""
     identity = study_identity(settings)
     recorded = study.user_attrs.get("heretic_identity")
-    _require_same(recorded, identity, f"The study '{settings.study_name}' in its storage",
-                  "Use the study's settings, or another --study-name.")
+    _require_same(
+        recorded,
+        identity,
+        f"The study '{settings.study_name}' in its storage",
+        "Use the study's settings, or another --study-name.",
+    )
     if recorded is None:
         study.set_user_attr("heretic_identity", identity)
 

@@ -28,10 +28,16 @@ def main(argv: list[str]) -> int:
         prep = prepare(settings, reporter, RunHooks(), {}, worker_index=index)
         try:
             rule = prep.stop_rule
-            ran = run_trials(prep.study, settings.resolved_study_dir, settings.trials,
-                             prep.objective, should_stop=lambda: stop.requested,
-                             done_early=lambda: rule.reason(completed_trials(prep.study))
-                             if rule is not None else None)
+            ran = run_trials(
+                prep.study,
+                settings.resolved_study_dir,
+                settings.trials,
+                prep.objective,
+                should_stop=lambda: stop.requested,
+                done_early=lambda: (
+                    rule.reason(completed_trials(prep.study)) if rule is not None else None
+                ),
+            )
         except HereticError as exc:
             reporter.warn(f"worker {index}: {exc.paragraph()}")
             return int(exc.exit_code)

@@ -46,8 +46,9 @@ def one_gpu_each(workers: int) -> bool:
 def worker_settings(settings: Settings) -> dict[str, object]:
     data = settings.model_dump(mode="json")
     # No secrets in the file: the storage URL (it may hold a password) goes by environment.
-    data.update(workers=1, skip_preflight=True, upload=None, shutdown_after=False, notify=None,
-                storage=None)
+    data.update(
+        workers=1, skip_preflight=True, upload=None, shutdown_after=False, notify=None, storage=None
+    )
     if one_gpu_each(settings.workers):
         data["device_map"] = "cuda:0"
     return data
@@ -66,10 +67,13 @@ def start_workers(settings: Settings) -> list[subprocess.Popen[bytes]]:
             env[STORAGE_ENV] = settings.storage
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[index]
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "heretic.run.worker", str(path), str(index)], env=env,
-            process_group=0,  # out of the parent's group: see the module docstring
-        ))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "heretic.run.worker", str(path), str(index)],
+                env=env,
+                process_group=0,  # out of the parent's group: see the module docstring
+            )
+        )
     return procs
 
 

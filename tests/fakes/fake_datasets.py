@@ -42,13 +42,24 @@ def _handler(fake: FakeDatasets) -> type[BaseHTTPRequestHandler]:
             if parts[:2] == ["api", "datasets"] and len(parts) >= 6 and parts[4] == "tree":
                 repo = "/".join(parts[2:4])
                 if repo not in fake.files:
-                    return self._send(404, b'{"error": "Repository not found"}',
-                                      {"X-Error-Code": "RepoNotFound"}, head)
-                listing = [{"type": "file", "path": name, "size": len(data),
-                            "oid": hashlib.sha1(data).hexdigest()}
-                           for name, data in fake.files[repo].items()]
-                return self._send(200, json.dumps(listing).encode(),
-                                  {"Content-Type": "application/json"}, head)
+                    return self._send(
+                        404,
+                        b'{"error": "Repository not found"}',
+                        {"X-Error-Code": "RepoNotFound"},
+                        head,
+                    )
+                listing = [
+                    {
+                        "type": "file",
+                        "path": name,
+                        "size": len(data),
+                        "oid": hashlib.sha1(data).hexdigest(),
+                    }
+                    for name, data in fake.files[repo].items()
+                ]
+                return self._send(
+                    200, json.dumps(listing).encode(), {"Content-Type": "application/json"}, head
+                )
             if parts[:1] == ["datasets"] and len(parts) >= 6 and parts[3] == "resolve":
                 repo, name = "/".join(parts[1:3]), "/".join(parts[5:])
                 data = fake.files.get(repo, {}).get(name)

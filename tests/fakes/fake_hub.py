@@ -84,14 +84,18 @@ class FakeHub(Loopback):
         repo_id = f"{body.get('organization') or 'user'}/{body['name']}"
         with self._lock:
             if repo_id in self.repos:
-                return 409, {"error": "You already created this model repo",
-                             "url": self._repo_url(repo_id)}
+                return 409, {
+                    "error": "You already created this model repo",
+                    "url": self._repo_url(repo_id),
+                }
             self.repos[repo_id] = FakeRepo(private=body.get("visibility", "public") == "private")
         return 200, {"url": self._repo_url(repo_id), "name": repo_id}
 
     def preupload(self, repo_id: str, body: dict) -> tuple[int, Any]:
-        files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
-                 for f in body.get("files", [])]
+        files = [
+            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
+            for f in body.get("files", [])
+        ]
         return 200, {"files": files, "commitOid": self.repos[repo_id].sha}
 
     def commit(self, repo_id: str, raw: bytes) -> tuple[int, Any]:
@@ -105,8 +109,11 @@ class FakeHub(Loopback):
             value = item["value"]
             repo.files[value["path"]] = base64.b64decode(value["content"])
         repo.sha = hashlib.sha1(raw).hexdigest()
-        return 200, {"success": True, "commitOid": repo.sha,
-                     "commitUrl": f"{self._repo_url(repo_id)}/commit/{repo.sha}"}
+        return 200, {
+            "success": True,
+            "commitOid": repo.sha,
+            "commitUrl": f"{self._repo_url(repo_id)}/commit/{repo.sha}",
+        }
 
     def tree(self, repo_id: str, query: dict[str, list[str]]) -> tuple[int, Any]:
         recursive = query.get("recursive", ["False"])[0].lower() in ("true", "1")
@@ -115,15 +122,25 @@ class FakeHub(Loopback):
             if not recursive and "/" in path:
                 folders.add(path.split("/", 1)[0])
                 continue
-            entries.append({"type": "file", "path": path, "size": len(content),
-                            "oid": hashlib.sha1(content).hexdigest()})
+            entries.append(
+                {
+                    "type": "file",
+                    "path": path,
+                    "size": len(content),
+                    "oid": hashlib.sha1(content).hexdigest(),
+                }
+            )
         entries += [{"type": "directory", "path": f, "oid": "0" * 40} for f in sorted(folders)]
         return 200, entries
 
     def info(self, repo_id: str) -> tuple[int, Any]:
         repo = self.repos[repo_id]
-        return 200, {"id": repo_id, "sha": repo.sha, "private": repo.private,
-                     "siblings": [{"rfilename": p} for p in sorted(repo.files)]}
+        return 200, {
+            "id": repo_id,
+            "sha": repo.sha,
+            "private": repo.private,
+            "siblings": [{"rfilename": p} for p in sorted(repo.files)],
+        }
 
     def _repo_url(self, repo_id: str) -> str:
         return f"{self.url}/{repo_id}"

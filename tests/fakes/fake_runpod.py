@@ -12,15 +12,25 @@ from fakes.fake_vast import LoopbackServer, Recorded, Reply
 RUNPOD_KEY = "rpa_TESTKEY0123456789ABCDEF"
 
 
-def catalog_gpu(gpu_id: str, availability: str, secure: float | None,
-                community: float | None = None, memory: int = 80,
-                per_dc: bool = False) -> dict[str, Any]:
-    gpu: dict[str, Any] = {"id": gpu_id, "displayName": gpu_id.replace("NVIDIA ", ""),
-                           "memory": memory, "price": {"secure": secure,
-                                                       "community": community}}
+def catalog_gpu(
+    gpu_id: str,
+    availability: str,
+    secure: float | None,
+    community: float | None = None,
+    memory: int = 80,
+    per_dc: bool = False,
+) -> dict[str, Any]:
+    gpu: dict[str, Any] = {
+        "id": gpu_id,
+        "displayName": gpu_id.replace("NVIDIA ", ""),
+        "memory": memory,
+        "price": {"secure": secure, "community": community},
+    }
     if per_dc:
-        gpu["dataCenters"] = [{"id": "EU-RO-1", "availability": "NONE"},
-                              {"id": "US-KS-2", "availability": availability}]
+        gpu["dataCenters"] = [
+            {"id": "EU-RO-1", "availability": "NONE"},
+            {"id": "US-KS-2", "availability": availability},
+        ]
     else:
         gpu["availability"] = availability
     return gpu
@@ -36,9 +46,14 @@ class FakeRunPod(LoopbackServer):
 
     def refuse(self, problems: list[str]) -> Reply:
         # RunPod v2: RFC 9457 problem document with the validation failures as strings.
-        return Reply(422, {**problem(422, "Unprocessable Entity", "Request validation failed."),
-                           "errors": problems},
-                     headers={"Content-Type": "application/problem+json"})
+        return Reply(
+            422,
+            {
+                **problem(422, "Unprocessable Entity", "Request validation failed."),
+                "errors": problems,
+            },
+            headers={"Content-Type": "application/problem+json"},
+        )
 
     def __init__(self, key: str = RUNPOD_KEY) -> None:
         self.key = key
@@ -52,8 +67,14 @@ class FakeRunPod(LoopbackServer):
         self.pod_status = "RUNNING"
         self.pod_extra: dict[str, Any] = {}
         self.volumes: dict[str, dict[str, Any]] = {
-            "vol1": {"id": "vol1", "name": "heretic", "size": 200, "dataCenter": "EU-RO-1",
-                     "type": "STANDARD"}}
+            "vol1": {
+                "id": "vol1",
+                "name": "heretic",
+                "size": 200,
+                "dataCenter": "EU-RO-1",
+                "type": "STANDARD",
+            }
+        }
         self.log_lines = ["loading model", "trial 1/200"]
         super().__init__(self.route)
 
@@ -63,17 +84,25 @@ class FakeRunPod(LoopbackServer):
 
     def _pod(self, pod_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         body = body or {}
-        return {"id": pod_id, "name": body.get("name", "heretic-x"),
-                "image": body.get("image", "img"), "status": self.pod_status,
-                "gpu": {"id": (body.get("gpu") or {}).get("id", "NVIDIA A100 80GB PCIe"),
-                        "count": 1}, "cloud": "SECURE", "cost": 1.64,
-                "env": body.get("env", {"HF_TOKEN": "{{ RUNPOD_SECRET_hf_token }}"}),
-                **self.pod_extra}
+        return {
+            "id": pod_id,
+            "name": body.get("name", "heretic-x"),
+            "image": body.get("image", "img"),
+            "status": self.pod_status,
+            "gpu": {"id": (body.get("gpu") or {}).get("id", "NVIDIA A100 80GB PCIe"), "count": 1},
+            "cloud": "SECURE",
+            "cost": 1.64,
+            "env": body.get("env", {"HF_TOKEN": "{{ RUNPOD_SECRET_hf_token }}"}),
+            **self.pod_extra,
+        }
 
     def route(self, r: Recorded) -> Reply:
         if r.headers.get("authorization") != f"Bearer {self.key}":
-            return Reply(401, problem(401, "Unauthorized", "The API key is invalid."),
-                         headers={"Content-Type": "application/problem+json"})
+            return Reply(
+                401,
+                problem(401, "Unauthorized", "The API key is invalid."),
+                headers={"Content-Type": "application/problem+json"},
+            )
         path = r.path.removeprefix(self.PREFIX)
         if r.method == "GET" and path == "/catalog/gpus":
             gpus = self.search_script.pop(0) if self.search_script else self.gpus
@@ -89,9 +118,10 @@ class FakeRunPod(LoopbackServer):
         if path.startswith("/pods/") and path.endswith("/logs"):
             events = "".join(
                 f"id: 2026-11-20T10:00:0{i}Z\ndata: "
-                + json.dumps({"source": "container", "line": line,
-                              "ts": f"2026-11-20T10:00:0{i}Z"}) + "\n\n"
-                for i, line in enumerate(self.log_lines))
+                + json.dumps({"source": "container", "line": line, "ts": f"2026-11-20T10:00:0{i}Z"})
+                + "\n\n"
+                for i, line in enumerate(self.log_lines)
+            )
             return Reply(200, raw=events.encode(), headers={"Content-Type": "text/event-stream"})
         if path.startswith("/pods/"):
             pod_id = path.split("/")[2]

@@ -54,8 +54,9 @@ class LoopbackServer(Loopback):
     def __exit__(self, *exc: object) -> None:
         super().__exit__(*exc)
         if exc[0] is None and self.violations and not self.allow_violations:
-            raise AssertionError(f"requests the {self.provider} API would refuse: "
-                                 f"{self.violations}")
+            raise AssertionError(
+                f"requests the {self.provider} API would refuse: {self.violations}"
+            )
 
     def __init__(self, route: Callable[[Recorded], Reply]) -> None:
         self.violations: list[tuple[str, str, list[str]]] = []
@@ -74,8 +75,13 @@ class LoopbackServer(Loopback):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
-                rec = Recorded(self.command, parts.path, parse_qs(parts.query),
-                               {k.lower(): v for k, v in self.headers.items()}, body)
+                rec = Recorded(
+                    self.command,
+                    parts.path,
+                    parse_qs(parts.query),
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                )
                 outer.requests.append(rec)
                 problems = outer._check(rec)
                 if problems:
@@ -85,8 +91,11 @@ class LoopbackServer(Loopback):
                     reply = outer.fail_queue.pop(0) if outer.fail_queue else route(rec)
                 if outer.lost_queue and not outer.fail_queue and reply.status < 400:
                     reply = outer.lost_queue.pop(0)
-                data = reply.raw if reply.raw is not None else (
-                    b"" if reply.body is None else json.dumps(reply.body).encode())
+                data = (
+                    reply.raw
+                    if reply.raw is not None
+                    else (b"" if reply.body is None else json.dumps(reply.body).encode())
+                )
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
@@ -114,12 +123,25 @@ class LoopbackServer(Loopback):
 VAST_KEY = "vast-test-key-0123456789abcdef"
 
 
-def vast_offer(offer_id: int, price: float, gpu: str = "A100 SXM4", ram_mb: int = 81920
-               ) -> dict[str, Any]:
-    return {"id": offer_id, "ask_contract_id": offer_id, "gpu_name": gpu, "num_gpus": 1,
-            "gpu_ram": ram_mb, "dph_total": price, "reliability": 0.995, "inet_down": 900.0,
-            "disk_space": 500.0, "cpu_ram": 257000, "cuda_max_good": 12.9,
-            "geolocation": "Sweden, SE", "rentable": True, "verified": True}
+def vast_offer(
+    offer_id: int, price: float, gpu: str = "A100 SXM4", ram_mb: int = 81920
+) -> dict[str, Any]:
+    return {
+        "id": offer_id,
+        "ask_contract_id": offer_id,
+        "gpu_name": gpu,
+        "num_gpus": 1,
+        "gpu_ram": ram_mb,
+        "dph_total": price,
+        "reliability": 0.995,
+        "inet_down": 900.0,
+        "disk_space": 500.0,
+        "cpu_ram": 257000,
+        "cuda_max_good": 12.9,
+        "geolocation": "Sweden, SE",
+        "rentable": True,
+        "verified": True,
+    }
 
 
 class FakeVast(LoopbackServer):
@@ -133,10 +155,16 @@ class FakeVast(LoopbackServer):
         self.key = key
         self.offers: list[dict[str, Any]] = [vast_offer(101, 1.45), vast_offer(102, 1.10)]
         self.search_script: list[list[dict[str, Any]]] = []  # consumed per search if non-empty
-        self.instance: dict[str, Any] = {"id": 555, "actual_status": "running",
-                                         "cur_state": "running", "gpu_name": "A100 SXM4",
-                                         "dph_total": 1.12, "label": "heretic-x",
-                                         "status_msg": "", "extra_env": [["HF_TOKEN", "hf_s"]]}
+        self.instance: dict[str, Any] = {
+            "id": 555,
+            "actual_status": "running",
+            "cur_state": "running",
+            "gpu_name": "A100 SXM4",
+            "dph_total": 1.12,
+            "label": "heretic-x",
+            "status_msg": "",
+            "extra_env": [["HF_TOKEN", "hf_s"]],
+        }
         self.log_misses = 1  # 404s served on the log link before the text
         self.log_text = "heretic: trial 3/200\n"
         super().__init__(self.route)
@@ -151,12 +179,16 @@ class FakeVast(LoopbackServer):
                 return Reply(400, {"error": "unexpected credentials"})
             if self.log_misses > 0:
                 self.log_misses -= 1
-                return Reply(404, raw=b"<Error>NoSuchKey</Error>",
-                             headers={"Content-Type": "application/xml"})
+                return Reply(
+                    404,
+                    raw=b"<Error>NoSuchKey</Error>",
+                    headers={"Content-Type": "application/xml"},
+                )
             return Reply(200, raw=self.log_text.encode(), headers={"Content-Type": "text/plain"})
         if r.headers.get("authorization") != f"Bearer {self.key}":
-            return Reply(401, {"success": False, "error": "invalid_user_key",
-                               "msg": "Invalid user key"})
+            return Reply(
+                401, {"success": False, "error": "invalid_user_key", "msg": "Invalid user key"}
+            )
         path = r.path.removeprefix(self.PREFIX)
         if r.method == "POST" and path == "/bundles/":
             offers = self.search_script.pop(0) if self.search_script else self.offers

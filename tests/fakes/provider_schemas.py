@@ -25,11 +25,18 @@ from jsonschema import Draft202012Validator
 
 _CUDA = {"type": "string", "pattern": r"^\d+\.\d+$"}
 _STRINGS = {"type": "array", "items": {"type": "string"}}
-_PERSISTENT = {"type": "object", "required": ["size", "path"], "additionalProperties": False,
-               "properties": {"size": {"type": "integer", "minimum": 10},
-                              "path": {"type": "string"}}}
-_NETWORK = {"type": "object", "required": ["volumeId", "path"], "additionalProperties": False,
-            "properties": {"volumeId": {"type": "string"}, "path": {"type": "string"}}}
+_PERSISTENT = {
+    "type": "object",
+    "required": ["size", "path"],
+    "additionalProperties": False,
+    "properties": {"size": {"type": "integer", "minimum": 10}, "path": {"type": "string"}},
+}
+_NETWORK = {
+    "type": "object",
+    "required": ["volumeId", "path"],
+    "additionalProperties": False,
+    "properties": {"volumeId": {"type": "string"}, "path": {"type": "string"}},
+}
 _CONTAINER = {  # BaseContainerConfig + ContainerConfig
     "args": {"type": "string"},
     "disk": {"type": "integer", "minimum": 1},
@@ -51,14 +58,24 @@ RUNPOD_CREATE_POD = {
         "dataCenterIds": _STRINGS,
         "globalNetworking": {"type": "boolean"},
         "gpu": {
-            "type": "object", "required": ["id"], "additionalProperties": False,
-            "properties": {"id": {"type": "string"}, "count": {"type": "integer", "minimum": 1},
-                           "allowedCudaVersions": {"type": "array", "items": _CUDA},
-                           "minCudaVersion": _CUDA},
+            "type": "object",
+            "required": ["id"],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": "string"},
+                "count": {"type": "integer", "minimum": 1},
+                "allowedCudaVersions": {"type": "array", "items": _CUDA},
+                "minCudaVersion": _CUDA,
+            },
         },
-        "mounts": {"type": "object", "additionalProperties": False,
-                   "properties": {"persistent": _PERSISTENT,
-                                  "network": {"type": "array", "maxItems": 1, "items": _NETWORK}}},
+        "mounts": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "persistent": _PERSISTENT,
+                "network": {"type": "array", "maxItems": 1, "items": _NETWORK},
+            },
+        },
         "startJupyter": {"type": "boolean"},
         "startSsh": {"type": "boolean"},
         "templateId": {"type": "string", "minLength": 1},
@@ -76,8 +93,11 @@ RUNPOD_CREATE_TEMPLATE = {
         "name": {"type": "string", "minLength": 1},
         "allowedCudaVersions": {"type": "array", "items": _CUDA},
         "category": {"enum": ["CPU", "NVIDIA", "AMD"]},
-        "mounts": {"type": "object", "additionalProperties": False,
-                   "properties": {"persistent": _PERSISTENT}},
+        "mounts": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"persistent": _PERSISTENT},
+        },
         "public": {"type": "boolean"},
         "serverless": {"type": "boolean"},
         "startJupyter": {"type": "boolean"},
@@ -90,7 +110,10 @@ RUNPOD_CATALOG_QUERY = {
     "additionalProperties": False,
     "properties": {
         "include": {"enum": ["AVAILABILITY"]},
-        "product": {"type": "string", "pattern": r"^(POD|CLUSTER|SERVERLESS)(,(POD|CLUSTER|SERVERLESS))*$"},
+        "product": {
+            "type": "string",
+            "pattern": r"^(POD|CLUSTER|SERVERLESS)(,(POD|CLUSTER|SERVERLESS))*$",
+        },
         "count": {"type": "string", "pattern": r"^[1-9][0-9]*$"},
         "cloud": {"enum": ["SECURE", "COMMUNITY"]},
         "countryCodes": {"type": "string", "pattern": r"^[A-Z]{2}(,[A-Z]{2})*$"},
@@ -101,9 +124,21 @@ RUNPOD_CATALOG_QUERY = {
     # cloud, countryCodes and the CUDA filters; the two CUDA filters exclude each other.
     "if": {"required": ["include"]},
     "then": {"required": ["product"]},
-    "else": {"not": {"anyOf": [{"required": [k]} for k in
-                               ("product", "count", "cloud", "countryCodes", "cudaVersions",
-                                "minCudaVersion")]}},
+    "else": {
+        "not": {
+            "anyOf": [
+                {"required": [k]}
+                for k in (
+                    "product",
+                    "count",
+                    "cloud",
+                    "countryCodes",
+                    "cudaVersions",
+                    "minCudaVersion",
+                )
+            ]
+        }
+    },
     "not": {"required": ["cudaVersions", "minCudaVersion"]},
 }
 
@@ -118,20 +153,71 @@ RUNPOD_LOGS_QUERY = {
 }
 
 VAST_OFFER_FIELDS = (  # vast-cli offers_fields (reliability2 is the API's own name too)
-    "bw_nvlink", "compute_cap", "cpu_arch", "cpu_cores", "cpu_cores_effective", "cpu_ghz",
-    "cpu_ram", "cuda_max_good", "datacenter", "direct_port_count", "driver_version", "disk_bw",
-    "disk_space", "dlperf", "dlperf_per_dphtotal", "dph_total", "duration", "external",
-    "flops_per_dphtotal", "gpu_arch", "gpu_display_active", "gpu_frac", "gpu_mem_bw",
-    "gpu_name", "gpu_ram", "gpu_total_ram", "gpu_max_power", "gpu_max_temp", "has_avx",
-    "host_id", "id", "inet_down", "inet_down_cost", "inet_up", "inet_up_cost", "machine_id",
-    "min_bid", "mobo_name", "num_gpus", "pci_gen", "pcie_bw", "reliability", "reliability2",
-    "rentable", "rented", "storage_cost", "static_ip", "total_flops", "ubuntu_version",
-    "verification", "verified", "vms_enabled", "geolocation",
+    "bw_nvlink",
+    "compute_cap",
+    "cpu_arch",
+    "cpu_cores",
+    "cpu_cores_effective",
+    "cpu_ghz",
+    "cpu_ram",
+    "cuda_max_good",
+    "datacenter",
+    "direct_port_count",
+    "driver_version",
+    "disk_bw",
+    "disk_space",
+    "dlperf",
+    "dlperf_per_dphtotal",
+    "dph_total",
+    "duration",
+    "external",
+    "flops_per_dphtotal",
+    "gpu_arch",
+    "gpu_display_active",
+    "gpu_frac",
+    "gpu_mem_bw",
+    "gpu_name",
+    "gpu_ram",
+    "gpu_total_ram",
+    "gpu_max_power",
+    "gpu_max_temp",
+    "has_avx",
+    "host_id",
+    "id",
+    "inet_down",
+    "inet_down_cost",
+    "inet_up",
+    "inet_up_cost",
+    "machine_id",
+    "min_bid",
+    "mobo_name",
+    "num_gpus",
+    "pci_gen",
+    "pcie_bw",
+    "reliability",
+    "reliability2",
+    "rentable",
+    "rented",
+    "storage_cost",
+    "static_ip",
+    "total_flops",
+    "ubuntu_version",
+    "verification",
+    "verified",
+    "vms_enabled",
+    "geolocation",
 )
 _SCALAR = {"type": ["number", "string", "boolean"]}
-_OPERATORS = {"type": "object", "minProperties": 1, "additionalProperties": False,
-              "properties": {**{op: _SCALAR for op in ("eq", "neq", "gt", "gte", "lt", "lte")},
-                             "in": {"type": "array"}, "notin": {"type": "array"}}}
+_OPERATORS = {
+    "type": "object",
+    "minProperties": 1,
+    "additionalProperties": False,
+    "properties": {
+        **{op: _SCALAR for op in ("eq", "neq", "gt", "gte", "lt", "lte")},
+        "in": {"type": "array"},
+        "notin": {"type": "array"},
+    },
+}
 
 VAST_SEARCH = {
     "type": "object",
@@ -139,11 +225,19 @@ VAST_SEARCH = {
     "properties": {
         **{field: _OPERATORS for field in VAST_OFFER_FIELDS},
         # Units: gpu_ram is MB (an 80 GB card reports about 81920), disk_space GB.
-        "gpu_ram": {**_OPERATORS, "properties": {
-            **_OPERATORS["properties"], "gte": {"type": "number", "minimum": 1000}}},
-        "order": {"type": "array", "items": {
-            "type": "array", "minItems": 2, "maxItems": 2,
-            "prefixItems": [{"enum": list(VAST_OFFER_FIELDS)}, {"enum": ["asc", "desc"]}]}},
+        "gpu_ram": {
+            **_OPERATORS,
+            "properties": {**_OPERATORS["properties"], "gte": {"type": "number", "minimum": 1000}},
+        },
+        "order": {
+            "type": "array",
+            "items": {
+                "type": "array",
+                "minItems": 2,
+                "maxItems": 2,
+                "prefixItems": [{"enum": list(VAST_OFFER_FIELDS)}, {"enum": ["asc", "desc"]}],
+            },
+        },
         "type": {"enum": ["on-demand", "bid", "reserved"]},
         "limit": {"type": "integer", "minimum": 1},
         "allocated_storage": {"type": "number", "exclusiveMinimum": 0},  # GB
@@ -161,8 +255,17 @@ VAST_CREATE = {
         "template_hash_id": {"type": "string"},
         "label": {"type": "string"},
         "disk": {"type": "number", "exclusiveMinimum": 0},  # GB
-        "runtype": {"enum": ["ssh", "jupyter", "args", "ssh_proxy", "ssh_direct",
-                             "jupyter_proxy", "jupyter_direct"]},
+        "runtype": {
+            "enum": [
+                "ssh",
+                "jupyter",
+                "args",
+                "ssh_proxy",
+                "ssh_direct",
+                "jupyter_proxy",
+                "jupyter_direct",
+            ]
+        },
         "target_state": {"enum": ["running", "stopped"]},
         "price": {"type": "number", "minimum": 0.001, "maximum": 128},
         "env": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -177,15 +280,21 @@ VAST_CREATE = {
         "cancel_unavail": {"type": "boolean"},
         "vm": {"type": "boolean"},
     },
-    "anyOf": [{"required": ["image"]}, {"required": ["template_hash_id"]},
-              {"required": ["template_id"]}],
+    "anyOf": [
+        {"required": ["image"]},
+        {"required": ["template_hash_id"]},
+        {"required": ["template_id"]},
+    ],
 }
 
 VAST_REQUEST_LOGS = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {"tail": {"type": ["string", "integer"], "pattern": r"^[0-9]+$"},
-                   "filter": {"type": "string"}, "daemon_logs": {"type": "string"}},
+    "properties": {
+        "tail": {"type": ["string", "integer"], "pattern": r"^[0-9]+$"},
+        "filter": {"type": "string"},
+        "daemon_logs": {"type": "string"},
+    },
 }
 
 # (provider, method, path regex) -> (what is checked, schema)
@@ -200,14 +309,17 @@ ENDPOINTS: list[tuple[str, str, str, str, dict[str, Any]]] = [
 ]
 
 
-def violations(provider: str, method: str, path: str, query: dict[str, list[str]],
-               body: Any) -> list[str]:
+def violations(
+    provider: str, method: str, path: str, query: dict[str, list[str]], body: Any
+) -> list[str]:
     """What the provider would refuse in this request (empty: nothing)."""
     for name, verb, pattern, part, schema in ENDPOINTS:
         if name == provider and verb == method and re.match(pattern, path):
             doc = body if part == "body" else {k: v[-1] for k, v in query.items()}
             if part == "query" and any(len(v) > 1 for v in query.values()):
                 return ["a query parameter is repeated"]
-            return [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
-                    for e in Draft202012Validator(schema).iter_errors(doc)]
+            return [
+                f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+                for e in Draft202012Validator(schema).iter_errors(doc)
+            ]
     return []

@@ -29,9 +29,12 @@ class Recorded:
 
 
 class Recorder(Loopback):
-    def __init__(self, answers: list[tuple[int, Any]] | None = None,
-                 default: tuple[int, Any] = (200, {"success": True}),
-                 on_request: Callable[[Recorded], None] | None = None) -> None:
+    def __init__(
+        self,
+        answers: list[tuple[int, Any]] | None = None,
+        default: tuple[int, Any] = (200, {"success": True}),
+        on_request: Callable[[Recorded], None] | None = None,
+    ) -> None:
         self.answers = list(answers or [])
         self.default = default
         self.on_request = on_request
