@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from heretic.cli.errors import command
 from heretic.cli.options import JsonOpt
+
+if TYPE_CHECKING:
+    from heretic.cloud.records import Provider
+
+T = TypeVar("T")
 
 cloud = typer.Typer(
     name="cloud",
@@ -205,7 +211,7 @@ def launch_cmd(
     _err(follow_hint(instance))
 
 
-def _with_client(provider: str, fn: Any) -> Any:
+def _with_client(provider: str, fn: Callable[[Provider], T]) -> T:
     from heretic.cloud.providers import make_client
 
     client = make_client(provider)

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
 from heretic.cli.errors import command, exit_with
 from heretic.cli.options import ConfigOpt, JsonOpt, ProfileOpt, SetOpt
 from heretic.errors import ExitCode
+
+if TYPE_CHECKING:
+    from heretic.preflight.report import PreflightReport
 
 ModelOpt = Annotated[
     str | None, typer.Option("--model", help="Hub id or local path; empty checks the demo model.")
@@ -30,7 +33,7 @@ GpusOpt = Annotated[
 ]
 
 
-def render_table(report: Any, file: Any = None) -> None:
+def render_table(report: PreflightReport, file: TextIO | None = None) -> None:
     """The checks as a rich table, then one line per WARN/FAIL saying what to change."""
     from rich.console import Console
     from rich.table import Table

@@ -19,10 +19,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heretic.cloud.gpu_kinds import GpuKind
 from heretic.errors import CloudError, HereticError
+
+if TYPE_CHECKING:  # the counter itself is imported where used (it may be missing)
+    from heretic.preflight.memory import ParamCount
 
 EFFICIENCY = 0.25
 DOWNLOAD_BYTES_S = 150e6  # Hub download, bytes/s
@@ -63,18 +66,20 @@ def disk_for_params(n_params: int) -> int:
     return int(math.ceil((full_gb * 2 + 30) / 10) * 10)
 
 
-def estimate_run(n_params: int, shape: RunShape, gpu: GpuKind, *, count: Any = None) -> RunEstimate:
+def estimate_run(
+    n_params: int, shape: RunShape, gpu: GpuKind, *, count: ParamCount | None = None
+) -> RunEstimate:
     """Hours for one run of `shape` on one `gpu` (a pure function; see the module text).
     `count`: the preflight ParamCount, for mixture-of-experts models (expert parameters)."""
     if n_params <= 0:
         raise ValueError("n_params must be positive")
     bytes_per_param = BYTES_PER_PARAM.get(shape.quantization, 2.0)
-    expert = int(getattr(count, "expert", 0) or 0)  # fused experts: never quantized
+    expert = count.expert if count is not None else 0  # fused experts: never quantized
     weight_bytes = (n_params - expert) * bytes_per_param + expert * 2.0
     step_s = weight_bytes / (gpu.bandwidth_gb_s * 1e9)
     batch = max(1, shape.batch_size)
     decode_s = step_s
-    if expert:  # a decode step of `batch` tokens reads only the experts they route to
+    if count is not None and expert:  # a decode step of `batch` tokens reads only its experts
         unread = n_params - count.read_per_step(min(batch, shape.harmful_eval))
         decode_s = (weight_bytes - unread * 2.0) / (gpu.bandwidth_gb_s * 1e9)
     decode_steps = math.ceil(shape.harmful_eval / batch) * shape.max_response_tokens
@@ -124,7 +129,7 @@ def shape_for_profile(profile: str | None, trials: int | None = None) -> RunShap
     return shape_from_settings(values, trials)
 
 
-def _total_from(result: Any) -> int:
+def _total_from(result: object) -> int:
     for name in ("total", "total_parameters", "total_params", "n_parameters", "parameters"):
         value = getattr(result, name, None)
         if isinstance(value, int | float) and value > 0:
@@ -144,7 +149,9 @@ def count_model_parameters(
     return _total_from(count_model(model, revision, trust_remote_code))
 
 
-def count_model(model: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+def count_model(
+    model: str, revision: str | None = None, trust_remote_code: bool = False
+) -> ParamCount:
     """Preflight's ParamCount of the model (total, active and expert parameters)."""
     try:
         # A slimmed installation may lack preflight's counter: prices still work without it.

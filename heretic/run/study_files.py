@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import optuna
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -118,7 +119,7 @@ def settings_of_study(output: Path, *, storage: str | None = None) -> Settings:
     return Settings.model_validate(resolved)
 
 
-def check_or_record_in_study(study: Any, settings: Settings) -> None:
+def check_or_record_in_study(study: optuna.Study, settings: Settings) -> None:
     """The same check inside the study itself, so machines sharing one --storage study cannot
     mix trials of different settings either."""
     identity = study_identity(settings)
@@ -172,7 +173,7 @@ def load_layer_profile(study_dir: Path) -> LayerProfile | None:
     return LayerProfile.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
-def study_prior(study: Any, derived: LayerPrior | None) -> LayerPrior | None:
+def study_prior(study: optuna.Study, derived: LayerPrior | None) -> LayerPrior | None:
     """The search-space prior recorded in the study (the first run or machine records it), so
     every resume and every machine searches the same space even if its residuals differ in the
     last float bits."""
