@@ -160,15 +160,7 @@ def launch_cmd(
 ) -> None:
     """Rent the cheapest matching offer and start the heretic image on it."""
 
-    from heretic.cloud.cost import count_for_disk
-    from heretic.cloud.launch import (
-        execute_launch,
-        follow_hint,
-        hf_token_from_environment,
-        launch_options,
-        plan_launch,
-    )
-    from heretic.cloud.providers import make_client
+    from heretic.cloud.launch import follow_hint, launch, launch_options
     from heretic.cloud.table_rows import instance_row
 
     opts = launch_options(
@@ -187,28 +179,16 @@ def launch_cmd(
         runpod_secret=runpod_secret,
         vast_account_token=vast_account_token,
     )
-    token = hf_token_from_environment() if provider == "vast" and not vast_account_token else None
-    client = make_client(provider, need_key=not dry_run)
-    try:
-        # A dry run stays offline: it sizes the disk only from a model folder on disk.
-        sized = disk is None and (not dry_run or Path(model).is_dir())
-        n_params = count_for_disk(model, _err) if sized else None
-        plan = plan_launch(opts, client, n_params=n_params, hf_token=token, dry_run=dry_run)
-        for warning in plan.warnings:
-            _err(f"WARNING: {warning}")
-        if dry_run:
-            _print_json(plan.describe(client))
-            return
-        instance = execute_launch(plan, client)
-    finally:
-        client.close()
+    outcome = launch(opts, dry_run=dry_run, warn=_err)
+    if outcome.instance is None:
+        _print_json(outcome.description)
+        return
     if as_json:
-        _print_json(instance_row(instance))
+        _print_json(instance_row(outcome.instance))
     else:
-        typer.echo(instance.instance_id)
-    price = f" at ${plan.offer.price_per_hour:.2f}/h" if plan.offer.price_per_hour else ""
-    _err(f"Started {provider} {instance.instance_id} ({plan.offer.gpu_name}{price}).")
-    _err(follow_hint(instance))
+        typer.echo(outcome.instance.instance_id)
+    _err(outcome.started_line())
+    _err(follow_hint(outcome.instance))
 
 
 def _with_client(provider: str, fn: Callable[[Provider], T]) -> T:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from heretic.cloud.cost import DEFAULT_DISK_GB
@@ -321,3 +322,39 @@ def launch_options(
         runpod_secret=runpod_secret,
         vast_account_token=vast_account_token,
     )
+
+
+@dataclass(frozen=True)
+class LaunchOutcome:
+    plan: LaunchPlan
+    instance: Instance | None  # None for a dry run
+    description: dict[str, Any] | None  # the dry run's requests, safe to print
+
+    def started_line(self) -> str:
+        price = self.plan.offer.price_per_hour
+        shown = f" at ${price:.2f}/h" if price else ""
+        instance_id = self.instance.instance_id if self.instance else "(dry run)"
+        return f"Started {self.plan.provider} {instance_id} ({self.plan.offer.gpu_name}{shown})."
+
+
+def launch(opts: LaunchOptions, *, dry_run: bool, warn: Callable[[str], None]) -> LaunchOutcome:
+    """`heretic cloud launch`: size the disk from the model, plan, and rent (or, with dry_run,
+    only describe the requests; a dry run stays offline and sizes the disk only from a model
+    folder on disk). Warnings go to `warn` as they arise."""
+    from heretic.cloud.cost import count_for_disk
+    from heretic.cloud.providers import make_client
+
+    own_token = opts.provider == "vast" and not opts.vast_account_token
+    token = hf_token_from_environment() if own_token else None
+    client = make_client(opts.provider, need_key=not dry_run)
+    try:
+        sized = opts.disk_gb is None and (not dry_run or Path(opts.model).is_dir())
+        n_params = count_for_disk(opts.model, warn) if sized else None
+        plan = plan_launch(opts, client, n_params=n_params, hf_token=token, dry_run=dry_run)
+        for warning in plan.warnings:
+            warn(f"WARNING: {warning}")
+        if dry_run:
+            return LaunchOutcome(plan, None, plan.describe(client))
+        return LaunchOutcome(plan, execute_launch(plan, client), None)
+    finally:
+        client.close()

@@ -259,6 +259,38 @@ def _enter(hooks: RunHooks, phase: str) -> None:
     hooks.on_phase(phase)
 
 
+def _evaluator(
+    loaded: LoadedModel, prompts: PromptSets, settings: Settings, batcher: Batcher
+) -> Evaluator:
+    """Scores an edit on the evaluation prompts (refusals, KL to the base model)."""
+    return Evaluator(
+        loaded,
+        prompts.harmless_eval,
+        prompts.harmful_eval,
+        markers=settings.refusal_markers,
+        max_new_tokens=settings.max_response_tokens,
+        chat=chat_format(settings),
+        batcher=batcher,
+        strip_thinking=settings.strip_thinking,
+    )
+
+
+def _open_study(settings: Settings, worker_index: int) -> optuna.Study:
+    """The run's Optuna study (created, resumed or joined), checked against these settings."""
+    study = open_study(
+        settings.resolved_study_dir,
+        name=settings.study_name,
+        storage_url=settings.storage,
+        seed=settings.seed,
+        startup_trials=min(settings.startup_trials, settings.trials // 3),
+        worker_index=worker_index,
+        heartbeat_s=settings.heartbeat_interval_s,
+        grace_s=settings.heartbeat_grace_s,
+    )
+    check_or_record_in_study(study, settings)
+    return study
+
+
 def prepare(
     settings: Settings,
     reporter: Reporter,
@@ -288,16 +320,7 @@ def prepare(
     )
     _timed(timings, "residuals", t)
 
-    evaluator = Evaluator(
-        loaded,
-        prompts.harmless_eval,
-        prompts.harmful_eval,
-        markers=settings.refusal_markers,
-        max_new_tokens=settings.max_response_tokens,
-        chat=chat_format(settings),
-        batcher=batcher,
-        strip_thinking=settings.strip_thinking,
-    )
+    evaluator = _evaluator(loaded, prompts, settings, batcher)
     _enter(hooks, "base evaluation")
     base: RefusalResult | None = None
     if worker_index == 0:
@@ -305,17 +328,7 @@ def prepare(
     else:
         evaluator.compute_base()
     ablator = Ablator(arch, directions, settings.ablation).install()
-    study = open_study(
-        study_dir,
-        name=settings.study_name,
-        storage_url=settings.storage,
-        seed=settings.seed,
-        startup_trials=min(settings.startup_trials, settings.trials // 3),
-        worker_index=worker_index,
-        heartbeat_s=settings.heartbeat_interval_s,
-        grace_s=settings.heartbeat_grace_s,
-    )
-    check_or_record_in_study(study, settings)
+    study = _open_study(settings, worker_index)
     prior = study_prior(study, derive_prior(profile) if profile is not None else None)
     space = SearchSpace(settings, arch.num_layers, prior)
     if worker_index == 0 and profile is not None and prior is not None:
@@ -464,24 +477,7 @@ def _finish(
         settings.refusal_cap,
         settings.max_refusal_share,
     )
-    record = RunRecord(
-        model=prep.loaded.source,
-        settings=settings.public_dump(),
-        base_refusals=base.count,
-        n_harmful=base.total,
-        n_harmless=len(prep.prompts.harmless_eval),
-        trials=trials,
-        requested=settings.trials,
-        selected=selected,
-        timings=timings,
-        base_samples=base.responses[:3],
-        sample_prompts=prep.prompts.harmful_eval[:3],
-        architecture=prep.arch.model_type,
-        num_layers=prep.arch.num_layers,
-        chosen_by="manual" if chosen else settings.selection,
-        stop_reason=_stop_reason(prep, trials, settings),
-        layer_profile=_profile_record(prep),
-    )
+    record = _run_record(settings, prep, base, trials, selected, timings, manual=chosen is not None)
     model_dir = None
     if selected is not None:
         params = AblationParams.from_dict(TrialRecord.read(selected).required_parameters())
@@ -506,6 +502,37 @@ def _finish(
             "`heretic export --trial N` exports any trial of the study as it is.",
         )
     return RunResult(report=report, model_dir=model_dir, timings=timings)
+
+
+def _run_record(
+    settings: Settings,
+    prep: Prepared,
+    base: RefusalResult,
+    trials: list[optuna.trial.FrozenTrial],
+    selected: optuna.trial.FrozenTrial | None,
+    timings: dict[str, float],
+    *,
+    manual: bool,
+) -> RunRecord:
+    """What report.json and the model card are written from."""
+    return RunRecord(
+        model=prep.loaded.source,
+        settings=settings.public_dump(),
+        base_refusals=base.count,
+        n_harmful=base.total,
+        n_harmless=len(prep.prompts.harmless_eval),
+        trials=trials,
+        requested=settings.trials,
+        selected=selected,
+        timings=timings,
+        base_samples=base.responses[:3],
+        sample_prompts=prep.prompts.harmful_eval[:3],
+        architecture=prep.arch.model_type,
+        num_layers=prep.arch.num_layers,
+        chosen_by="manual" if manual else settings.selection,
+        stop_reason=_stop_reason(prep, trials, settings),
+        layer_profile=_profile_record(prep),
+    )
 
 
 def _stop_reason(prep: Prepared, trials: list[optuna.trial.FrozenTrial], settings: Settings) -> str:
