@@ -98,72 +98,70 @@ def execute(
 ) -> Outcome:
     """Run, then apply --on-failure to a terminal failure (raised or returned): the one place
     every way out of a run passes, settings errors and the restart-loop guard included."""
+    request = _Request(cli, config_path, assignments, environ)
     reporter = reporter or default_reporter()
     try:
-        outcome = _execute(cli, config_path, assignments, environ, reporter)
+        outcome = _execute(request, reporter)
     except HereticError as exc:
-        _after_failure(int(exc.exit_code), cli, config_path, assignments, environ, reporter)
+        _after_failure(int(exc.exit_code), request, reporter)
         raise
     if outcome.exit_code:
-        _after_failure(outcome.exit_code, cli, config_path, assignments, environ, reporter)
+        _after_failure(outcome.exit_code, request, reporter)
     return outcome
 
 
-def _after_failure(
-    code: int,
-    cli: Mapping[str, Any],
-    config_path: Path | None,
-    assignments: list[str] | None,
-    environ: Mapping[str, str] | None,
-    reporter: Reporter,
-) -> None:
+@dataclass(frozen=True)
+class _Request:
+    """What `heretic run` was given: the settings layers before the profile is chosen."""
+
+    cli: Mapping[str, Any]
+    config_path: Path | None
+    assignments: list[str] | None
+    environ: Mapping[str, str] | None
+
+    def upper_layers(self) -> list[dict[str, Any]]:
+        from heretic.preflight.resolve import upper_layers
+
+        return upper_layers(
+            self.cli,
+            config_path=self.config_path,
+            environ=self.environ,
+            assignments=self.assignments,
+        )
+
+
+def _after_failure(code: int, request: _Request, reporter: Reporter) -> None:
     from heretic.lifecycle.on_failure import apply_policy, describe, is_terminal, raw_policy
     from heretic.lifecycle.state import RunState
-    from heretic.preflight.resolve import upper_layers
 
     if not is_terminal(code):
         return
-    env = os.environ if environ is None else environ
+    env = os.environ if request.environ is None else request.environ
     try:  # the settings may be what failed: then the flag or variable alone decides
-        probe = merge_layers(
-            *upper_layers(cli, config_path=config_path, environ=environ, assignments=assignments)
-        )
+        probe = merge_layers(*request.upper_layers())
         policy, study_dir = probe.on_failure, probe.resolved_study_dir
     except (HereticError, ValueError):
-        policy, study_dir = raw_policy(cli.get("on_failure"), env), None
+        policy, study_dir = raw_policy(request.cli.get("on_failure"), env), None
     result = apply_policy(policy, code, env, reporter=reporter)
     if result is not None and study_dir is not None:
         RunState(study_dir).record_after_failure(describe(policy, result))
 
 
-def _execute(
-    cli: Mapping[str, Any],
-    config_path: Path | None,
-    assignments: list[str] | None,
-    environ: Mapping[str, str] | None,
-    reporter: Reporter,
-) -> Outcome:
+def _execute(request: _Request, reporter: Reporter) -> Outcome:
     from heretic.preflight.lock import acquire_run_lock
     from heretic.preflight.registry import register_process
-    from heretic.preflight.resolve import upper_layers
 
-    upper = upper_layers(cli, config_path=config_path, environ=environ, assignments=assignments)
+    upper = request.upper_layers()
     probe = merge_layers(*upper)
     probe = merge_layers(DEMO_LAYER if probe.is_demo else {}, *upper)
     if probe.kill_stale and not probe.skip_preflight:
         _end_stale_first(probe, reporter)
     with acquire_run_lock(probe.resolved_study_dir):
         register_process(probe.resolved_study_dir)
-        return _locked(cli, config_path, assignments, environ, reporter)
+        return _locked(request, reporter)
 
 
-def _locked(
-    cli: Mapping[str, Any],
-    config_path: Path | None,
-    assignments: list[str] | None,
-    environ: Mapping[str, str] | None,
-    reporter: Reporter,
-) -> Outcome:
+def _locked(request: _Request, reporter: Reporter) -> Outcome:
     from heretic.lifecycle.session import RunLifecycle
     from heretic.preflight.inventory import gpus_for_device_map, read_inventory
     from heretic.preflight.lock import acquire_gpu_locks
@@ -172,7 +170,11 @@ def _locked(
 
     inventory = read_inventory()
     resolved = resolve_settings(
-        cli, config_path=config_path, environ=environ, inventory=inventory, assignments=assignments
+        request.cli,
+        config_path=request.config_path,
+        environ=request.environ,
+        inventory=inventory,
+        assignments=request.assignments,
     )
     settings = resolved.settings
     # A storage password from a config file or the environment is masked in every log line,
@@ -180,7 +182,7 @@ def _locked(
     add_secret(url_password(settings.storage))
     if resolved.choice is not None:
         reporter.info(f"Profile: {resolved.choice.name or 'none'} ({resolved.choice.reason})")
-    with RunLifecycle(settings, reporter, environ=environ) as life:
+    with RunLifecycle(settings, reporter, environ=request.environ) as life:
         if life.already_done:
             return Outcome(
                 int(ExitCode.OK),
