@@ -61,15 +61,6 @@ class _Target:
         return self.provider_info.name
 
 
-def provider_of(environ: Mapping[str, str]) -> str | None:
-    """The provider ("runpod" or "vast") whose container this process runs in, else None."""
-    if environ.get("RUNPOD_POD_ID", "").strip():
-        return "runpod"
-    if environ.get("CONTAINER_ID", "").strip():
-        return "vast"
-    return None
-
-
 @dataclass(frozen=True)
 class _Provider:
     name: str
@@ -108,6 +99,11 @@ _PROVIDERS = (
         "Vast.ai",
     ),
 )
+
+
+def provider_of(environ: Mapping[str, str]) -> str | None:
+    """The provider ("runpod" or "vast") whose container this process runs in, else None."""
+    return next((p.name for p in _PROVIDERS if environ.get(p.id_env, "").strip()), None)
 
 
 def _target(environ: Mapping[str, str]) -> _Target | ShutdownResult:
