@@ -94,3 +94,30 @@ def test_preflight_cli_plans_a_30b_a3b_model(gpus: str, code: int, profile, tmp_
     assert ("OK" if code == 0 else "FAIL") == memory["status"]
     if profile is None:
         assert "1x 80 GB" in report["profile"]["fail_message"]
+
+
+def test_a_planned_machine_is_not_judged_by_this_hosts_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--gpus` plans a rental: a short disk here is a WARN naming the size to rent, never the
+    FAIL (exit 7) it is for a run on this host. CI once failed on a host with 53 GiB free."""
+    import shutil
+    from collections import namedtuple
+
+    from heretic.preflight import checks_resources
+    from heretic.preflight.checklist import run_preflight
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(
+        checks_resources.shutil, "disk_usage", lambda _p: usage(100 * GIB, 90 * GIB, 10 * GIB)
+    )
+    assert checks_resources.shutil is shutil
+    settings = Settings(model=MOE, output=tmp_path / "out", device_map="cuda:0")
+    base = GpuInventory([], 64 * GIB, 60 * GIB)
+    kw = {"environ": {}, "registry": tmp_path / "reg", "lock_dir": tmp_path / "locks"}
+    planned = run_preflight(settings, inventory=planned_inventory("1x80", base), **kw)
+    disk = {c.name: c for c in planned.checks}["disk"]
+    assert disk.status is Status.WARN and "rent at least 57.9 GiB" in disk.detail, disk
+    assert not planned.failed, planned.summary()
+    here = run_preflight(settings, inventory=base, **kw)
+    assert {c.name: c for c in here.checks}["disk"].status is Status.FAIL

@@ -74,7 +74,7 @@ def run_preflight(
     if dtype_check is not None:
         checks.append(dtype_check)
     checks.append(check_merge_ram(settings, count, inventory))
-    checks.append(check_disk(settings, count))
+    checks.append(check_disk(settings, count, planned=inventory.driver == "planned"))
     checks.append(check_token(settings, environ))
     checks.append(storage_check_row(settings.storage))
     return report

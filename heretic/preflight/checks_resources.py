@@ -70,7 +70,12 @@ def _download_bytes(settings: Settings, count: ParamCount | None) -> int:
     return weight_bytes(count, "none", "bfloat16")
 
 
-def check_disk(settings: Settings, count: ParamCount | None) -> Check:
+def check_disk(settings: Settings, count: ParamCount | None, planned: bool = False) -> Check:
+    """Free space for the download and the export, per filesystem.
+
+    planned=True (`heretic preflight --gpus`): the run happens on a machine not yet rented, so
+    this host's disk says nothing about it; a shortfall is a WARN that names the size to rent.
+    """
     download = _download_bytes(settings, count)
     export = weight_bytes(count, "none", settings.export_dtype) if count else DEMO_BYTES
     out_dir, cache_dir = _existing(settings.output), _existing(_hub_cache())
@@ -86,6 +91,14 @@ def check_disk(settings: Settings, count: ParamCount | None) -> Check:
         if nbytes + GIB > free:
             short.append(f"{path} needs {gib(nbytes + GIB)}")
     need = f"download {gib(download)} + export {gib(export)}"
+    if short and planned:
+        return Check(
+            "disk",
+            Status.WARN,
+            "; ".join(measured) + " (this host, not the planned machine)",
+            need,
+            f"rent at least {gib(download + export + GIB)} of disk for the planned machine",
+        )
     if short:
         return Check(
             "disk",
