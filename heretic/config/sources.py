@@ -22,6 +22,7 @@ ENV_PREFIX = "HERETIC_"
 # Environment variables with this prefix that are not settings (used by the lifecycle code).
 _NON_SETTING_ENV = {
     "HERETIC_CACHE",
+    "HERETIC_JUDGE_API_KEY",  # the judge endpoint's key: a secret, not a setting
     "HERETIC_CUDA_LINE",  # set by the image: the CUDA line it was built for
     "HERETIC_DEBUG",
     "HERETIC_TEST_CACHE",
