@@ -263,7 +263,7 @@ class Settings(BaseModel):
     benchmarks: list[str] = Field(
         default_factory=list,
         description="lm-evaluation-harness tasks run on the base model and on the selected edit "
-        "(needs heretic[eval]): task names, or paths of task YAML files / folders (a local "
+        "(needs the eval extra of heretic): task names, or paths of task YAML files / folders (a local "
         "task); comma-separated on the command line. Empty: none.",
     )
     benchmark_limit: float | None = Field(
