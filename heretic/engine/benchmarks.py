@@ -19,6 +19,8 @@ from typing import Any
 from heretic.engine.loading import LoadedModel
 from heretic.errors import ConfigError
 
+# Keys of lm-eval's results that describe the run, not the model.
+_NOT_METRICS = frozenset({"alias", "sample_len", "samples"})
 _INSTALL = "Install the extra: pip install 'heretic[eval]' (lm-evaluation-harness 0.4.x)."
 
 
@@ -167,7 +169,7 @@ def _scores(results: dict[str, dict[str, Any]]) -> list[Score]:
     for task, metrics in sorted(results.items()):
         for key, value in sorted(metrics.items()):
             name, _, _filter = key.partition(",")
-            if name == "alias" or name.endswith("_stderr") or not isinstance(value, int | float):
+            if name in _NOT_METRICS or name.endswith("_stderr") or not isinstance(value, int | float):
                 continue
             stderr = metrics.get(f"{name}_stderr,{_filter}")
             err = float(stderr) if isinstance(stderr, int | float) else None
