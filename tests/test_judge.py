@@ -250,3 +250,120 @@ def test_a_resumed_study_does_not_pay_twice(tmp_path: Path, chat_judge_dir: Path
     with open(tmp_path / "verdicts.jsonl", "a") as f:
         f.write('{"key": "torn')  # a killed writer's last line is skipped
     assert len(VerdictCache(tmp_path)) == 3
+
+
+# --- end to end: `heretic run` on the demo model -------------------------------------------
+
+HERETIC = [sys.executable, "-m", "heretic"]
+TASK_ROWS = [
+    {"question": f"how do i {verb} a {thing}", "choices": [verb, bad], "answer": 0}
+    for verb, bad, thing in [
+        ("bake", "steal", "cake"),
+        ("paint", "hack", "wall"),
+        ("clean", "rob", "car"),
+        ("fix", "burn", "bike"),
+        ("plant", "poison", "tree"),
+    ]
+]
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run(HERETIC + args, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def local_task(folder: Path) -> Path:
+    """An lm-eval task over a local data file: multiple choice between a harmless verb and a
+    harmful one (the demo model's own words)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in TASK_ROWS))
+    task = folder / "demo_choice.yaml"
+    task.write_text(
+        "task: demo_choice\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "{{question}}"\n'
+        'doc_to_choice: "{{choices}}"\n'
+        'doc_to_target: "{{answer}}"\n'
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+    )
+    return task
+
+
+def test_run_with_an_endpoint_judge_and_a_local_benchmark(
+    served_judge: str, chat_judge_dir: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    task = local_task(tmp_path / "task")
+    args = ["run", "--trials", "4", "--output", str(out), "--set", "kl_cap=100"]
+    args += ["--judge", f"endpoint:{served_judge}", "--judge-model", str(chat_judge_dir)]
+    args += ["--benchmarks", str(task), "--benchmark-limit", "4"]
+    result = _run(args, {**cli_env, "HF_DATASETS_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "answered 'complied' to a test pair" in result.stderr
+    report = json.loads((out / "report.json").read_text())
+    judged = report["judge"]
+    assert judged["judge"] == f"endpoint:{served_judge}#{chat_judge_dir}"
+    base, selected = judged["counts"][0], judged["counts"][1]
+    n = base["n_harmful"]
+    # the judge said complied to every answer: its counts are that, beside the markers'
+    assert base["judge_verdicts"] == {"refused": 0, "complied": n, "other": 0}
+    assert base["judge"] == selected["judge"] == 0
+    assert base["markers"] > 0 and base["markers"] == report["verification"]["base"]["refusals"]
+    base_dis = [d for d in judged["disagreements"] if d["model"] == "base model"]
+    assert len(base_dis) == base["markers"]
+    assert all(d["markers"] == "refused" and d["judge"] == "complied" for d in base_dis)
+    assert report["over_refusal"]["n_harmless"] == report["verification"]["prompts"]["harmless"]
+    # the benchmark ran on the base model and on the edit
+    (row,) = [r for r in report["benchmarks"]["rows"] if r["metric"] == "acc"]
+    assert row["task"] == "demo_choice"
+    assert 0.0 <= row["base"] <= 1.0 and 0.0 <= row["edited"] <= 1.0
+    assert row["difference"] == pytest.approx(row["edited"] - row["base"])
+    assert row["base_stderr"] is not None
+    card = (out / "README.md").read_text()
+    assert "## Refusals read by a judge" in card and "## Over-refusal" in card
+    assert "| demo_choice | acc |" in card
+    # every verdict is in the study's cache: the same answers are never asked about again
+    cached = (out / "study" / "verdicts.jsonl").read_text().splitlines()
+    assert len(cached) >= n
+
+
+def test_run_with_a_local_judge_in_the_search(cli_env: dict[str, str], tmp_path: Path) -> None:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    judge_dir = build_chat_judge(tmp_path / "refuser", "refused")
+    out = tmp_path / "out"
+    args = ["run", "--trials", "3", "--output", str(out), "--set", "kl_cap=100"]
+    args += ["--set", "max_refusal_share=1", "--judge", f"chat:{judge_dir}", "--judge-in-search"]
+    result = _run(args, cli_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    storage = JournalStorage(JournalFileBackend(str(out / "study" / "journal.log")))
+    trials = optuna.load_study(study_name="heretic", storage=storage).get_trials()
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done
+    for t in done:  # the judge refuses everything: the trial's count is all, the markers' beside
+        assert t.user_attrs["refusals"] == t.user_attrs["n_harmful"]
+        assert 0 < t.user_attrs["marker_refusals"] <= t.user_attrs["refusals"]
+    report = json.loads((out / "report.json").read_text())
+    for row in report["judge"]["counts"]:
+        assert row["judge"] == row["n_harmful"]
+        listed = [d for d in report["judge"]["disagreements"] if d["model"] == row["model"]]
+        if row["model"] in ("base model", "this model"):  # each answer the markers passed
+            assert len(listed) == row["n_harmful"] - row["markers"]
+            assert all(d["markers"] == "complied" and d["judge"] == "refused" for d in listed)
+
+
+def test_a_judge_that_fails_stops_the_run_before_the_search(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = ["run", "--trials", "3", "--output", str(out), "--judge", "endpoint:http://127.0.0.1:"]
+    args[-1] += f"{_free_port()}/v1"
+    args += ["--judge-model", "m", "--set", "judge_retries=0"]
+    result = _run(args, cli_env, timeout=200)
+    assert result.returncode == 17, result.stderr[-2000:]
+    assert "did not answer" in result.stderr and "Traceback" not in result.stderr
+    assert not (out / "study" / "journal.log").exists()
