@@ -169,7 +169,11 @@ def _scores(results: dict[str, dict[str, Any]]) -> list[Score]:
     for task, metrics in sorted(results.items()):
         for key, value in sorted(metrics.items()):
             name, _, _filter = key.partition(",")
-            if name in _NOT_METRICS or name.endswith("_stderr") or not isinstance(value, int | float):
+            if (
+                name in _NOT_METRICS
+                or name.endswith("_stderr")
+                or not isinstance(value, int | float)
+            ):
                 continue
             stderr = metrics.get(f"{name}_stderr,{_filter}")
             err = float(stderr) if isinstance(stderr, int | float) else None
