@@ -367,3 +367,35 @@ def test_a_judge_that_fails_stops_the_run_before_the_search(
     assert result.returncode == 17, result.stderr[-2000:]
     assert "did not answer" in result.stderr and "Traceback" not in result.stderr
     assert not (out / "study" / "journal.log").exists()
+
+
+# --- preflight: the judge's memory ---------------------------------------------------------
+
+
+def test_preflight_counts_a_local_judge_beside_the_model(chat_judge_dir: Path) -> None:
+    from heretic.preflight.checks_judge import check_judge, judge_weight_bytes
+    from heretic.preflight.inventory import GpuInventory
+    from heretic.preflight.memory import count_parameters, estimate_memory
+    from heretic.preflight.report import Status
+
+    judge_bytes = judge_weight_bytes(str(chat_judge_dir))
+    assert judge_bytes == count_parameters(str(chat_judge_dir)).total * 4  # saved in float32
+    mem = estimate_memory(count_parameters(str(chat_judge_dir)), max_batch_size=1)
+    settings = Settings(model="some/model", judge=f"chat:{chat_judge_dir}")
+    roomy = GpuInventory(ram_total_bytes=64 << 30, ram_available_bytes=64 << 30)
+    ok = check_judge(settings, mem, [], roomy)
+    assert ok.status == Status.OK and "judge weights beside the model" in ok.need
+    # just enough RAM for the model alone: with the judge beside it, it does not fit
+    from heretic.preflight.fit import HEADROOM_FRACTION, PYTHON_OVERHEAD_BYTES, fit_ram
+    from heretic.preflight.fit import usable_ram_bytes as usable
+
+    need = mem.total_bytes + PYTHON_OVERHEAD_BYTES
+    total = 2 * need
+    avail = need + int(HEADROOM_FRACTION * total)
+    tight = GpuInventory(ram_total_bytes=total, ram_available_bytes=avail)
+    assert usable(tight) == need
+    assert fit_ram(mem, tight).fits
+    assert check_judge(settings, mem, [], tight).status == Status.FAIL
+    missing = Settings(model="some/model", judge="classifier:/no/such/judge")
+    assert check_judge(missing, mem, [], roomy).status == Status.FAIL
+    assert check_judge(Settings(), None, [], roomy).status == Status.OK
