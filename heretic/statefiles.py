@@ -83,7 +83,8 @@ def append_text(path: Path) -> int:
 def lock_file(path: Path, *, block: bool) -> int | None:
     """Open `path` (no link) and take an exclusive flock; the descriptor, or None when another
     open file holds it and `block` is False. Closing the descriptor releases the lock."""
-    fd = open_state(path)
+    # 0644: `heretic status` of another user reads liveness from it; it holds no secret.
+    fd = open_state(path, mode=0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
     except OSError as exc:

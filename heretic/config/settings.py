@@ -313,6 +313,16 @@ class Settings(BaseModel):
         " delete it (destroy), or leave it running (keep).",
     )
 
+    @field_validator("output", "study_dir", mode="before")
+    @classmethod
+    def _no_blank_folder(cls, value: object) -> object:
+        # `--output "$OUT"` with OUT unset would otherwise write into the current folder.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(
+                "a folder name is empty (an unset shell variable?); name the folder to write to"
+            )
+        return value
+
     @field_validator("storage")
     @classmethod
     def _storage_scheme(cls, value: str | None) -> str | None:

@@ -88,7 +88,8 @@ def _try_flock(path: Path) -> int | None:
     return lock_file(path, block=False)
 
 
-def _write_holder(fd: int) -> None:
+def write_holder(fd: int) -> None:
+    """Replace a held lock file's content with this process's record (for messages)."""
     os.ftruncate(fd, 0)
     os.pwrite(fd, _holder_record().encode("utf-8"), 0)
 
@@ -142,7 +143,7 @@ def acquire_run_lock(study_dir: Path) -> RunLock:
             "Wait for that run to finish, use another --output/--study-dir, or, if it is a "
             "stale heretic process of yours, end it with --kill-stale.",
         )
-    _write_holder(fd)
+    write_holder(fd)
     return RunLock([(path, fd)])
 
 
@@ -181,6 +182,6 @@ def acquire_gpu_locks(gpu_keys: Iterable[str], lock_dir: Path | None = None) -> 
                 "Wait for that run, pick other GPUs with CUDA_VISIBLE_DEVICES, or end a "
                 "stale heretic process of yours with --kill-stale.",
             )
-        _write_holder(fd)
+        write_holder(fd)
         held.append((path, fd))
     return lock
