@@ -8,8 +8,10 @@ Guaranteed: lines pass through `redact` before they are written; the file rotate
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +42,14 @@ class _NoFollowHandler(RotatingFileHandler):
     def _open(self) -> io.TextIOWrapper:
         fd = append_text(Path(self.baseFilename))
         return open(fd, "a", encoding=self.encoding, errors=self.errors, closefd=True)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        # A full disk: the line is lost from the file (the terminal still shows it) and the
+        # run stops cleanly on its own (exit 15); no traceback per line on stderr.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return
+        super().handleError(record)
 
 
 def attach_log_file(study_dir: Path, level: int = logging.INFO) -> logging.Handler:
