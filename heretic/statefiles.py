@@ -28,6 +28,7 @@ from pathlib import Path
 from heretic.errors import StudyError
 
 NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+STUDY_LOCK = ".heretic.lock"  # held by a run for its whole life (heretic.preflight.lock)
 
 
 def _link_refused(path: Path) -> StudyError:

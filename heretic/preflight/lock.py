@@ -32,9 +32,9 @@ from typing import Self
 
 from heretic.errors import LockedError
 from heretic.secrets import safe_cmdline
-from heretic.statefiles import lock_file, lock_is_held, private_dir, read_text
+from heretic.statefiles import STUDY_LOCK, lock_file, lock_is_held, private_dir, read_text
 
-LOCK_NAME = ".heretic.lock"
+LOCK_NAME = STUDY_LOCK
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,9 @@ def _execute(request: _Request, reporter: Reporter) -> Outcome:
     upper = request.upper_layers()
     probe = merge_layers(*upper)
     probe = merge_layers(DEMO_LAYER if probe.is_demo else {}, *upper)
+    from heretic.secrets import add_secret
+
+    add_secret(probe.notify)  # from a config file too: masked in every line written from now
     if probe.kill_stale and not probe.skip_preflight:
         _end_stale_first(probe, reporter)
     # The output first: the study lock creates OUTPUT/study, which must not make a folder of
