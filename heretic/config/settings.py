@@ -287,7 +287,11 @@ class Settings(BaseModel):
     )
 
     # --- output -------------------------------------------------------------------------
-    output: Path = Field(Path("heretic-output"), description="Output folder.")
+    output: Path = Field(
+        Path("heretic-output"),
+        description="Output folder: new or empty (heretic marks it), or one heretic made; a "
+        "folder holding other files is refused.",
+    )
     study_dir: Path | None = Field(None, description="Study folder (default OUTPUT/study).")
     max_shard_size: str = Field("5GB", description="Largest safetensors shard of the export.")
     export_dtype: str = Field(
