@@ -117,3 +117,28 @@ def test_lock_files_are_readable_for_status_but_not_writable_by_others(tmp_path)
     with acquire_run_lock(tmp_path / "study"):
         mode = stat.S_IMODE((tmp_path / "study" / LOCK_NAME).stat().st_mode)
     assert mode & 0o022 == 0
+
+
+def test_directions_are_saved_without_a_fixed_temp_name_a_link_could_hold(tmp_path) -> None:
+    import torch
+
+    from heretic.engine.directions import Directions
+    from heretic.run.study_files import load_directions, save_directions
+
+    study = tmp_path / "study"
+    target = _plant(study / ".directions.safetensors.tmp", tmp_path)  # the old temp name
+    directions = Directions(torch.ones(3, 1, 4), torch.zeros(3, 4), torch.zeros(3, 4))
+    save_directions(study / "directions.safetensors", directions)
+    assert target.read_bytes() == PRECIOUS
+    loaded = load_directions(study / "directions.safetensors")
+    assert loaded is not None and torch.equal(loaded.basis, directions.basis)
+
+
+def test_a_planted_done_marker_link_is_no_state(tmp_path) -> None:
+    from heretic.lifecycle.state import RunState
+
+    target = tmp_path / "elsewhere.json"
+    target.write_text('{"finished_at": "never"}')
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "DONE.json").symlink_to(target)
+    assert RunState(tmp_path / "study").done_info() is None

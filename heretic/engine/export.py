@@ -146,6 +146,8 @@ def export_model(
     if settings.export_dtype != "auto":
         model = model.to(getattr(torch, settings.export_dtype))
     staging = target.with_name(f".{target.name}.partial")
+    if staging.is_symlink():  # never write the export through a planted link
+        staging.unlink()
     shutil.rmtree(staging, ignore_errors=True)
     try:
         model.save_pretrained(staging, max_shard_size=settings.max_shard_size)

@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from heretic.atomic import write_atomic
+from heretic.atomic import write_atomic, write_with
 from heretic.config.settings import Settings
 from heretic.engine.directions import Directions
 from heretic.engine.layer_profile import LayerPrior, LayerProfile
@@ -158,16 +158,13 @@ def check_or_record_in_study(study: optuna.Study, settings: Settings) -> None:
 
 
 def save_directions(path: Path, directions: Directions) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(
-        {
-            "basis": directions.basis.contiguous(),
-            "harmful_mean": directions.harmful_mean.contiguous(),
-            "harmless_mean": directions.harmless_mean.contiguous(),
-        },
-        str(tmp),
-    )
-    tmp.replace(path)
+    tensors = {
+        "basis": directions.basis.contiguous(),
+        "harmful_mean": directions.harmful_mean.contiguous(),
+        "harmless_mean": directions.harmless_mean.contiguous(),
+    }
+    # A fresh temp file (O_EXCL), never a fixed name a planted link could sit on.
+    write_with(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
 def load_directions(path: Path) -> Directions | None:
