@@ -234,6 +234,8 @@ def plan_launch(
     env = settings_env(opts)
     tokens, secrets, warnings = token_env(opts, hf_token, dry_run)
     env.update(tokens)
+    if env.get("HERETIC_NOTIFY"):  # a webhook URL carries its key: masked wherever printed
+        secrets = (*secrets, env["HERETIC_NOTIFY"])
     if not opts.upload:
         # The image ends the machine only after a confirmed upload (see `heretic run`).
         warnings.append(

@@ -287,7 +287,11 @@ class Settings(BaseModel):
     )
 
     # --- output -------------------------------------------------------------------------
-    output: Path = Field(Path("heretic-output"), description="Output folder.")
+    output: Path = Field(
+        Path("heretic-output"),
+        description="Output folder: new or empty (heretic marks it), or one heretic made; a "
+        "folder holding other files is refused.",
+    )
     study_dir: Path | None = Field(None, description="Study folder (default OUTPUT/study).")
     max_shard_size: str = Field("5GB", description="Largest safetensors shard of the export.")
     export_dtype: str = Field(
@@ -312,6 +316,16 @@ class Settings(BaseModel):
         "model, no acceptable trial, restart loop): stop the instance and keep its volume (stop),"
         " delete it (destroy), or leave it running (keep).",
     )
+
+    @field_validator("output", "study_dir", mode="before")
+    @classmethod
+    def _no_blank_folder(cls, value: object) -> object:
+        # `--output "$OUT"` with OUT unset would otherwise write into the current folder.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(
+                "a folder name is empty (an unset shell variable?); name the folder to write to"
+            )
+        return value
 
     @field_validator("storage")
     @classmethod

@@ -19,6 +19,7 @@ machine is only ended once the model is on the Hub and the record is on disk.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Mapping
@@ -42,6 +43,8 @@ RESTART_LIMIT = 3
 def exit_code_of(exc: BaseException) -> int:
     if isinstance(exc, HereticError):
         return int(exc.exit_code)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return int(ExitCode.DISK_FULL)
     if isinstance(exc, KeyboardInterrupt):
         return int(ExitCode.INTERRUPTED)
     return int(ExitCode.INTERNAL)

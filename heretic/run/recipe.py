@@ -8,7 +8,6 @@ resumes where the last run stopped.
 
 from __future__ import annotations
 
-import fcntl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from heretic.engine.chat import ChatFormat
 from heretic.engine.directions import Directions, compute_directions
 from heretic.engine.evaluation import Evaluator, RefusalResult
 from heretic.engine.export import export_model
+from heretic.engine.journal import journal_damage, repair_journal
 from heretic.engine.layer_profile import (
     LayerPrior,
     LayerProfile,
@@ -47,6 +47,7 @@ from heretic.errors import InterruptedRun, NoAcceptableTrialError, StudyError
 from heretic.lifecycle.state import BestSoFar
 from heretic.progress import NullReporter, Reporter
 from heretic.run import worker_pool
+from heretic.run.disk_space import SpaceGuard, no_space_is_exit_15, weights_bytes
 from heretic.run.report import RunRecord, Verification, write_run_files
 from heretic.run.report_types import RunReport
 from heretic.run.study_files import (
@@ -58,6 +59,7 @@ from heretic.run.study_files import (
     save_layer_profile,
     study_prior,
 )
+from heretic.statefiles import held_lock
 
 
 @dataclass
@@ -101,8 +103,8 @@ def phase_directions(
     """The refusal directions and the per-layer separation profile (both from the residuals,
     both saved in the study folder; a study from before profiles has none)."""
     path = study_dir / "directions.safetensors"
-    with open(study_dir / ".directions.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker computes; the others wait and load
+    # One worker computes; the others wait and load. Never through a planted link.
+    with held_lock(study_dir / ".directions.lock"):
         cached = load_directions(path)
         if cached is not None:
             reporter.info("Loaded the refusal directions saved in the study folder.")
@@ -186,6 +188,7 @@ def phase_search(
     hooks: RunHooks,
     reporter: Reporter,
     stop_rule: StopRule | None = None,
+    space: SpaceGuard | None = None,
 ) -> None:
     total = settings.trials
     already = count(study, optuna.trial.TrialState.COMPLETE)
@@ -216,6 +219,8 @@ def phase_search(
             eta = (time.monotonic() - started) / max(done - already, 1) * max(total - done, 0)
             hooks.on_trial(done, total, eta, best_so_far(finished, settings))
             advance(1)
+            if space is not None:
+                space.trial_done()
 
         run_trials(
             study,
@@ -225,6 +230,7 @@ def phase_search(
             should_stop=hooks.should_stop,
             on_complete=on_complete,
             done_early=done_early,
+            before_claim=space.check if space is not None else lambda: None,
         )
     why = done_early()
     if why is not None:
@@ -275,18 +281,30 @@ def _evaluator(
     )
 
 
-def _open_study(settings: Settings, worker_index: int) -> optuna.Study:
-    """The run's Optuna study (created, resumed or joined), checked against these settings."""
-    study = open_study(
-        settings.resolved_study_dir,
-        name=settings.study_name,
-        storage_url=settings.storage,
-        seed=settings.seed,
-        startup_trials=min(settings.startup_trials, settings.trials // 3),
-        worker_index=worker_index,
-        heartbeat_s=settings.heartbeat_interval_s,
-        grace_s=settings.heartbeat_grace_s,
-    )
+def _open_study(settings: Settings, worker_index: int, reporter: Reporter) -> optuna.Study:
+    """The run's Optuna study (created, resumed or joined), checked against these settings.
+    The first process repairs a torn journal first (workers start after it: their writes in
+    progress must not look torn to anyone)."""
+    study_dir = settings.resolved_study_dir
+    if not settings.storage and worker_index == 0:
+        repaired = repair_journal(study_dir)
+        if repaired is not None:
+            reporter.warn(repaired.describe())
+    try:
+        study = open_study(
+            study_dir,
+            name=settings.study_name,
+            storage_url=settings.storage,
+            seed=settings.seed,
+            startup_trials=min(settings.startup_trials, settings.trials // 3),
+            worker_index=worker_index,
+            heartbeat_s=settings.heartbeat_interval_s,
+            grace_s=settings.heartbeat_grace_s,
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        if settings.storage:
+            raise
+        raise journal_damage(study_dir, exc) from exc
     check_or_record_in_study(study, settings)
     return study
 
@@ -328,7 +346,7 @@ def prepare(
     else:
         evaluator.compute_base()
     ablator = Ablator(arch, directions, settings.ablation).install()
-    study = _open_study(settings, worker_index)
+    study = _open_study(settings, worker_index, reporter)
     prior = study_prior(study, derive_prior(profile) if profile is not None else None)
     space = SearchSpace(settings, arch.num_layers, prior)
     if worker_index == 0 and profile is not None and prior is not None:
@@ -351,7 +369,12 @@ def _space_line(
 def run(
     settings: Settings, reporter: Reporter | None = None, hooks: RunHooks | None = None
 ) -> RunResult:
-    reporter, hooks = reporter or NullReporter(), hooks or RunHooks()
+    """The whole run; a full disk anywhere in it is exit 15 (DiskFullError), never a crash."""
+    with no_space_is_exit_15(settings.resolved_study_dir):
+        return _run(settings, reporter or NullReporter(), hooks or RunHooks())
+
+
+def _run(settings: Settings, reporter: Reporter, hooks: RunHooks) -> RunResult:
     timings: dict[str, float] = {}
     t_all = time.monotonic()
     settings.resolved_study_dir.mkdir(parents=True, exist_ok=True)
@@ -362,6 +385,7 @@ def run(
         )
     settings = worker_pool.parent_device_map(settings)
     prep = prepare(settings, reporter, hooks, timings)
+    space = SpaceGuard(settings.resolved_study_dir, settings.output, _export_bytes(prep.loaded))
 
     _enter(hooks, "search")
     t = time.monotonic()
@@ -372,13 +396,20 @@ def run(
     study_dir = settings.resolved_study_dir
     try:
         phase_search(
-            prep.study, prep.objective, settings, study_dir, hooks, reporter, prep.stop_rule
+            prep.study, prep.objective, settings, study_dir, hooks, reporter, prep.stop_rule, space
         )
         worker_pool.wait_workers(group.procs)
         if group.procs and count(prep.study, optuna.trial.TrialState.COMPLETE) < settings.trials:
             # A worker that died mid-trial left its trial to be re-run: finish what is missing.
             phase_search(
-                prep.study, prep.objective, settings, study_dir, hooks, reporter, prep.stop_rule
+                prep.study,
+                prep.objective,
+                settings,
+                study_dir,
+                hooks,
+                reporter,
+                prep.stop_rule,
+                space,
             )
     finally:
         unsubscribe()
@@ -390,6 +421,14 @@ def run(
         )
         return RunResult(report=None, model_dir=None, timings=timings)
     return _finish(settings, prep, timings, t_all, hooks, reporter)
+
+
+def _export_bytes(loaded: LoadedModel) -> int:
+    """What the export will write: the checkpoint's weight files, else the loaded tensors."""
+    on_disk = weights_bytes(loaded.path)
+    if on_disk:
+        return on_disk
+    return sum(p.numel() * p.element_size() for p in loaded.model.parameters())
 
 
 def verification_evaluator(prep: Prepared, settings: Settings) -> Evaluator | None:
