@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from heretic.config.hub_names import check_repo_id
+from heretic.config.hub_names import check_repo_id, hub_token
 from heretic.config.settings import Settings
 from heretic.errors import ExitCode, HereticError, StudyError
 from heretic.lifecycle.logfile import LoggedReporter, attach_log_file, detach_log_file
@@ -34,7 +34,7 @@ from heretic.lifecycle.notification import build_payload, send_notification
 from heretic.lifecycle.shutdown import ShutdownResult, end_self, shutdown_self
 from heretic.lifecycle.signals import GracefulStop
 from heretic.lifecycle.state import BestSoFar, RunState, guard_restart_loop
-from heretic.lifecycle.upload import resolve_token, upload_output
+from heretic.lifecycle.upload import upload_output
 from heretic.progress import NullReporter, Reporter
 
 RESTART_LIMIT = 3
@@ -113,7 +113,7 @@ class RunLifecycle:
         repo = self.settings.upload
         if repo:  # fail in seconds, not after the search
             check_repo_id(repo)
-            resolve_token()
+            hub_token()  # from os.environ, where the upload reads it
         attempt = self.state.begin_attempt()
         if attempt > 1:
             self.reporter.info(f"Start {attempt} on {self.state.study_dir}: resuming.")

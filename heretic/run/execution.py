@@ -158,9 +158,20 @@ def _execute(request: _Request, reporter: Reporter) -> Outcome:
     probe = merge_layers(DEMO_LAYER if probe.is_demo else {}, *upper)
     if probe.kill_stale and not probe.skip_preflight:
         _end_stale_first(probe, reporter)
+    _check_writable(probe)
     with acquire_run_lock(probe.resolved_study_dir):
         register_process(probe.resolved_study_dir)
         return _locked(request, reporter)
+
+
+def _check_writable(settings: Settings) -> None:
+    """Both folders writable, before the lock and any weight (a read-only --output must not
+    cost the whole search); a search-only run writes no output."""
+    from heretic.preflight.writable import check_writable
+
+    check_writable(settings.resolved_study_dir, "study folder", "--study-dir (or --output)")
+    if not settings.search_only:
+        check_writable(settings.output, "output folder", "--output")
 
 
 def _locked(request: _Request, reporter: Reporter) -> Outcome:
