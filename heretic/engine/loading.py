@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,12 +57,17 @@ class LoadedModel:
         return tensor_attr(self.model.get_input_embeddings(), "weight").device
 
 
-def resolve_model_source(settings: Settings, reporter: Reporter | None = None) -> tuple[str, str]:
-    """(name for reports, loadable path or id). The demo model is trained here if needed."""
+def resolve_model_source(
+    settings: Settings,
+    reporter: Reporter | None = None,
+    check: Callable[[], None] | None = None,
+) -> tuple[str, str]:
+    """(name for reports, loadable path or id). The demo model is trained here if needed
+    (`check()` before every training step may raise to stop it)."""
     if settings.is_demo:
         from heretic.demo.model import ensure_demo_model
 
-        return "heretic-demo", str(ensure_demo_model(reporter))
+        return "heretic-demo", str(ensure_demo_model(reporter, check))
     return str(settings.model), str(settings.model)
 
 
@@ -171,9 +177,13 @@ def _refuse_offload(model: PreTrainedModel, settings: Settings, source: str) -> 
     )
 
 
-def load_model(settings: Settings, reporter: Reporter | None = None) -> LoadedModel:
+def load_model(
+    settings: Settings,
+    reporter: Reporter | None = None,
+    check: Callable[[], None] | None = None,
+) -> LoadedModel:
     reporter = reporter or NullReporter()
-    source, path = resolve_model_source(settings, reporter)
+    source, path = resolve_model_source(settings, reporter, check)
     check_model_exists(path, settings)
     tokenizer = load_tokenizer(path, settings)
     errors: list[str] = []
