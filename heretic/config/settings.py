@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from heretic.config.hub_names import repo_id_problem
 from heretic.jsontypes import JsonDict
 
 # The one URL-password mask (it imports nothing from heretic, so no import cycle).
@@ -59,7 +60,7 @@ HUB_HARMLESS_EVAL = "hub:mlabonne/harmless_alpaca:test[:100]:text"
 
 
 class Range(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     low: float
     high: float
 
@@ -73,7 +74,9 @@ class Range(BaseModel):
 class Settings(BaseModel):
     """Everything `heretic run` needs. Field descriptions are the CLI and docs help text."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: inf and nan are refused in every float setting (JSON has no
+    # Infinity, and no cap or target means anything at inf).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # --- what to abliterate -------------------------------------------------------------
     model: str | None = Field(
@@ -304,6 +307,13 @@ class Settings(BaseModel):
     kill_stale: bool = Field(False, description="End stale heretic processes found by preflight.")
     upload: str | None = Field(None, description="Hub repo id to upload the finished model to.")
     public: bool = Field(False, description="Make the uploaded repository public.")
+    upload_deadline_s: float = Field(
+        4 * 3600.0,
+        gt=0,
+        description="Seconds the whole --upload (every attempt) may take; past it the upload is "
+        "abandoned with exit 10, the local output kept, and --on-failure applies. Each request "
+        "also has a 30 s connect and a 120 s read timeout.",
+    )
     shutdown_after: bool = Field(
         False, description="After a confirmed upload, destroy this cloud instance (Vast/RunPod)."
     )
@@ -326,6 +336,19 @@ class Settings(BaseModel):
                 "a folder name is empty (an unset shell variable?); name the folder to write to"
             )
         return value
+
+    @field_validator("upload")
+    @classmethod
+    def _repo_id(cls, value: str | None) -> str | None:
+        # The Hub's own rules, now: a name it refuses must not cost the whole search first.
+        if value:
+            problem = repo_id_problem(value)
+            if problem is not None:
+                raise ValueError(
+                    f"'{value}' is not a Hub repository id ({problem}); write NAMESPACE/NAME "
+                    "with ASCII letters, digits, '-', '_', '.'"
+                )
+        return value or None
 
     @field_validator("storage")
     @classmethod

@@ -9,8 +9,9 @@ a missing model, no acceptable trial, the restart-loop guard) therefore ends the
 - destroy: the instance and its disk are deleted (nothing bills; the study is gone unless it
   lives on a network volume or a database);
 - keep: nothing happens (for debugging in the machine).
-Interruptions (exit 75) and failures a restart may cure (out of memory, an upload or network
-error, an internal error) are not terminal: they count towards the restart-loop guard, whose
+An upload that ran out its deadline (upload_deadline_s) is terminal too, although exit 10 is
+not: a restart would only wait as long again. Interruptions (exit 75) and failures a restart
+may cure (out of memory, an upload or network error, an internal error) are not terminal: they count towards the restart-loop guard, whose
 own failure (exit 14) is terminal, so a loop ends after a few starts.
 Only acts inside a Vast.ai or RunPod container; elsewhere it does nothing and says nothing.
 """
@@ -80,13 +81,16 @@ def apply_policy(
     reporter: Reporter | None = None,
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] | None = None,
+    terminal: bool | None = None,
 ) -> ShutdownResult | None:
     """After a failure with `exit_code`: stop, destroy or keep this instance. None when
-    nothing applies (not terminal, or not on a provider). Never raises."""
+    nothing applies (not terminal, or not on a provider). `terminal` overrides what the exit
+    code says (an upload past its deadline ends the run). Never raises."""
     environ = os.environ if environ is None else environ
     reporter = reporter or NullReporter()
     provider = provider_of(environ)
-    if provider is None or not is_terminal(int(exit_code)):
+    ends = is_terminal(int(exit_code)) if terminal is None else terminal
+    if provider is None or not ends:
         return None
     if policy == "keep":
         result = ShutdownResult(

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from heretic.config.hub_names import check_repo_id, hub_token
 from heretic.config.settings import Settings
 from heretic.errors import ExitCode, HereticError, StudyError
 from heretic.lifecycle.logfile import LoggedReporter, attach_log_file, detach_log_file
@@ -34,7 +35,7 @@ from heretic.lifecycle.notification import build_payload, send_notification
 from heretic.lifecycle.shutdown import ShutdownResult, end_self, shutdown_self
 from heretic.lifecycle.signals import GracefulStop
 from heretic.lifecycle.state import BestSoFar, RunState, guard_restart_loop
-from heretic.lifecycle.upload import check_repo_id, resolve_token, upload_output
+from heretic.lifecycle.upload import upload_output
 from heretic.progress import NullReporter, Reporter
 
 RESTART_LIMIT = 3
@@ -83,7 +84,7 @@ class RunLifecycle:
         self.environ = os.environ if environ is None else environ
         self.state = RunState(settings.resolved_study_dir)
         self.reporter = LoggedReporter(reporter or NullReporter())
-        self.stop = GracefulStop()
+        self.stop = GracefulStop(phase="start")
         self.restart_limit = restart_limit
         self.already_done = False
         self._handler: logging.Handler | None = None
@@ -115,7 +116,7 @@ class RunLifecycle:
         repo = self.settings.upload
         if repo:  # fail in seconds, not after the search
             check_repo_id(repo)
-            resolve_token()
+            hub_token()  # from os.environ, where the upload reads it
         attempt = self.state.begin_attempt()
         if attempt > 1:
             self.reporter.info(f"Start {attempt} on {self.state.study_dir}: resuming.")
@@ -150,6 +151,7 @@ class RunLifecycle:
 
     # --- callbacks matching heretic.run.RunHooks ------------------------------------------
     def on_phase(self, phase: str) -> None:
+        self.stop.phase = phase  # so a signal's message says what it will do now
         self.state.set_phase(phase)
 
     def on_trial(
@@ -172,10 +174,17 @@ class RunLifecycle:
                 info[key] = str(Path(info[key]).resolve())
         repo = self.settings.upload
         if repo:
+            self.stop.check()  # a stop asked for during the export: no upload is started
+            self.stop.phase = "upload"
             self.state.set_phase("upload", repo)
             info["repo_id"] = repo
             info["upload_url"] = upload_output(
-                self.settings.output, repo, private=not self.settings.public, reporter=self.reporter
+                self.settings.output,
+                repo,
+                private=not self.settings.public,
+                reporter=self.reporter,
+                deadline_s=self.settings.upload_deadline_s,
+                should_stop=self.should_stop,
             )
         self.state.mark_done(info)
         where = info.get("upload_url") or info["output_dir"]

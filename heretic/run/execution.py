@@ -103,7 +103,7 @@ def execute(
     try:
         outcome = _execute(request, reporter)
     except HereticError as exc:
-        _after_failure(int(exc.exit_code), request, reporter)
+        _after_failure(int(exc.exit_code), request, reporter, ends_run=exc.ends_run)
         raise
     if outcome.exit_code:
         _after_failure(outcome.exit_code, request, reporter)
@@ -130,11 +130,13 @@ class _Request:
         )
 
 
-def _after_failure(code: int, request: _Request, reporter: Reporter) -> None:
+def _after_failure(
+    code: int, request: _Request, reporter: Reporter, *, ends_run: bool = False
+) -> None:
     from heretic.lifecycle.on_failure import apply_policy, describe, is_terminal, raw_policy
     from heretic.lifecycle.state import RunState
 
-    if not is_terminal(code):
+    if not (ends_run or is_terminal(code)):
         return
     env = os.environ if request.environ is None else request.environ
     try:  # the settings may be what failed: then the flag or variable alone decides
@@ -142,7 +144,7 @@ def _after_failure(code: int, request: _Request, reporter: Reporter) -> None:
         policy, study_dir = probe.on_failure, probe.resolved_study_dir
     except (HereticError, ValueError):
         policy, study_dir = raw_policy(request.cli.get("on_failure"), env), None
-    result = apply_policy(policy, code, env, reporter=reporter)
+    result = apply_policy(policy, code, env, reporter=reporter, terminal=ends_run or None)
     if result is not None and study_dir is not None:
         RunState(study_dir).record_after_failure(describe(policy, result))
 
@@ -160,12 +162,23 @@ def _execute(request: _Request, reporter: Reporter) -> Outcome:
     add_secret(probe.notify)  # from a config file too: masked in every line written from now
     if probe.kill_stale and not probe.skip_preflight:
         _end_stale_first(probe, reporter)
+    _check_writable(probe)
     # The output first: the study lock creates OUTPUT/study, which must not make a folder of
     # someone else's files look like heretic's.
     with claim_output(probe.output), acquire_run_lock(probe.resolved_study_dir):
         remove_temp_files(probe.resolved_study_dir, STUDY_TEMP_TARGETS)
         register_process(probe.resolved_study_dir)
         return _locked(request, reporter)
+
+
+def _check_writable(settings: Settings) -> None:
+    """Both folders writable, before the lock and any weight (a read-only --output must not
+    cost the whole search); a search-only run writes no output."""
+    from heretic.preflight.writable import check_writable
+
+    check_writable(settings.resolved_study_dir, "study folder", "--study-dir (or --output)")
+    if not settings.search_only:
+        check_writable(settings.output, "output folder", "--output")
 
 
 def _locked(request: _Request, reporter: Reporter) -> Outcome:

@@ -99,9 +99,11 @@ def phase_directions(
     batcher: Batcher,
     study_dir: Path,
     reporter: Reporter,
+    check: Callable[[], None] | None = None,
 ) -> tuple[Directions, LayerProfile | None]:
     """The refusal directions and the per-layer separation profile (both from the residuals,
-    both saved in the study folder; a study from before profiles has none)."""
+    both saved in the study folder; a study from before profiles has none). `check()` runs
+    between batches of the residual pass: a stop request ends it within one batch."""
     path = study_dir / "directions.safetensors"
     # One worker computes; the others wait and load. Never through a planted link.
     with held_lock(study_dir / ".directions.lock"):
@@ -118,6 +120,7 @@ def phase_directions(
             chat=chat,
             reporter=reporter,
             label="residuals (harmful)",
+            check=check,
         )
         harmless = collect_residuals(
             loaded,
@@ -127,6 +130,7 @@ def phase_directions(
             chat=chat,
             reporter=reporter,
             label="residuals (harmless)",
+            check=check,
         )
         directions = compute_directions(
             harmful,
@@ -265,6 +269,18 @@ def _enter(hooks: RunHooks, phase: str) -> None:
     hooks.on_phase(phase)
 
 
+def stop_check(hooks: RunHooks, during: str, then: str) -> Callable[[], None]:
+    """A `check` for long passes (residuals, verification, demo training): raises
+    InterruptedRun (exit 75) between batches once a stop was requested; `then` says what the
+    next start does."""
+
+    def check() -> None:
+        if hooks.should_stop():
+            raise InterruptedRun(f"Stopped on request during {during}; the study is saved.", then)
+
+    return check
+
+
 def _evaluator(
     loaded: LoadedModel, prompts: PromptSets, settings: Settings, batcher: Batcher
 ) -> Evaluator:
@@ -326,15 +342,25 @@ def prepare(
 
     _enter(hooks, "load")
     t = time.monotonic()
-    loaded = load_model(settings, reporter)
+    training = stop_check(
+        hooks,
+        "the demo model's training",
+        "Nothing half-trained is kept: run the same command again and the training starts over.",
+    )
+    loaded = load_model(settings, reporter, training)
     arch = describe(loaded.model, list(settings.components))
     _timed(timings, "load", t)
 
     batcher = Batcher(settings.batch_size or settings.max_batch_size, "the forward passes")
     _enter(hooks, "residuals")
     t = time.monotonic()
+    residuals = stop_check(
+        hooks,
+        "the residual pass",
+        "Run the same command again: it computes the directions again, then searches.",
+    )
     directions, profile = phase_directions(
-        loaded, arch, prompts, settings, batcher, study_dir, reporter
+        loaded, arch, prompts, settings, batcher, study_dir, reporter, residuals
     )
     _timed(timings, "residuals", t)
 
@@ -431,9 +457,12 @@ def _export_bytes(loaded: LoadedModel) -> int:
     return sum(p.numel() * p.element_size() for p in loaded.model.parameters())
 
 
-def verification_evaluator(prep: Prepared, settings: Settings) -> Evaluator | None:
+def verification_evaluator(
+    prep: Prepared, settings: Settings, check: Callable[[], None] | None = None
+) -> Evaluator | None:
     """An evaluator over the verification split (the evaluation sets when there is none), with
-    the longer verification budget; None when verification is switched off."""
+    the longer verification budget; None when verification is switched off. Its own batcher
+    (starting at the size the search found) calls `check()` before every batch."""
     budget = settings.verify_response_tokens
     if budget is None:
         budget = 4 * settings.max_response_tokens
@@ -448,7 +477,7 @@ def verification_evaluator(prep: Prepared, settings: Settings) -> Evaluator | No
         markers=settings.refusal_markers,
         max_new_tokens=budget,
         chat=chat_format(settings),
-        batcher=prep.evaluator.batcher,
+        batcher=Batcher(prep.evaluator.batcher.batch_size, "the verification", check),
         strip_thinking=settings.strip_thinking,
     )
 
@@ -459,10 +488,12 @@ def phase_verify(
     chosen: optuna.trial.FrozenTrial,
     settings: Settings,
     reporter: Reporter,
+    check: Callable[[], None] | None = None,
 ) -> Verification | None:
     """Measure the chosen edit and its Pareto-front neighbours on prompts the search never
-    scored, against the base model, with a longer token budget than the search's."""
-    evaluator = verification_evaluator(prep, settings)
+    scored, against the base model, with a longer token budget than the search's. `check()`
+    between batches may stop it (nothing is written then: the next start verifies again)."""
+    evaluator = verification_evaluator(prep, settings, check)
     if evaluator is None:
         return None
     verifier = Verifier(evaluator, compare_tokens=settings.verify_compare_tokens)
@@ -521,7 +552,13 @@ def _finish(
     if selected is not None:
         params = AblationParams.from_dict(TrialRecord.read(selected).required_parameters())
         hooks.on_phase("verify")
-        record.verification = phase_verify(prep, trials, selected, settings, reporter)
+        verifying = stop_check(
+            hooks,
+            "the verification",
+            "The search is complete: run the same command again; it verifies the chosen "
+            "trial again and exports it (no trial is re-run).",
+        )
+        record.verification = phase_verify(prep, trials, selected, settings, reporter, verifying)
         _enter(hooks, "export")
         t = time.monotonic()
         prep.objective.ablator.remove()
