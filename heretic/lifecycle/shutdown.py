@@ -6,9 +6,8 @@ The requests, their endpoints and their retries are the provider clients' own
 (`heretic.cloud.vast.VastClient` and `heretic.cloud.runpod.RunPodClient`: `stop` and
 `terminate`); this module only finds the instance and the scoped key in the environment:
 - Vast.ai: CONTAINER_ID + CONTAINER_API_KEY (HERETIC_VAST_API_URL overrides the base URL).
-- RunPod: RUNPOD_POD_ID + RUNPOD_API_KEY (HERETIC_RUNPOD_API_URL overrides the base URL). A pod
-  with a network volume can only be terminated; RunPod then refuses the stop (409) and this
-  says so.
+- RunPod: RUNPOD_POD_ID + RUNPOD_API_KEY (HERETIC_RUNPOD_API_URL overrides the base URL). A 409
+  means the action is not valid for the pod's current status (REST v2 OpenAPI 2.0.0).
   RunPod documents RUNPOD_API_KEY only as a "pod-scoped API key": that it may end its own
   pod through REST v2 is unverified. When a DELETE is refused with 401/403 the documented route
   is tried instead, `runpodctl pod delete $RUNPOD_POD_ID` (RunPod's "Manage Pods" page), when

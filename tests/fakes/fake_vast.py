@@ -203,6 +203,10 @@ class FakeVast(LoopbackServer):
         if path.startswith("/instances/"):
             iid = path.strip("/").split("/")[-1]
             if r.method == "GET":
+                # An id this account does not hold (destroyed, or never was) answers with no
+                # instance, as the API does.
+                if int(iid) not in (self.instance["id"], *self.created):
+                    return Reply(200, {"instances": None})
                 return Reply(200, {"instances": {**self.instance, "id": int(iid)}})
             if r.method == "DELETE":
                 return Reply(200, {"success": True})
