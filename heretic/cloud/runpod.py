@@ -237,8 +237,8 @@ class RunPodClient:
             if exc.status != 409:
                 raise
             raise ApiStatusError(
-                f"RunPod refused to stop pod {instance_id}: the action is not valid for the "
-                "pod's current status.",
+                f"RunPod answered HTTP 409 to stopping pod {instance_id}: the action is not "
+                "valid for the pod's current status.",
                 "Check it with `heretic cloud status`; terminate it to end all billing.",
                 409,
             ) from exc

@@ -30,6 +30,10 @@ _NON_SETTING_ENV = {
     "HERETIC_WORKER_INDEX",
     "HERETIC_HOST_ID",  # how this machine names itself in a shared study (engine/study.py)
     "HERETIC_REQUIRE_POSTGRES",  # CI: the PostgreSQL tests must run, not skip
+    # Set by heretic's launchers on the instances they create (heretic/lifecycle/retry.py):
+    # only then does heretic stop or destroy the machine it runs on.
+    "HERETIC_LAUNCHED_BY",
+    "HERETIC_LAUNCHED_AT",
 }
 
 

@@ -14,6 +14,9 @@ The requests, their endpoints and their retries are the provider clients' own
   runpodctl is on the PATH (RunPod's own images ship it; heretic's does not); otherwise the
   refusal is returned (the lifecycle logs and notifies it, once).
 - Anywhere else: does nothing and says so; the machine keeps running (and billing).
+- A machine heretic did not launch (no HERETIC_LAUNCHED_BY, which `heretic cloud launch` and
+  scripts/launch_*.sh set): does nothing and says so, whatever provider variables it sees;
+  SkyPilot owns its machines and relaunches a job whose cluster vanished.
 Guaranteed: never raises, never shows a key; 429/5xx/connection failures are retried a few
 times. Not guaranteed: that the machine is gone when this returns (the provider acts later).
 """
@@ -33,6 +36,7 @@ import httpx
 from heretic.cloud import runpod, vast
 from heretic.cloud.http import ApiStatusError
 from heretic.errors import CloudError
+from heretic.lifecycle.retry import LAUNCHED_BY_ENV, launched_by_heretic
 from heretic.progress import NullReporter, Reporter
 from heretic.secrets import redact
 
@@ -45,6 +49,7 @@ class ShutdownResult:
     ok: bool
     message: str
     status: int | None = None  # the provider's HTTP status when it refused
+    not_ours: bool = False  # not launched by heretic: nothing was (or may be) attempted
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,17 @@ def _target(environ: Mapping[str, str]) -> _Target | ShutdownResult:
         instance = environ.get(p.id_env, "").strip()
         if not instance:
             continue
+        if not launched_by_heretic(environ):
+            # SkyPilot (or a console template) owns this machine: stopping it behind its back
+            # makes SkyPilot relaunch the job, and a deterministic failure rents again.
+            return ShutdownResult(
+                p.name,
+                False,
+                f"This {p.noun} was not launched by heretic ({LAUNCHED_BY_ENV} is not set), "
+                "so heretic leaves ending it to whoever launched it (SkyPilot, a template, "
+                "the console).",
+                not_ours=True,
+            )
         key = environ.get(p.key_env, "").strip()
         if not key:
             return ShutdownResult(
