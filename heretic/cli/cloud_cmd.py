@@ -37,6 +37,42 @@ PriceOpt = Annotated[
     float | None, typer.Option("--max-price", min=0.0, help="Highest price in USD per hour.")
 ]
 ProviderOpt = Annotated[str, typer.Option("--provider", help="vast or runpod.")]
+RunpodSecretOpt = Annotated[
+    str, typer.Option(help="Name of the RunPod secret holding the HF token.")
+]
+VastAccountTokenOpt = Annotated[
+    bool,
+    typer.Option(
+        "--vast-account-token",
+        help="Vast: send no HF_TOKEN; the instance takes it from your "
+        "Vast account's environment variables (vastai create env-var HF_TOKEN ...).",
+    ),
+]
+TokenFromLoginOpt = Annotated[
+    bool,
+    typer.Option(
+        "--hf-token-from-login",
+        help="Vast: with HF_TOKEN unset, send the token `hf auth login` saved (as a plain "
+        "env value the host's operator can read); without it that token is never sent.",
+    ),
+]
+PlainSecretsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-plain-secrets",
+        help="Send a storage URL with a password or a notify URL from --set as a plain env "
+        "value (refused otherwise: use a RunPod secret or a Vast account env var).",
+    ),
+]
+MaxHoursOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-hours",
+        min=0.01,
+        help="Hard deadline: the machine is stopped after H hours (default: twice the cost "
+        "estimate plus one hour; 24 when the model cannot be counted).",
+    ),
+]
 IdArg = Annotated[str, typer.Argument(help="Instance (Vast) or pod (RunPod) id.")]
 
 
@@ -139,17 +175,11 @@ def launch_cmd(
     volume_id: Annotated[
         str | None, typer.Option(help="RunPod network volume to mount at /workspace.")
     ] = None,
-    runpod_secret: Annotated[
-        str, typer.Option(help="Name of the RunPod secret holding the HF token.")
-    ] = "hf_token",
-    vast_account_token: Annotated[
-        bool,
-        typer.Option(
-            "--vast-account-token",
-            help="Vast: send no HF_TOKEN; the instance takes it from your "
-            "Vast account's environment variables (vastai create env-var HF_TOKEN ...).",
-        ),
-    ] = False,
+    runpod_secret: RunpodSecretOpt = "hf_token",
+    vast_account_token: VastAccountTokenOpt = False,
+    hf_token_from_login: TokenFromLoginOpt = False,
+    allow_plain_secrets: PlainSecretsOpt = False,
+    max_hours: MaxHoursOpt = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -178,6 +208,9 @@ def launch_cmd(
         volume_id=volume_id,
         runpod_secret=runpod_secret,
         vast_account_token=vast_account_token,
+        hf_token_from_login=hf_token_from_login,
+        allow_plain_secrets=allow_plain_secrets,
+        max_hours=max_hours,
     )
     outcome = launch(opts, dry_run=dry_run, warn=_err)
     if outcome.instance is None:
@@ -266,6 +299,20 @@ def monitor_cmd(
         list[str] | None,
         typer.Option("--set", help="With --launch: KEY=VALUE setting (repeatable)."),
     ] = None,
+    runpod_secret: RunpodSecretOpt = "hf_token",
+    vast_account_token: VastAccountTokenOpt = False,
+    hf_token_from_login: TokenFromLoginOpt = False,
+    allow_plain_secrets: PlainSecretsOpt = False,
+    max_hours: MaxHoursOpt = None,
+    max_launches: Annotated[
+        int,
+        typer.Option(
+            "--max-launches",
+            min=1,
+            help="With --launch: rentals this monitor may make in all, across reruns (kept "
+            "in the state file, recorded before each create).",
+        ),
+    ] = 1,
 ) -> None:
     """Watch for a GPU kind; alert (log line, bell, webhook) when availability changes."""
 
@@ -292,6 +339,12 @@ def monitor_cmd(
         disk_gb=disk,
         profile=profile,
         settings=split_assignments(set_ or []),
+        runpod_secret=runpod_secret,
+        vast_account_token=vast_account_token,
+        hf_token_from_login=hf_token_from_login,
+        allow_plain_secrets=allow_plain_secrets,
+        max_hours=max_hours,
+        max_launches=max_launches,
     )
     try:
         result = run_watch(opts, log=_err, bell_stream=sys.stderr)

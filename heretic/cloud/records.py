@@ -15,6 +15,11 @@ from heretic.cloud.http import PreparedRequest
 from heretic.image import DEFAULT_MIN_CUDA
 
 ProviderName = Literal["vast", "runpod"]
+# Set by heretic's launchers (`heretic cloud launch`, `monitor --launch`, scripts/launch_*.sh)
+# on every instance they create: heretic ends only a machine it launched itself, and counts
+# --max-hours from the launch (heretic/lifecycle/retry.py).
+LAUNCHED_BY_ENV = "HERETIC_LAUNCHED_BY"
+LAUNCHED_AT_ENV = "HERETIC_LAUNCHED_AT"
 PROVIDERS: tuple[ProviderName, ...] = ("vast", "runpod")
 
 # Normalised instance states; the provider's own word is kept in Instance.status. "paused":

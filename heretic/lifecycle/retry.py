@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from heretic.cloud.records import LAUNCHED_AT_ENV as LAUNCHED_AT_ENV
+from heretic.cloud.records import LAUNCHED_BY_ENV as LAUNCHED_BY_ENV
 from heretic.errors import ExitCode
 
-LAUNCHED_BY_ENV = "HERETIC_LAUNCHED_BY"  # set by heretic's own launchers: heretic may end it
-LAUNCHED_AT_ENV = "HERETIC_LAUNCHED_AT"  # ISO 8601 UTC time of the create request
 MAX_BACKOFF_S = 3600.0
 
 RETRYABLE = frozenset(
