@@ -1,4 +1,5 @@
-"""`heretic cloud ...`: offers, launch, status, logs, stop, monitor (thin: parse, call, print).
+"""`heretic cloud ...`: offers, launch, status, logs, stop, watch, monitor (thin: parse, call,
+print).
 
 Data goes to stdout (a table, or JSON with --json); messages and warnings go to stderr.
 """
@@ -240,7 +241,14 @@ def status_cmd(instance_id: IdArg, provider: ProviderOpt, as_json: JsonOpt = Fal
 
     from heretic.cloud.table_rows import instance_row
 
-    row = instance_row(_with_client(provider, lambda c: c.status(instance_id)))
+    instance = _with_client(provider, lambda c: c.status(instance_id))
+    row = instance_row(instance)
+    if instance.state == "paused":
+        _err(
+            f"WARNING: {provider} {instance_id} is not running but still bills its GPU"
+            + (" (Vast never restarts an exited container)" if instance.status == "exited" else "")
+            + f": end it with `heretic cloud stop --provider {provider} {instance_id}`."
+        )
     if as_json:
         _print_json(row)
     else:
@@ -264,6 +272,53 @@ def stop_cmd(instance_id: IdArg, provider: ProviderOpt) -> None:
 
     _with_client(provider, lambda c: c.terminate(instance_id))
     _err(f"{provider} instance {instance_id} destroyed.")
+
+
+@command(cloud, "watch")
+def watch_cmd(
+    instance_id: IdArg,
+    provider: ProviderOpt,
+    max_hours: Annotated[
+        float | None,
+        typer.Option(
+            "--max-hours",
+            min=0.01,
+            help="End it this many hours after the launch (default: the launch's own "
+            "--max-hours, recorded locally by `heretic cloud launch`).",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="When the rental began (ISO 8601), if it was not launched here."),
+    ] = None,
+    action: Annotated[
+        str, typer.Option(help="stop (keeps the disk) or destroy (deletes it).")
+    ] = "stop",
+    interval: Annotated[float, typer.Option(min=30.0, help="Seconds between polls.")] = 300.0,
+    max_polls: Annotated[int | None, typer.Option(min=1, help="Stop after N polls.")] = None,
+) -> None:
+    """Watch a rented instance from here and end it past --max-hours (or, on Vast, once its
+    container has exited: Vast keeps billing the GPU of an exited container)."""
+
+    from heretic.cloud.instance_watch import watch_instance
+    from heretic.errors import ConfigError
+
+    if action not in ("stop", "destroy"):
+        raise ConfigError(f"--action {action}: not an action.", "Use stop or destroy.")
+    result = _with_client(
+        provider,
+        lambda c: watch_instance(
+            c,
+            instance_id,
+            max_hours=max_hours,
+            since=since,
+            action="stop" if action == "stop" else "destroy",
+            log=_err,
+            interval_s=interval,
+            max_polls=max_polls,
+        ),
+    )
+    _err(f"{provider} {instance_id}: {result.reason}.")
 
 
 @command(cloud, "monitor")

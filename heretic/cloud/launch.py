@@ -331,7 +331,8 @@ def follow_hint(instance: Instance) -> str:
     return (
         f"Follow it with: heretic cloud status --provider {p} {i}\n"
         f"             heretic cloud logs --provider {p} {i}\n"
-        f"Stop it with:   heretic cloud stop --provider {p} {i}"
+        f"Stop it with:   heretic cloud stop --provider {p} {i}\n"
+        f"Guard it with:  heretic cloud watch --provider {p} {i}  (ends it after --max-hours)"
     )
 
 
@@ -423,6 +424,7 @@ def launch(opts: LaunchOptions, *, dry_run: bool, warn: Callable[[str], None]) -
     only describe the requests; a dry run stays offline and sizes the disk only from a model
     folder on disk). Warnings go to `warn` as they arise."""
     from heretic.cloud.cost import count_for_disk
+    from heretic.cloud.instance_watch import record_launch
     from heretic.cloud.providers import make_client
     from heretic.cloud.registry import check_pullable
 
@@ -442,6 +444,11 @@ def launch(opts: LaunchOptions, *, dry_run: bool, warn: Callable[[str], None]) -
             warn(f"Secret {route.line()}")
         if dry_run:
             return LaunchOutcome(plan, None, plan.describe(client))
-        return LaunchOutcome(plan, execute_launch(plan, client), None)
+        instance = execute_launch(plan, client)
+        try:
+            record_launch(instance, plan.spec.env[LAUNCHED_AT_ENV], opts.max_hours)
+        except OSError as exc:  # the rental exists; only `cloud watch` loses its start time
+            warn(f"WARNING: could not record the launch locally: {exc}")
+        return LaunchOutcome(plan, instance, None)
     finally:
         client.close()
