@@ -109,3 +109,31 @@ def test_policy_words():
         assert not ends_rental(code)
     for code in (ExitCode.UPLOAD, ExitCode.OUT_OF_MEMORY, ExitCode.CONFIG, ExitCode.DISK_FULL):
         assert ends_rental(code)
+
+
+def test_the_self_termination_route_is_checked_before_the_run(tmp_path):
+    from fakes.fake_vast import Reply
+
+    from heretic.lifecycle.shutdown import check_route
+
+    with VastWithStop() as fake:
+        route = check_route(vast_env(fake), sleep=lambda s: None)
+        assert route is not None and route.status == "OK"
+        assert "CONTAINER_API_KEY reads instance 555" in route.measured
+        assert fake.calls("GET", "/api/v0/instances/555/")[0].query == {"owner": ["me"]}
+    with RunPodWithActions() as fake:
+        env = {
+            "HERETIC_LAUNCHED_BY": "heretic-test",
+            "RUNPOD_POD_ID": POD,
+            "RUNPOD_API_KEY": RUNPOD_KEY,
+            "HERETIC_RUNPOD_API_URL": fake.base,
+            "PATH": str(tmp_path),  # no runpodctl here
+        }
+        fake.fail_queue.append(Reply(403, {"title": "Forbidden", "status": 403}))
+        route = check_route(env, sleep=lambda s: None)
+        assert route is not None and route.status == "WARN"
+        assert "cannot read pod" in route.measured and "no runpodctl" in route.detail
+        assert RUNPOD_KEY not in route.measured + route.detail
+    skypilot = {"RUNPOD_POD_ID": POD, "RUNPOD_API_KEY": RUNPOD_KEY}
+    assert check_route(skypilot).status == "OK"  # type: ignore[union-attr]
+    assert check_route({}) is None

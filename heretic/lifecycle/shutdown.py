@@ -255,3 +255,65 @@ def end_self(
             )
     (reporter.info if result.ok else reporter.warn)(result.message)
     return result
+
+
+@dataclass(frozen=True)
+class RouteCheck:
+    """Can this machine end itself? For the preflight table (status OK, WARN)."""
+
+    status: Literal["OK", "WARN"]
+    measured: str
+    detail: str = ""
+
+
+def check_route(
+    environ: Mapping[str, str] | None = None,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RouteCheck | None:
+    """Before hours of GPU time: read this instance with the key the shutdown will use (an
+    authenticated GET of its own instance), and list the fallbacks. None off a provider.
+    Never raises. A read does not prove that a stop or delete will be allowed (RunPod does
+    not document what its pod-scoped key may do), so a refused end is still handled later."""
+    environ = os.environ if environ is None else environ
+    target = _target(environ)
+    if isinstance(target, ShutdownResult):
+        if target.provider is None:
+            return None
+        if target.not_ours:
+            return RouteCheck("OK", "not launched by heretic: its launcher ends it")
+        return RouteCheck("WARN", "no scoped key", target.message)
+    runpodctl = shutil.which("runpodctl", path=environ.get("PATH"))
+    fallbacks = []
+    if target.provider == "runpod":
+        fallbacks.append(f"runpodctl at {runpodctl}" if runpodctl else "no runpodctl")
+    fallbacks.append("`heretic cloud watch` from your machine")
+    client = target.provider_info.client(
+        target.key, base_url=target.base_url, sleep=sleep, retries=1, transport=transport
+    )
+    try:
+        found = client.status(target.instance)
+    except CloudError as exc:
+        said = redact(exc.message, (target.key,))
+        return RouteCheck(
+            "WARN",
+            f"{target.provider_info.key_env} cannot read {target.what}: {said[:160]}",
+            "the finished run may not be able to end this machine; fallbacks: "
+            + ", ".join(fallbacks),
+        )
+    except Exception as exc:  # noqa: BLE001 - a check must never stop the run by itself
+        return RouteCheck("WARN", f"check failed: {type(exc).__name__}", ", ".join(fallbacks))
+    finally:
+        client.close()
+    if found.state == "not_found":
+        return RouteCheck(
+            "WARN",
+            f"{target.what} not found with {target.provider_info.key_env}",
+            "fallbacks: " + ", ".join(fallbacks),
+        )
+    return RouteCheck(
+        "OK",
+        f"{target.provider_info.key_env} reads {target.what} ({found.status}); fallbacks: "
+        + ", ".join(fallbacks),
+    )

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # imported where used: `heretic run` starts before torch is i
     from heretic.lifecycle.retry import Deadline, RetryPlan
     from heretic.lifecycle.session import RunLifecycle
     from heretic.preflight.inventory import GpuInventory
+    from heretic.preflight.report import Check
 
 
 @dataclass
@@ -78,6 +79,7 @@ def _preflight(settings: Settings, inventory: GpuInventory, reporter: Reporter) 
     from heretic.preflight.checklist import run_preflight
 
     report = run_preflight(settings, inventory=inventory, for_run=True)
+    report.checks.append(_self_termination_check())
     for check in report.checks:
         reporter.info(
             f"preflight {getattr(check.status, 'value', check.status):<4} {check.name}: {check.measured}"
@@ -89,6 +91,17 @@ def _preflight(settings: Settings, inventory: GpuInventory, reporter: Reporter) 
             "Fix what the FAIL lines name (or choose another --profile); "
             "`heretic preflight` shows the same checks without starting a run.",
         )
+
+
+def _self_termination_check() -> Check:
+    """The route by which this machine ends itself, tried before the GPU hours start."""
+    from heretic.lifecycle.shutdown import check_route
+    from heretic.preflight.report import Check, Status
+
+    route = check_route()
+    if route is None:
+        return Check("self-termination", Status.OK, "not on Vast.ai or RunPod", "-")
+    return Check("self-termination", Status(route.status), route.measured, "-", route.detail)
 
 
 def execute(
