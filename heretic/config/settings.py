@@ -326,6 +326,23 @@ class Settings(BaseModel):
         "model, no acceptable trial, restart loop): stop the instance and keep its volume (stop),"
         " delete it (destroy), or leave it running (keep).",
     )
+    retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="In-container retries of a failure a retry may cure (internal, upload, "
+        "network, storage, out of memory with half the batch) before --on-failure applies.",
+    )
+    retry_backoff_s: float = Field(
+        60.0, ge=0.0, description="Seconds before the first retry; doubled for each next one."
+    )
+    max_hours: float | None = Field(
+        None,
+        gt=0.0,
+        description="Hard deadline in hours from the launch (HERETIC_LAUNCHED_AT) or the "
+        "start: then this Vast.ai/RunPod machine is stopped (destroyed with --on-failure "
+        "destroy).",
+    )
 
     @field_validator("output", "study_dir", mode="before")
     @classmethod
