@@ -6,7 +6,8 @@ release. Without a GPU nothing can run on them, but each can still be loaded: a 
 or broken file, or one whose dependencies are missing, fails `dlopen` on any machine. The
 driver's own library (libcuda.so.1) comes from the host at run time (`--gpus all`), so a
 library that needs it, and an optional transport plugin that needs a system library the
-image does not promise (MPI, PMIx, InfiniBand verbs for NCCL/NVSHMEM across machines), is
+image does not promise (MPI, OpenSHMEM, PMIx, InfiniBand verbs: NCCL's and NVSHMEM's
+transports across machines), is
 reported as such and not counted as a problem.
 Guaranteed: never raises; everything wrong ends up in `problems`.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 # Libraries loaded only with the host's driver or an optional multi-machine transport.
 HOST_PROVIDED = re.compile(
-    r"lib(cuda|nvidia-ml|mpi\w*|pmix|pmi2?|ibverbs|mlx5|rdmacm|ucp|ucs|fabric)\.so"
+    r"lib(cuda|nvidia-ml|mpi\w*|oshmem|pmix|pmi2?|ibverbs|mlx5|rdmacm|ucp|ucs|fabric)\.so"
 )
 _SHARED = re.compile(r"\.so(\.\d+)*$")
 
@@ -92,8 +93,13 @@ def check(cuda: str, versions: dict[str, str], problems: list[str]) -> None:
     host = {p: e for p, e in errors.items() if HOST_PROVIDED.search(e)}
     versions["CUDA libraries"] = (
         f"{len(loaded)} loaded"
-        + (f", {len(host)} need the host's driver or an optional transport" if host else "")
         + (f" ({bnb.name} among them)" if bnb and bnb in loaded else "")
+        + (
+            f"; {len(host)} need the host's driver or an optional transport: "
+            + ", ".join(sorted(p.name for p in host))
+            if host
+            else ""
+        )
     )
     for path, error in sorted(errors.items()):
         if path not in host:

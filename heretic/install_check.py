@@ -13,8 +13,7 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from heretic import __version__
-from heretic import cuda_libraries
+from heretic import __version__, cuda_libraries
 from heretic.image import cuda_line
 
 # What `heretic run` imports; psycopg only where the image promises PostgreSQL storage.

@@ -141,12 +141,16 @@ def check_report(argv: list[str]) -> int:
         if added:
             with lock.open("a") as f:
                 f.writelines(f"{n}=={v}\n" for n, v in sorted(added.items()))
-            print(f"{lock.name}: resolved here and appended: " + ", ".join(
-                f"{n}=={v}" for n, v in sorted(added.items())))
+            print(
+                f"{lock.name}: resolved here and appended: "
+                + ", ".join(f"{n}=={v}" for n, v in sorted(added.items()))
+            )
     bad = differences(read_pins(lock, python), installed)
     if bad:
-        print(f"{lock.name} does not pin what Python {python} installs: " + "; ".join(bad),
-              file=sys.stderr)
+        print(
+            f"{lock.name} does not pin what Python {python} installs: " + "; ".join(bad),
+            file=sys.stderr,
+        )
         return 1
     print(f"{lock.name}: all {len(installed)} packages pinned (Python {python})")
     return 0
@@ -175,8 +179,10 @@ def check_freeze(argv: list[str]) -> int:
     if bad:
         print(f"the image does not match {lock.name}: " + "; ".join(bad), file=sys.stderr)
         return 1
-    print(f"ok: all {len(installed) - len(LOCAL & installed.keys())} installed packages "
-          f"pinned by {lock.name}")
+    print(
+        f"ok: all {len(installed) - len(LOCAL & installed.keys())} installed packages "
+        f"pinned by {lock.name}"
+    )
     return 0
 
 

@@ -5,8 +5,9 @@
 #   - pip's cache and any other cache under /root/.cache, /tmp;
 #   - test folders (`tests` directories of the installed packages: numpy, sympy, networkx,
 #     pyarrow, ...; never imported by a run. `testing` modules, which some packages import, stay);
-#   - bitsandbytes' libraries for other CUDA versions: its wheel brings one per CUDA release
-#     (11.8 to 13.x) and loads only the one matching torch.version.cuda;
+#   - bitsandbytes' libraries for other CUDA versions and other GPUs: its wheel brings one per
+#     CUDA release (11.8 to 13.2), ROCm and XPU release, and loads only the one matching
+#     torch.version.cuda (the CPU one on a CPU torch);
 #   - static libraries (*.a), which nothing links against at run time.
 # torch/include, the nvidia headers and triton's own CUDA tools stay: triton compiles its
 # kernels' launchers at run time with them.
@@ -29,14 +30,14 @@ mapfile -t tests < <(find "$site" -type d -name tests -prune)
 case "$line" in
     cu126) keep=libbitsandbytes_cuda126.so ;;
     cu130) keep=libbitsandbytes_cuda130.so ;;
-    *) keep=none ;;
+    *) keep=libbitsandbytes_cpu.so ;;
 esac
-mapfile -t bnb < <(find "$site/bitsandbytes" -maxdepth 1 -name 'libbitsandbytes_cuda*.so' \
-    ! -name "$keep" 2>/dev/null)
+mapfile -t bnb < <(find "$site/bitsandbytes" -maxdepth 1 -name 'libbitsandbytes_*.so' \
+    ! -name "$keep" ! -name libbitsandbytes_cpu.so 2>/dev/null)
 mapfile -t static < <(find /opt/venv -name '*.a' -type f)
 
 say "removing: caches $(mb "${caches[@]}") MB, ${#tests[@]} test folders $(mb "${tests[@]}") MB," \
-    "${#bnb[@]} bitsandbytes libraries for other CUDA versions $(mb "${bnb[@]}") MB," \
+    "${#bnb[@]} bitsandbytes libraries for other CUDA/ROCm/XPU versions $(mb "${bnb[@]}") MB," \
     "${#static[@]} static libraries $(mb "${static[@]}") MB"
 rm -rf "${caches[@]}" "${tests[@]}" "${bnb[@]}" "${static[@]}"
 say "venv after: $(mb /opt/venv) MB"

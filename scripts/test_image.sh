@@ -119,7 +119,7 @@ build() {
     buildah bud --isolation chroot --format docker --layers --force-rm \
         --build-arg "BASE_IMAGE=$base" --build-arg "CUDA_LINE=$line" \
         "${mounts[@]}" -t "$image" . >"$work/build.log" 2>&1 \
-        || { tail -n 40 "$work/build.log"; fail "the image did not build"; }
+        || { grep '^slim_image:' "$work/build.log"; tail -n 40 "$work/build.log"; fail "the image did not build"; }
     build_s=$(( $(date +%s) - start ))
     size=$(buildah inspect --type image --format '{{.FromImageID}}' "$image" >/dev/null \
         && buildah images --format '{{.Size}}' "$image" | head -n 1)
