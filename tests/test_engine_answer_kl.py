@@ -76,6 +76,7 @@ def test_reference_is_the_greedy_answer_and_the_base_model_scores_zero(demo) -> 
     damage = measure.measure()
     assert damage.answer_kl < 1e-6 and damage.first_token_kl < 1e-6
     assert len(damage.per_prompt) == 5
+    assert measure.unchanged() == [True] * 5  # the base model gives its own answers again
 
 
 def test_answer_kl_equals_a_brute_force_kl_when_k_covers_the_vocabulary(demo, edited) -> None:
@@ -88,6 +89,10 @@ def test_answer_kl_equals_a_brute_force_kl_when_k_covers_the_vocabulary(demo, ed
         torch.tensor(damage.per_prompt), torch.tensor(expected), rtol=1e-3, atol=1e-6
     )
     assert damage.answer_kl == pytest.approx(sum(expected) / len(expected), rel=1e-3)
+    # A changed greedy answer flipped an argmax along the base answer: its KL cannot be ~0.
+    same = _measure(edited, base, top_k=1000).unchanged()
+    assert len(same) == 5
+    assert all(kl > 1e-4 for kl, kept in zip(damage.per_prompt, same, strict=True) if not kept)
 
 
 def test_first_token_kl_is_the_evaluators_first_token_kl(demo, edited) -> None:

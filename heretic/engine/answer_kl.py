@@ -152,12 +152,14 @@ class AnswerKL:
         self.fingerprint = fingerprint(texts, tokens, self.top_k)
         forward = inspect.signature(loaded.model.forward).parameters
         self._pass_positions = "position_ids" in forward
+        self._input_cache: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
 
     # --- the reference ---------------------------------------------------------------
 
     def prepare(self, study_dir: Path | None = None) -> Reference:
         """The reference: read from `study_dir` when it holds one, else built from the model
         as it is now (call this before any edit is applied) and saved there."""
+        self._input_cache.clear()  # inputs are built from the reference's answers
         if study_dir is None:
             self.reference = self.build()
             return self.reference
@@ -264,6 +266,19 @@ class AnswerKL:
             per_prompt=[float(v) for v in per_prompt],
         )
 
+    @torch.inference_mode()
+    def unchanged(self) -> list[bool]:
+        """Per prompt: is the model's own greedy answer, as it is now, token for token the base
+        answer (through its end token, or all N tokens)? Generates: for benchmarks and checks,
+        not for every trial."""
+        ref = self.reference
+        assert ref is not None, "prepare() first"
+        answers = [a for part in self.batcher.run(self.prompts, self._generate) for a in part]
+        return [
+            torch.equal(ids[:n], ref.answer_ids[i, :n])
+            for i, ((ids, _), n) in enumerate(zip(answers, ref.answer_len.tolist(), strict=True))
+        ]
+
     def _teacher_forced(
         self,
         ids: torch.Tensor,
@@ -274,23 +289,38 @@ class AnswerKL:
         the batch's first prompt, n) for each, where n is the batch's longest answer."""
 
         def run(batch: Sequence[str], start: int) -> R:
-            tok, model, device = self.loaded.tokenizer, self.loaded.model, self.loaded.device
-            rows = slice(start, start + len(batch))
-            n = int(lengths[rows].max())  # positions this batch needs: 1..N
-            inputs = encode(tok, list(batch), self.chat, device)
-            answer = ids[rows, : n - 1].to(device)  # [B, n-1]: token j predicts token j+1
-            real = torch.arange(n - 1, device=device)[None, :] < lengths[rows, None].to(device)
-            input_ids = torch.cat([inputs["input_ids"], answer], dim=1)
-            mask = torch.cat([inputs["attention_mask"], real.to(inputs["attention_mask"].dtype)], 1)
-            kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": mask}
-            if self._pass_positions:
-                # The positions generate() gave the answer: counted from the first real token.
-                kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
+            n = int(lengths[start : start + len(batch)].max())  # this batch's longest answer
+            inputs = self._inputs(ids, lengths, start, len(batch))
             # The last n positions (W-1 .. W+n-2) predict answer tokens 0 .. n-1.
-            logits = model(**kwargs, use_cache=False, logits_to_keep=n).logits  # [B, n, V]
-            return per_batch(logits, start, n)
+            logits = self.loaded.model(**inputs, use_cache=False, logits_to_keep=n).logits
+            return per_batch(logits, start, n)  # logits [B, n, V]
 
         return self.batcher.run(self.prompts, run)
+
+    def _inputs(
+        self, ids: torch.Tensor, lengths: torch.Tensor, start: int, size: int
+    ) -> dict[str, torch.Tensor]:
+        """Prompt + answer of one batch as model inputs, built once per batch and kept: every
+        trial feeds the same tokens (a batch size halved on out-of-memory makes new keys).
+        Only ever called with the reference's answers (or, in build, the answers that become
+        it)."""
+        key = (start, size)
+        cached = self._input_cache.get(key)
+        if cached is not None:
+            return cached
+        tok, device = self.loaded.tokenizer, self.loaded.device
+        rows = slice(start, start + size)
+        n = int(lengths[rows].max())
+        prompt = encode(tok, self.prompts[rows], self.chat, device)
+        answer = ids[rows, : n - 1].to(device)  # [B, n-1]: token j predicts token j+1
+        real = torch.arange(n - 1, device=device)[None, :] < lengths[rows, None].to(device)
+        mask = torch.cat([prompt["attention_mask"], real.to(prompt["attention_mask"].dtype)], 1)
+        inputs = {"input_ids": torch.cat([prompt["input_ids"], answer], 1), "attention_mask": mask}
+        if self._pass_positions:
+            # The positions generate() gave the answer: counted from the first real token.
+            inputs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        self._input_cache[key] = inputs
+        return inputs
 
     def _rows(self, logits: torch.Tensor, n: int) -> list[torch.Tensor]:
         """Each row's log-probs [n, V] in float32, one row at a time."""
