@@ -189,6 +189,21 @@ class Settings(BaseModel):
     strip_thinking: bool = Field(
         True, description="Ignore text inside <think>...</think> when looking for markers."
     )
+    damage_metric: Literal["answer", "first_token"] = Field(
+        "answer",
+        description="The damage the search minimises next to refusals. answer: KL divergence "
+        "from the base model along its own greedy answers to the harmless prompts "
+        "(damage_tokens tokens, teacher-forced), which sees an edit that keeps the first word "
+        "and changes the rest. first_token: the KL of the first answer token only (what "
+        "heretic-llm optimises; for comparison).",
+    )
+    damage_tokens: int = Field(
+        32,
+        ge=1,
+        le=512,
+        description="Tokens of each base answer the answer damage is measured along (generated "
+        "once per study and kept in the study folder).",
+    )
 
     # --- verification (prompts the search never scores) ----------------------------------
     verify_split: float = Field(

@@ -18,6 +18,7 @@ import optuna
 
 from heretic.config.settings import Settings
 from heretic.engine.ablation import Ablator
+from heretic.engine.answer_kl import REFERENCE_FILE, AnswerKL
 from heretic.engine.architecture import Architecture, describe
 from heretic.engine.batching import Batcher
 from heretic.engine.chat import ChatFormat
@@ -143,6 +144,36 @@ def phase_directions(
         save_layer_profile(study_dir, profile)
         save_directions(path, directions)  # last: its presence means both are complete
         return directions, profile
+
+
+def phase_base_answers(
+    loaded: LoadedModel,
+    prompts: PromptSets,
+    settings: Settings,
+    batcher: Batcher,
+    study_dir: Path,
+    reporter: Reporter,
+) -> AnswerKL | None:
+    """The base model's answers to the harmless search prompts, which the answer damage is
+    measured along (built once, kept in the study folder); None with damage_metric=first_token."""
+    if settings.damage_metric != "answer":
+        return None
+    measure = AnswerKL(
+        loaded,
+        prompts.harmless_eval,
+        chat=chat_format(settings),
+        batcher=batcher,
+        tokens=settings.damage_tokens,
+    )
+    reused = (study_dir / REFERENCE_FILE).exists()
+    ref = measure.prepare(study_dir)
+    mean_len = float(ref.answer_len.float().mean()) if len(ref.answer_len) else 0.0
+    reporter.info(
+        f"{'Loaded' if reused else 'Generated'} the base model's answers to "
+        f"{len(measure.prompts)} harmless prompts (up to {settings.damage_tokens} tokens, "
+        f"{mean_len:.1f} on average): each trial's damage is measured along them."
+    )
+    return measure
 
 
 def phase_base(evaluator: Evaluator, reporter: Reporter) -> RefusalResult:
@@ -371,13 +402,16 @@ def prepare(
         base = phase_base(evaluator, reporter)
     else:
         evaluator.compute_base()
+    t = time.monotonic()
+    answers = phase_base_answers(loaded, prompts, settings, batcher, study_dir, reporter)
+    _timed(timings, "base_answers", t)
     ablator = Ablator(arch, directions, settings.ablation).install()
     study = _open_study(settings, worker_index, reporter)
     prior = study_prior(study, derive_prior(profile) if profile is not None else None)
     space = SearchSpace(settings, arch.num_layers, prior)
     if worker_index == 0 and profile is not None and prior is not None:
         reporter.info(_space_line(profile, prior, space, settings))
-    objective = TrialObjective(ablator, evaluator, space, settings.kl_target)
+    objective = TrialObjective(ablator, evaluator, space, settings.kl_target, answers)
     rule = StopRule.from_settings(settings, len(prompts.harmful_eval))
     return Prepared(
         loaded, arch, prompts, directions, evaluator, study, objective, base, profile, prior, rule

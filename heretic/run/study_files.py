@@ -45,14 +45,22 @@ STUDY_KEYS = (
     "quantization",
     "study_name",
     "kl_target",
+    "damage_metric",
+    "damage_tokens",
     # The split decides which evaluation prompts the trials are scored on.
     "verify_split",
     "verify_harmful_prompts",
     "verify_harmless_prompts",
 )
 # What a study recorded before a key existed ran with: heretic 0.1 scored trials on the whole
-# evaluation sets (verify_split=0) and scored the sampler on the raw KL (kl_target=0).
-BEFORE_KEY_EXISTED: dict[str, Any] = {"verify_split": 0.0, "kl_target": 0.0}
+# evaluation sets (verify_split=0) and scored the sampler on the raw KL (kl_target=0); before
+# issue 18 the damage was the first-token KL (damage_tokens was not read).
+BEFORE_KEY_EXISTED: dict[str, Any] = {
+    "verify_split": 0.0,
+    "kl_target": 0.0,
+    "damage_metric": "first_token",
+    "damage_tokens": 32,
+}
 
 
 def unreadable(path: Path, exc: Exception) -> StudyError:
