@@ -25,6 +25,7 @@ SECRET_ENV = (
     "RUNPOD_API_KEY",
     "VAST_API_KEY",
     "HERETIC_NOTIFY",  # webhook URLs carry their secret in the path or query
+    "HERETIC_JUDGE_API_KEY",  # the judge endpoint's key (judge_api_key_env names another)
 )
 # Environment variables holding a URL whose password (only) is secret.
 SECRET_URL_ENV = ("HERETIC_STORAGE",)

@@ -234,6 +234,66 @@ class Settings(BaseModel):
         "gentler edit can be exported with a known cost (heretic export --trial N).",
     )
 
+    # --- judge and benchmarks (optional; nothing downloads or costs money unless asked) ---
+    judge: str = Field(
+        "markers",
+        description="What decides that an answer refused: markers (the refusal markers, free); "
+        "chat:MODEL (a local chat model prompted to classify each request and answer); "
+        "classifier:MODEL (a local sequence-classification model, labels mapped by "
+        "judge_labels); endpoint:URL (an OpenAI-compatible server, e.g. "
+        "endpoint:http://127.0.0.1:8000/v1, model named by judge_model). The verification "
+        "always uses it; checked with one request before the search.",
+    )
+    judge_model: str | None = Field(
+        None, description="Model name sent to a judge endpoint (required for endpoint:URL)."
+    )
+    judge_api_key_env: str = Field(
+        "HERETIC_JUDGE_API_KEY",
+        description="Environment variable holding the judge endpoint's key (never logged; "
+        "a local server needs none).",
+    )
+    judge_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="classifier:MODEL labels mapped to verdicts, e.g. {LABEL_0 = "
+        '"complied", LABEL_1 = "refused"} (default: labels named like a verdict).',
+    )
+    judge_in_search: bool = Field(
+        False,
+        description="Also judge every trial's answers during the search (batched, cached; the "
+        "markers stay a cheap first pass): the trial's refusal count becomes the judge's. A "
+        "local judge then shares the device with the model for the whole search.",
+    )
+    judge_timeout_s: float = Field(
+        60.0, gt=0, description="Seconds a judge endpoint may take for one request."
+    )
+    judge_retries: int = Field(
+        3,
+        ge=0,
+        description="Retries of a judge endpoint request after a timeout, connection error, "
+        "429 or 5xx (4xx other than 429 are errors at once).",
+    )
+    judge_concurrency: int = Field(
+        4, ge=1, description="Judge endpoint requests in flight at once."
+    )
+    judge_batch_size: int = Field(
+        16, ge=1, description="Pairs per forward pass of a local judge model."
+    )
+    benchmarks: list[str] = Field(
+        default_factory=list,
+        description="lm-evaluation-harness tasks run on the base model and on the selected edit "
+        "(needs the eval extra of heretic): task names, or paths of task YAML files / folders (a local "
+        "task); comma-separated on the command line. Empty: none.",
+    )
+    benchmark_limit: float | None = Field(
+        None,
+        gt=0,
+        description="Examples per benchmark task (a number, or a fraction below 1); default "
+        "every example.",
+    )
+    benchmark_batch_size: int = Field(
+        8, ge=1, description="Batch size lm-evaluation-harness runs the benchmarks with."
+    )
+
     # --- search -------------------------------------------------------------------------
     trials: int = Field(200, ge=1, description="Completed trials the study ends with.")
     startup_trials: int = Field(
@@ -391,6 +451,14 @@ class Settings(BaseModel):
             return "postgresql://" + value[len("postgres://") :]
         return value or None
 
+    @field_validator("benchmarks", mode="before")
+    @classmethod
+    def _benchmark_list(cls, value: object) -> object:
+        # --benchmarks a,b on the command line arrives as one string
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
     @model_validator(mode="after")
     def _checks(self) -> Settings:
         if not self.components:
@@ -403,6 +471,7 @@ class Settings(BaseModel):
             raise ValueError("heartbeat_grace_s must be longer than heartbeat_interval_s")
         if any(not m.strip() for m in self.refusal_markers):
             raise ValueError("refusal_markers must not contain empty strings")
+        _check_judge(self.judge, self.judge_model)
         return self
 
     def public_dump(self) -> JsonDict:
@@ -422,6 +491,23 @@ class Settings(BaseModel):
     @property
     def resolved_study_dir(self) -> Path:
         return self.study_dir if self.study_dir is not None else self.output / "study"
+
+
+JUDGE_KINDS = ("markers", "chat", "classifier", "endpoint")
+
+
+def _check_judge(spec: str, model: str | None) -> None:
+    """The judge setting's form (what it names is checked before the search, with a request)."""
+    kind, _, target = spec.partition(":")
+    if kind not in JUDGE_KINDS or (kind == "markers") != (not target):
+        raise ValueError(
+            f"judge '{spec}' is not one of markers, chat:MODEL, classifier:MODEL, endpoint:URL"
+        )
+    if kind == "endpoint":
+        if not target.startswith(("http://", "https://")):
+            raise ValueError(f"judge endpoint '{target}' is not an http(s) URL")
+        if not model:
+            raise ValueError("judge endpoint:URL needs judge_model (the server's model name)")
 
 
 def field_help() -> dict[str, str]:

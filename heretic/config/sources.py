@@ -27,6 +27,7 @@ NON_SETTING_ENV = frozenset(
         "HERETIC_CUDA_LINE",  # set by the image: the CUDA line it was built for
         "HERETIC_DEBUG",  # tracebacks on errors (cli/errors.py)
         "HERETIC_DEFAULT_IMAGE",  # the image tag the launch scripts use (scripts/lib/image.sh)
+        "HERETIC_JUDGE_API_KEY",  # the judge endpoint's key: a secret, not a setting
         "HERETIC_HOST_ID",  # how this machine names itself in a shared study (engine/study.py)
         "HERETIC_RUNPOD_API_URL",  # another RunPod API base (tests, proxies)
         "HERETIC_VAST_API_URL",  # another Vast.ai API base (tests, proxies)

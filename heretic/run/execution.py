@@ -104,6 +104,21 @@ def _self_termination_check() -> Check:
     return Check("self-termination", Status(route.status), route.measured, "-", route.detail)
 
 
+def _check_judge_and_benchmarks(settings: Settings, reporter: Reporter) -> None:
+    """Before the search, even with skip_preflight: the judge answers one request (exit 17
+    when it cannot), and lm-eval knows every --benchmarks task (exit 3)."""
+    from heretic.judging.factory import probe_judge, run_device
+
+    probe = probe_judge(settings, device=run_device(settings))
+    if probe is not None:
+        reporter.info(probe.line())
+    if settings.benchmarks:
+        from heretic.engine.benchmarks import check_benchmarks
+
+        plan = check_benchmarks(settings.benchmarks)
+        reporter.info(f"Benchmarks after the search: {', '.join(plan.names)}.")
+
+
 def execute(
     cli: Mapping[str, Any],
     *,
@@ -284,6 +299,7 @@ def _locked(request: _Request, reporter: Reporter) -> Outcome:
             _validate_inputs(settings, life.reporter)
             if not settings.skip_preflight:
                 _preflight(settings, inventory, life.reporter)
+            _check_judge_and_benchmarks(settings, life.reporter)
             return _engine(settings, life)
 
 

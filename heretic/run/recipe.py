@@ -26,6 +26,7 @@ from heretic.engine.directions import Directions, compute_directions
 from heretic.engine.evaluation import Evaluator, RefusalResult
 from heretic.engine.export import export_model
 from heretic.engine.journal import journal_damage, repair_journal
+from heretic.engine.judge import CachedJudge, JudgedEvaluator
 from heretic.engine.layer_profile import (
     LayerPrior,
     LayerProfile,
@@ -45,10 +46,18 @@ from heretic.engine.study import completed_trials, count, open_study, run_trials
 from heretic.engine.trial_record import TrialRecord
 from heretic.engine.verification import Verified, Verifier
 from heretic.errors import InterruptedRun, NoAcceptableTrialError, StudyError
+from heretic.jsontypes import JsonDict
 from heretic.lifecycle.state import BestSoFar
 from heretic.progress import NullReporter, Reporter
 from heretic.run import worker_pool
 from heretic.run.disk_space import SpaceGuard, no_space_is_exit_15, weights_bytes
+from heretic.run.judge_phase import (
+    benchmark_record,
+    judge_summary,
+    judge_verification,
+    open_judge,
+    over_refusal,
+)
 from heretic.run.report import RunRecord, Verification, write_run_files
 from heretic.run.report_types import RunReport
 from heretic.run.study_files import (
@@ -288,6 +297,7 @@ class Prepared:
     profile: LayerProfile | None = None
     prior: LayerPrior | None = None
     stop_rule: StopRule | None = None
+    judge: CachedJudge | None = None  # opened for the search (judge_in_search) or verification
 
 
 def _enter(hooks: RunHooks, phase: str) -> None:
@@ -396,6 +406,9 @@ def prepare(
     _timed(timings, "residuals", t)
 
     evaluator = _evaluator(loaded, prompts, settings, batcher)
+    judge = open_judge(settings, str(loaded.device)) if settings.judge_in_search else None
+    if judge is not None:  # the judge reads every trial's answers, beside the model
+        evaluator = JudgedEvaluator.wrapping(evaluator, judge)
     _enter(hooks, "base evaluation")
     base: RefusalResult | None = None
     if worker_index == 0:
@@ -414,7 +427,18 @@ def prepare(
     objective = TrialObjective(ablator, evaluator, space, settings.kl_target, answers)
     rule = StopRule.from_settings(settings, len(prompts.harmful_eval))
     return Prepared(
-        loaded, arch, prompts, directions, evaluator, study, objective, base, profile, prior, rule
+        loaded,
+        arch,
+        prompts,
+        directions,
+        evaluator,
+        study,
+        objective,
+        base,
+        profile,
+        prior,
+        rule,
+        judge,
     )
 
 
@@ -530,7 +554,11 @@ def phase_verify(
     evaluator = verification_evaluator(prep, settings, check)
     if evaluator is None:
         return None
-    verifier = Verifier(evaluator, compare_tokens=settings.verify_compare_tokens)
+    verifier = Verifier(
+        evaluator,
+        compare_tokens=settings.verify_compare_tokens,
+        full_answers=settings.judge != "markers",
+    )
     by_number = {t.number: t for t in trials} | {chosen.number: chosen}
     neighbours = front_neighbours(
         list(by_number.values()), chosen.number, settings.verify_alternatives
@@ -555,6 +583,62 @@ def phase_verify(
     )
     reporter.info(result.summary())
     return result
+
+
+def phase_judge(prep: Prepared, record: RunRecord, settings: Settings, reporter: Reporter) -> None:
+    """The verification's answers read by the judge (opened now unless the search had it),
+    and the over-refusal share; the judge's memory is freed before the export."""
+    v = record.verification
+    if v is None:
+        return
+    judge = prep.judge or open_judge(settings, str(prep.loaded.device))
+    evaluator = verification_evaluator(prep, settings)
+    assert evaluator is not None  # a verification exists, so it was not switched off
+    try:
+        if judge is not None:
+            record.judging = judge_verification(
+                settings,
+                judge,
+                evaluator.harmful,
+                v.base,
+                v.selected,
+                [a for a, _ in v.alternatives],
+            )
+            reporter.info(judge_summary(record.judging))
+        record.over_refusal = over_refusal(settings, evaluator.harmless, v.base, v.selected, judge)
+    finally:
+        if judge is not None:
+            judge.close()
+            prep.judge = None
+
+
+def phase_benchmarks(
+    prep: Prepared,
+    params: AblationParams,
+    settings: Settings,
+    timings: dict[str, float],
+    reporter: Reporter,
+) -> JsonDict | None:
+    """lm-eval on the base model and on the edit, hooked (before the export removes the hooks)."""
+    if not settings.benchmarks:
+        return None
+    from heretic.engine.benchmarks import compare, plan_tasks
+
+    t = time.monotonic()
+    rows = compare(
+        prep.loaded,
+        plan_tasks(settings.benchmarks),
+        lambda: prep.objective.ablator.applied(params),
+        limit=settings.benchmark_limit,
+        batch_size=settings.benchmark_batch_size,
+        seed=settings.seed,
+    )
+    _timed(timings, "benchmarks", t)
+    reporter.info(
+        "Benchmarks: "
+        + "; ".join(f"{r.task} {r.metric} {r.base:.3g} -> {r.edited:.3g}" for r in rows)
+    )
+    return benchmark_record(rows, settings, time.monotonic() - t)
 
 
 def _finish(
@@ -593,6 +677,9 @@ def _finish(
             "trial again and exports it (no trial is re-run).",
         )
         record.verification = phase_verify(prep, trials, selected, settings, reporter, verifying)
+        phase_judge(prep, record, settings, reporter)
+        hooks.on_phase("benchmarks")
+        record.benchmarks = phase_benchmarks(prep, params, settings, timings, reporter)
         _enter(hooks, "export")
         t = time.monotonic()
         prep.objective.ablator.remove()
