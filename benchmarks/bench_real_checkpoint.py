@@ -232,19 +232,30 @@ def run_heretic(
         return result
     report = json.loads(report_path.read_text())
     sel = report.get("selected") or {}
+    trial = report.get("selected_trial")
     result["selected"] = {
-        k: sel.get(k) for k in ("trial", "refusals", "kl_divergence") if k in sel
-    } | {k: v for k, v in sel.items() if k not in ("parameters",) and not isinstance(v, dict)}
-    result["verification"] = report.get("verification")
-    result["median_trial_s"] = (report.get("trials") or {}).get("median_s")
+        "trial": trial,
+        "refusals": sel.get("refusals"),
+        "kl_divergence": sel.get("kl_divergence"),
+    }
+    ver = report.get("verification") or {}
+    result["verified"] = ver.get("selected")
+    result["alternatives"] = [
+        {"trial": a["trial"], **a["verification"]} for a in ver.get("alternatives", [])
+    ]
+    result["policy"] = report.get("policy")
+    result["timings_s"] = report.get("timings_s")
     model_dir = out / "model"
-    if not (model_dir / "config.json").exists() and sel.get("trial") is not None:
+    if not (model_dir / "config.json").exists() and trial is not None:
         # A run stopped by a gate still leaves its study: export the chosen trial to score it.
+        dest = out / f"trial-{trial}"
         subprocess.run(
-            [*_heretic_exe(), "export", "--trial", str(sel["trial"]), "-o", str(out)],
+            [*_heretic_exe(), "export", "--trial", str(trial), "-o", str(out), "--to", str(dest)],
             capture_output=True,
             check=False,
         )
+        model_dir = next((d for d in (dest / "model", dest) if (d / "config.json").exists()), dest)
+        result["exported_after_exit"] = True
     if (model_dir / "config.json").exists():
         result["model_dir"] = str(model_dir)
     return result

@@ -72,9 +72,14 @@ def run_hllm(exe: str, model: Path, prompts: dict[str, Path], trials: int, work:
         cwd=work,
     )
     wall = time.monotonic() - start
+    return journal_summary(ckpt, wall, proc.returncode, proc.stderr)
+
+
+def journal_summary(ckpt: Path, wall: float, code: int, stderr: str = "") -> str:
+    """Its trials as its Optuna journal holds them: first trial <= 5%, best under the KL cap."""
     journals = list(ckpt.glob("*.jsonl"))
     if not journals:
-        return f"no trials saved (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"
+        return f"no trials saved (exit {code}): {stderr.strip()[-300:]}"
     storage = JournalStorage(JournalFileBackend(str(journals[0])))
     study = optuna.load_study(study_name="heretic", storage=storage)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -87,8 +92,7 @@ def run_hllm(exe: str, model: Path, prompts: dict[str, Path], trials: int, work:
     best_text = f"{best[0]:>2}/{n} KL {best[1]:.4f}" if best else "none under the KL cap"
     return (
         f"trials run {len(rows):>3}, first <=5%: {str(first):>4}, best (fewest refusals, KL <= "
-        f"{KL_CAP}) {best_text}; base {base}/{n}; {wall:.0f}s; exit {proc.returncode} "
-        "(its interactive menu)"
+        f"{KL_CAP}) {best_text}; base {base}/{n}; {wall:.0f}s; exit {code}"
     )
 
 
@@ -197,3 +201,13 @@ def run_hllm_export(
         model_dir=model_dir,
         log_tail="".join(buf)[-2000:],
     )
+
+
+def export_for_bench(
+    exe: str, model: Path, prompts: dict[str, Path], trials: int, work: Path
+) -> HllmExport:
+    """The bench_search run of heretic-llm, driven to save its chosen trial under `work`."""
+    ckpt = work / f"hllm-export-{trials}"
+    shutil.rmtree(ckpt, ignore_errors=True)
+    args = _command(exe, model, prompts, trials, ckpt / "study")[1:]
+    return run_hllm_export(exe, args, ckpt / "model")
