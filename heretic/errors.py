@@ -32,6 +32,9 @@ class HereticError(Exception):
     """Base class: `message` says what was wrong, `hint` what to do about it."""
 
     exit_code: ExitCode = ExitCode.INTERNAL
+    # True: --on-failure applies although the exit code is one a restart may cure (a restart
+    # would only repeat the same wait, billing the GPU).
+    ends_run: bool = False
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -72,6 +75,13 @@ class NoAcceptableTrialError(HereticError):
 
 class UploadError(HereticError):
     exit_code = ExitCode.UPLOAD
+
+
+class UploadDeadlineError(UploadError):
+    """The upload did not finish within upload_deadline_s (a Hub that accepts and never
+    answers): exit 10 like any upload failure, but the run ends (--on-failure applies)."""
+
+    ends_run = True
 
 
 class TokenError(HereticError):

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from heretic.config.hub_names import repo_id_problem
 from heretic.jsontypes import JsonDict
 
 # The one URL-password mask (it imports nothing from heretic, so no import cycle).
@@ -60,7 +61,7 @@ HUB_HARMLESS_EVAL = "hub:mlabonne/harmless_alpaca:test[:100]:text"
 
 
 class Range(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     low: float
     high: float
 
@@ -74,7 +75,9 @@ class Range(BaseModel):
 class Settings(BaseModel):
     """Everything `heretic run` needs. Field descriptions are the CLI and docs help text."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: inf and nan are refused in every float setting (JSON has no
+    # Infinity, and no cap or target means anything at inf).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # --- what to abliterate -------------------------------------------------------------
     model: str | None = Field(
@@ -186,6 +189,21 @@ class Settings(BaseModel):
     )
     strip_thinking: bool = Field(
         True, description="Ignore text inside <think>...</think> when looking for markers."
+    )
+    damage_metric: Literal["answer", "first_token"] = Field(
+        "answer",
+        description="The damage the search minimises next to refusals. answer: KL divergence "
+        "from the base model along its own greedy answers to the harmless prompts "
+        "(damage_tokens tokens, teacher-forced), which sees an edit that keeps the first word "
+        "and changes the rest. first_token: the KL of the first answer token only (what "
+        "heretic-llm optimises; for comparison).",
+    )
+    damage_tokens: int = Field(
+        32,
+        ge=1,
+        le=512,
+        description="Tokens of each base answer the answer damage is measured along (generated "
+        "once per study and kept in the study folder).",
     )
 
     # --- verification (prompts the search never scores) ----------------------------------
@@ -349,7 +367,11 @@ class Settings(BaseModel):
     )
 
     # --- output -------------------------------------------------------------------------
-    output: Path = Field(Path("heretic-output"), description="Output folder.")
+    output: Path = Field(
+        Path("heretic-output"),
+        description="Output folder: new or empty (heretic marks it), or one heretic made; a "
+        "folder holding other files is refused.",
+    )
     study_dir: Path | None = Field(None, description="Study folder (default OUTPUT/study).")
     max_shard_size: str = Field("5GB", description="Largest safetensors shard of the export.")
     export_dtype: str = Field(
@@ -362,6 +384,13 @@ class Settings(BaseModel):
     kill_stale: bool = Field(False, description="End stale heretic processes found by preflight.")
     upload: str | None = Field(None, description="Hub repo id to upload the finished model to.")
     public: bool = Field(False, description="Make the uploaded repository public.")
+    upload_deadline_s: float = Field(
+        4 * 3600.0,
+        gt=0,
+        description="Seconds the whole --upload (every attempt) may take; past it the upload is "
+        "abandoned with exit 10, the local output kept, and --on-failure applies. Each request "
+        "also has a 30 s connect and a 120 s read timeout.",
+    )
     shutdown_after: bool = Field(
         False, description="After a confirmed upload, destroy this cloud instance (Vast/RunPod)."
     )
@@ -374,6 +403,46 @@ class Settings(BaseModel):
         "model, no acceptable trial, restart loop): stop the instance and keep its volume (stop),"
         " delete it (destroy), or leave it running (keep).",
     )
+    retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="In-container retries of a failure a retry may cure (internal, upload, "
+        "network, storage, out of memory with half the batch) before --on-failure applies.",
+    )
+    retry_backoff_s: float = Field(
+        60.0, ge=0.0, description="Seconds before the first retry; doubled for each next one."
+    )
+    max_hours: float | None = Field(
+        None,
+        gt=0.0,
+        description="Hard deadline in hours from the launch (HERETIC_LAUNCHED_AT) or the "
+        "start: then this Vast.ai/RunPod machine is stopped (destroyed with --on-failure "
+        "destroy).",
+    )
+
+    @field_validator("output", "study_dir", mode="before")
+    @classmethod
+    def _no_blank_folder(cls, value: object) -> object:
+        # `--output "$OUT"` with OUT unset would otherwise write into the current folder.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(
+                "a folder name is empty (an unset shell variable?); name the folder to write to"
+            )
+        return value
+
+    @field_validator("upload")
+    @classmethod
+    def _repo_id(cls, value: str | None) -> str | None:
+        # The Hub's own rules, now: a name it refuses must not cost the whole search first.
+        if value:
+            problem = repo_id_problem(value)
+            if problem is not None:
+                raise ValueError(
+                    f"'{value}' is not a Hub repository id ({problem}); write NAMESPACE/NAME "
+                    "with ASCII letters, digits, '-', '_', '.'"
+                )
+        return value or None
 
     @field_validator("storage")
     @classmethod
