@@ -6,6 +6,7 @@ and validates them. Unknown keys are errors everywhere.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -254,8 +255,9 @@ class Settings(BaseModel):
     )
     judge_labels: dict[str, str] = Field(
         default_factory=dict,
-        description="classifier:MODEL labels mapped to verdicts, e.g. {LABEL_0 = "
-        '"complied", LABEL_1 = "refused"} (default: labels named like a verdict).',
+        description="classifier:MODEL labels mapped to verdicts (refused, complied, other), "
+        "e.g. --set judge_labels=LABEL_0=complied,LABEL_1=refused (default: labels named "
+        "like a verdict).",
     )
     judge_in_search: bool = Field(
         False,
@@ -459,6 +461,18 @@ class Settings(BaseModel):
             return [p.strip() for p in value.split(",") if p.strip()]
         return value
 
+    @field_validator("judge_labels", mode="before")
+    @classmethod
+    def _label_pairs(cls, value: object) -> object:
+        # --set judge_labels=LABEL_0=complied,LABEL_1=refused (or a JSON object)
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            pairs = [p.partition("=") for p in text.split(",") if p.strip()]
+            return {k.strip(): v.strip() for k, _, v in pairs}
+        return value
+
     @model_validator(mode="after")
     def _checks(self) -> Settings:
         if not self.components:
@@ -482,6 +496,8 @@ class Settings(BaseModel):
             data["notify"] = MASK
         if data.get("storage"):
             data["storage"] = mask_url_password(data["storage"])
+        if data.get("judge"):  # an endpoint URL may carry a login too
+            data["judge"] = mask_url_password(data["judge"])
         return data
 
     @property
