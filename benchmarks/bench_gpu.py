@@ -2,7 +2,14 @@
 per-trial time with the engine's own code, in bf16 and in 4-bit, both ablation variants.
 
     python benchmarks/bench_gpu.py --config tests/fixtures/configs/llama3-8b/config.json \
+        [--config tests/fixtures/configs/gemma3-270m/config.json ...] \
         [--prompts 400] [--eval 100] [--tokens 48] [--trials 5] [--json OUT.json]
+
+`--config` may be repeated. The Gemma 3 270M shape (a 262,144-token vocabulary, hidden 640) is
+the large-vocabulary case of issue 20: for every shape the script also prints the output
+head's cost, one forward of 8 prompts with `logits_to_keep=1` as heretic runs it (parameters
+requiring grad) and with the parameters frozen (how the loader left them before issue 20), in
+time and peak memory: on the CPU the frozen one expands the head once per prompt.
 
 Random weights never say a refusal marker or end a sequence, so every refusal check runs to
 the full token budget: the per-trial figure is the worst case for that budget. The prompts are
@@ -42,7 +49,8 @@ def build(config_path: Path, quantized: bool, device: str) -> LoadedModel:
     config = AutoConfig.from_pretrained(config_path.parent)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
-    model.requires_grad_(False)
+    # Parameters stay requiring grad, as heretic's loader leaves them (issue 20); every pass
+    # runs under inference_mode.
     if quantized:
         # Quantize through a save/load round trip: the path users take.
         tmp = Path("/tmp/heretic-bench-model")
@@ -120,9 +128,36 @@ def bench(loaded: LoadedModel, args: argparse.Namespace, variant: str) -> dict[s
     }
 
 
+def head_cost(loaded: LoadedModel, n: int = 8) -> dict[str, float]:
+    """One forward of `n` prompts with logits_to_keep=1, parameters requiring grad and frozen:
+    seconds and peak memory above the weights (GiB; the GPU allocator's peak, 0 on the CPU)."""
+    from heretic.engine.chat import encode
+
+    inputs = encode(
+        loaded.tokenizer, repeat(demo_prompts().harmless, n), ChatFormat(), loaded.device
+    )
+    out: dict[str, float] = {}
+    for name, frozen in (("head_unfrozen", False), ("head_frozen", True)):
+        loaded.model.requires_grad_(not frozen)
+        with torch.inference_mode():
+            loaded.model(**inputs, use_cache=False, logits_to_keep=1)  # warm-up
+            _sync()
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+            t = time.perf_counter()
+            loaded.model(**inputs, use_cache=False, logits_to_keep=1)
+            _sync()
+            out[f"{name}_s"] = time.perf_counter() - t
+        peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
+        out[f"{name}_peak_gib"] = max(0, peak - before) / 2**30
+    loaded.model.requires_grad_(True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--config", type=Path, action="append", required=True)
     parser.add_argument("--prompts", type=int, default=400)
     parser.add_argument("--eval", type=int, default=100)
     parser.add_argument("--tokens", type=int, default=48)
@@ -136,13 +171,22 @@ def main() -> None:
     on_gpu = args.device.startswith("cuda")
     name = torch.cuda.get_device_name(0) if on_gpu else "CPU"
     print(f"device: {name}, torch {torch.__version__}")
-    for mode in args.modes.split(","):
-        loaded = build(args.config, quantized=(mode == "4bit"), device=args.device)
+    for config, mode in [(c, m) for c in args.config for m in args.modes.split(",")]:
+        loaded = build(config, quantized=(mode == "4bit"), device=args.device)
+        head = head_cost(loaded)
+        print(
+            f"{config.parent.name:>14} {mode:>5} output head, 8 prompts: "
+            f"{head['head_unfrozen_s']:.3f} s, +{head['head_unfrozen_peak_gib']:.2f} GiB "
+            f"(frozen parameters: {head['head_frozen_s']:.3f} s, "
+            f"+{head['head_frozen_peak_gib']:.2f} GiB)",
+            flush=True,
+        )
+        rows.append({"model": config.parent.name, "mode": mode, "variant": "head", **head})
         for variant in ("standard", "norm-preserving"):
             if on_gpu:
                 torch.cuda.reset_peak_memory_stats()
             row = {
-                "model": args.config.parent.name,
+                "model": config.parent.name,
                 "mode": mode,
                 "variant": variant,
                 **bench(loaded, args, variant),
