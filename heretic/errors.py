@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     STUDY = 14
     DISK_FULL = 15
     STORAGE = 16
+    JUDGE = 17
     INTERRUPTED = 75  # EX_TEMPFAIL: "try again", which is exactly what a resume does
 
 
@@ -107,6 +108,13 @@ class StorageError(HereticError):
     """The shared study storage (--storage URL) cannot be used: driver, server or login."""
 
     exit_code = ExitCode.STORAGE
+
+
+class JudgeError(HereticError):
+    """The refusal judge (--judge) cannot be used: a model that does not load, an endpoint that
+    does not answer, or answers that are not a verdict."""
+
+    exit_code = ExitCode.JUDGE
 
 
 class InterruptedRun(HereticError):

@@ -27,10 +27,15 @@ NON_SETTING_ENV = frozenset(
         "HERETIC_CUDA_LINE",  # set by the image: the CUDA line it was built for
         "HERETIC_DEBUG",  # tracebacks on errors (cli/errors.py)
         "HERETIC_DEFAULT_IMAGE",  # the image tag the launch scripts use (scripts/lib/image.sh)
+        "HERETIC_JUDGE_API_KEY",  # the judge endpoint's key: a secret, not a setting
         "HERETIC_HOST_ID",  # how this machine names itself in a shared study (engine/study.py)
         "HERETIC_RUNPOD_API_URL",  # another RunPod API base (tests, proxies)
         "HERETIC_VAST_API_URL",  # another Vast.ai API base (tests, proxies)
         "HERETIC_WORKER_INDEX",  # set by a run for its worker processes (run/worker_pool.py)
+        # Set by heretic's launchers on the instances they create (heretic/lifecycle/retry.py):
+        # only then does heretic stop or destroy the machine it runs on.
+        "HERETIC_LAUNCHED_BY",
+        "HERETIC_LAUNCHED_AT",
         # The test harness's own switches (.ci/run, tests/conftest.py):
         "HERETIC_REQUIRE_POSTGRES",  # the PostgreSQL tests must run, not skip
         "HERETIC_SKIP_IMAGE_TEST",  # .ci/run skips building and running the image
