@@ -285,6 +285,8 @@ def plan_launch(
         ),
     )
     secrets = (*secrets, *(env[r.name] for r in routes if r.name != "HF_TOKEN"))
+    if env.get("HERETIC_NOTIFY"):  # a webhook URL carries its key: masked wherever printed
+        secrets = (*secrets, env["HERETIC_NOTIFY"])
     if not opts.upload:
         # The image ends the machine only after a confirmed upload (see `heretic run`).
         warnings.append(

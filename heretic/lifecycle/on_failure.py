@@ -10,6 +10,8 @@ the in-container retries (heretic/lifecycle/retry.py) are spent, on every provid
   lives on a network volume or a database);
 - keep: nothing happens (for debugging in the machine; the SkyPilot recipe sets it).
 Never: a held lock (exit 8, another run owns the study) and an interruption (exit 75).
+An upload that ran out its deadline (upload_deadline_s) ends the rental at once, without
+retries: a retry would only wait as long again.
 Only acts inside a Vast.ai or RunPod container that heretic launched (HERETIC_LAUNCHED_BY);
 elsewhere it does nothing and says nothing.
 """
@@ -81,14 +83,17 @@ def apply_policy(
     reporter: Reporter | None = None,
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] | None = None,
+    terminal: bool | None = None,
 ) -> ShutdownResult | None:
     """After a failure with `exit_code` whose retries are spent: stop, destroy or keep this
     instance. None when nothing applies (a lock, an interruption, or not on a provider).
+    `terminal` overrides what the exit code says (an upload past its deadline ends the run).
     Never raises."""
     environ = os.environ if environ is None else environ
     reporter = reporter or NullReporter()
     provider = provider_of(environ)
-    if provider is None or not ends_rental(int(exit_code)):
+    ends = ends_rental(int(exit_code)) if terminal is None else terminal
+    if provider is None or not ends:
         return None
     if policy == "keep":
         result = ShutdownResult(

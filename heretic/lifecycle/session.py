@@ -19,6 +19,7 @@ machine is only ended once the model is on the Hub and the record is on disk.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -27,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from heretic.config.hub_names import check_repo_id, hub_token
 from heretic.config.settings import Settings
 from heretic.errors import ExitCode, HereticError, StudyError
 from heretic.lifecycle.logfile import LoggedReporter, attach_log_file, detach_log_file
@@ -35,7 +37,7 @@ from heretic.lifecycle.retry import backoff, keep_trying
 from heretic.lifecycle.shutdown import ShutdownResult, end_self, shutdown_self
 from heretic.lifecycle.signals import GracefulStop
 from heretic.lifecycle.state import BestSoFar, RunState, guard_restart_loop
-from heretic.lifecycle.upload import check_repo_id, resolve_token, upload_output
+from heretic.lifecycle.upload import upload_output
 from heretic.progress import NullReporter, Reporter
 
 RESTART_LIMIT = 3
@@ -44,6 +46,8 @@ RESTART_LIMIT = 3
 def exit_code_of(exc: BaseException) -> int:
     if isinstance(exc, HereticError):
         return int(exc.exit_code)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return int(ExitCode.DISK_FULL)
     if isinstance(exc, KeyboardInterrupt):
         return int(ExitCode.INTERRUPTED)
     return int(ExitCode.INTERNAL)
@@ -84,7 +88,7 @@ class RunLifecycle:
         self.environ = os.environ if environ is None else environ
         self.state = RunState(settings.resolved_study_dir)
         self.reporter = LoggedReporter(reporter or NullReporter())
-        self.stop = GracefulStop()
+        self.stop = GracefulStop(phase="start")
         self.restart_limit = restart_limit
         self._sleep = sleep
         # None: a refused self-termination is retried for as long as the process lives.
@@ -119,7 +123,7 @@ class RunLifecycle:
         repo = self.settings.upload
         if repo:  # fail in seconds, not after the search
             check_repo_id(repo)
-            resolve_token()
+            hub_token()  # from os.environ, where the upload reads it
         attempt = self.state.begin_attempt()
         if attempt > 1:
             self.reporter.info(f"Start {attempt} on {self.state.study_dir}: resuming.")
@@ -154,6 +158,7 @@ class RunLifecycle:
 
     # --- callbacks matching heretic.run.RunHooks ------------------------------------------
     def on_phase(self, phase: str) -> None:
+        self.stop.phase = phase  # so a signal's message says what it will do now
         self.state.set_phase(phase)
 
     def on_trial(
@@ -176,10 +181,17 @@ class RunLifecycle:
                 info[key] = str(Path(info[key]).resolve())
         repo = self.settings.upload
         if repo:
+            self.stop.check()  # a stop asked for during the export: no upload is started
+            self.stop.phase = "upload"
             self.state.set_phase("upload", repo)
             info["repo_id"] = repo
             info["upload_url"] = upload_output(
-                self.settings.output, repo, private=not self.settings.public, reporter=self.reporter
+                self.settings.output,
+                repo,
+                private=not self.settings.public,
+                reporter=self.reporter,
+                deadline_s=self.settings.upload_deadline_s,
+                should_stop=self.should_stop,
             )
         self.state.mark_done(info)
         where = info.get("upload_url") or info["output_dir"]

@@ -104,6 +104,21 @@ def _self_termination_check() -> Check:
     return Check("self-termination", Status(route.status), route.measured, "-", route.detail)
 
 
+def _check_judge_and_benchmarks(settings: Settings, reporter: Reporter) -> None:
+    """Before the search, even with skip_preflight: the judge answers one request (exit 17
+    when it cannot), and lm-eval knows every --benchmarks task (exit 3)."""
+    from heretic.judging.factory import probe_judge, run_device
+
+    probe = probe_judge(settings, device=run_device(settings))
+    if probe is not None:
+        reporter.info(probe.line())
+    if settings.benchmarks:
+        from heretic.engine.benchmarks import check_benchmarks
+
+        plan = check_benchmarks(settings.benchmarks)
+        reporter.info(f"Benchmarks after the search: {', '.join(plan.names)}.")
+
+
 def execute(
     cli: Mapping[str, Any],
     *,
@@ -131,7 +146,8 @@ def execute(
                 code = outcome.exit_code
             except HereticError as exc:
                 outcome, error, code = None, exc, int(exc.exit_code)
-            if not plan.should_retry(code, retried) or deadline.expired():
+            ends_run = error is not None and error.ends_run
+            if ends_run or not plan.should_retry(code, retried) or deadline.expired():
                 break
             retried += 1
             overrides = plan.overrides(code, overrides)
@@ -142,7 +158,7 @@ def execute(
             )
             sleep(wait)
     if code:
-        _after_failure(code, request, reporter)
+        _after_failure(code, request, reporter, ends_run=ends_run)
     if error is not None:
         raise error
     assert outcome is not None
@@ -196,12 +212,14 @@ class _Request:
         )
 
 
-def _after_failure(code: int, request: _Request, reporter: Reporter) -> None:
+def _after_failure(
+    code: int, request: _Request, reporter: Reporter, *, ends_run: bool = False
+) -> None:
     from heretic.lifecycle.on_failure import apply_policy, describe, raw_policy
     from heretic.lifecycle.retry import ends_rental
     from heretic.lifecycle.state import RunState
 
-    if not ends_rental(code):
+    if not (ends_run or ends_rental(code)):
         return
     env = os.environ if request.environ is None else request.environ
     try:  # the settings may be what failed: then the flag or variable alone decides
@@ -209,7 +227,7 @@ def _after_failure(code: int, request: _Request, reporter: Reporter) -> None:
         policy, study_dir = probe.on_failure, probe.resolved_study_dir
     except (HereticError, ValueError):
         policy, study_dir = raw_policy(request.cli.get("on_failure"), env), None
-    result = apply_policy(policy, code, env, reporter=reporter)
+    result = apply_policy(policy, code, env, reporter=reporter, terminal=ends_run or None)
     if result is not None and study_dir is not None:
         RunState(study_dir).record_after_failure(describe(policy, result))
 
@@ -217,15 +235,33 @@ def _after_failure(code: int, request: _Request, reporter: Reporter) -> None:
 def _execute(request: _Request, reporter: Reporter) -> Outcome:
     from heretic.preflight.lock import acquire_run_lock
     from heretic.preflight.registry import register_process
+    from heretic.run.output_folder import STUDY_TEMP_TARGETS, claim_output, remove_temp_files
 
     upper = request.upper_layers()
     probe = merge_layers(*upper)
     probe = merge_layers(DEMO_LAYER if probe.is_demo else {}, *upper)
+    from heretic.secrets import add_secret
+
+    add_secret(probe.notify)  # from a config file too: masked in every line written from now
     if probe.kill_stale and not probe.skip_preflight:
         _end_stale_first(probe, reporter)
-    with acquire_run_lock(probe.resolved_study_dir):
+    _check_writable(probe)
+    # The output first: the study lock creates OUTPUT/study, which must not make a folder of
+    # someone else's files look like heretic's.
+    with claim_output(probe.output), acquire_run_lock(probe.resolved_study_dir):
+        remove_temp_files(probe.resolved_study_dir, STUDY_TEMP_TARGETS)
         register_process(probe.resolved_study_dir)
         return _locked(request, reporter)
+
+
+def _check_writable(settings: Settings) -> None:
+    """Both folders writable, before the lock and any weight (a read-only --output must not
+    cost the whole search); a search-only run writes no output."""
+    from heretic.preflight.writable import check_writable
+
+    check_writable(settings.resolved_study_dir, "study folder", "--study-dir (or --output)")
+    if not settings.search_only:
+        check_writable(settings.output, "output folder", "--output")
 
 
 def _locked(request: _Request, reporter: Reporter) -> Outcome:
@@ -263,6 +299,7 @@ def _locked(request: _Request, reporter: Reporter) -> Outcome:
             _validate_inputs(settings, life.reporter)
             if not settings.skip_preflight:
                 _preflight(settings, inventory, life.reporter)
+            _check_judge_and_benchmarks(settings, life.reporter)
             return _engine(settings, life)
 
 
@@ -302,12 +339,13 @@ def export_from_study(
     """`heretic export --trial N`: write trial N of a finished study as a model with its own
     report, under the study's run lock, running no trial."""
     from heretic.preflight.lock import acquire_run_lock
+    from heretic.run.output_folder import claim_output
     from heretic.run.recipe import export_trial
     from heretic.run.study_files import settings_of_study
 
     reporter = reporter or default_reporter()
     settings = settings_of_study(output, storage=storage)
     dest = dest or output / f"trial-{trial}"
-    with acquire_run_lock(settings.resolved_study_dir):
+    with acquire_run_lock(settings.resolved_study_dir), claim_output(dest):
         result = export_trial(settings, trial, dest, reporter)
     return Outcome(int(ExitCode.OK), result.report, model_dir=result.model_dir)
