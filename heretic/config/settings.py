@@ -399,9 +399,10 @@ class Settings(BaseModel):
     )
     on_failure: Literal["keep", "stop", "destroy"] = Field(
         "stop",
-        description="On Vast.ai/RunPod, when the run fails for good (bad settings, missing "
-        "model, no acceptable trial, restart loop): stop the instance and keep its volume (stop),"
-        " delete it (destroy), or leave it running (keep).",
+        description="On a Vast.ai/RunPod machine heretic launched, when the run fails for good "
+        "(bad settings, missing model, no acceptable trial, restart loop; other failures after "
+        "--retries): stop the instance and keep its volume (stop), delete it (destroy), or "
+        "leave it running (keep).",
     )
     retries: int = Field(
         2,
