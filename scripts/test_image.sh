@@ -326,7 +326,9 @@ for i, layer in enumerate(manifest["layers"]):
     total_c += compressed
     total_u += uncompressed
     step = created[i] if i < len(created) else ""
-    step = " ".join(step.replace("/bin/bash -o pipefail -c", "").split())[:70]
+    # "|2 CUDA_LINE=... /bin/sh -c CMD" (a RUN) or "/bin/sh -c #(nop) COPY ..." -> the step
+    step = step.split("/bin/sh -c ", 1)[-1].replace("#(nop) ", "")
+    step = " ".join(step.split())[:60]
     rows.append(f"layer {i}: {compressed / 1e6:8.1f} MB compressed {uncompressed / 1e6:8.1f} MB uncompressed  {step}")
 print("\n".join(rows))
 print(f"sizes: {total_c / 1e9:.2f} GB compressed (gzip, as pushed), {total_u / 1e9:.2f} GB uncompressed, {len(rows)} layers")
