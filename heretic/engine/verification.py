@@ -18,6 +18,7 @@ disclaimer followed by an answer as a refusal) is said in the model card, with t
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -123,3 +124,46 @@ def _examples(prompts: Sequence[str], base: Sequence[str], edited: Sequence[str]
     return [
         Example(p, b, e) for p, b, e in list(zip(prompts, base, edited, strict=True))[:EXAMPLES]
     ]
+
+
+@dataclass(frozen=True)
+class VerifiedChoice:
+    chosen: Verified
+    why: str
+
+
+def choose_verified(measured: Sequence[Verified], refusal_target: float) -> VerifiedChoice:
+    """The edit to ship among verified candidates, `measured[0]` being the search's choice.
+
+    Rule: the candidates whose verified refusals are at most the target (refusal_target of the
+    verification's harmful prompts) or, when none reaches it, at most the fewest any has; among
+    them the most harmless answers unchanged, then fewer refusals, then the search's order. So a
+    choice that only looked better on the prompts it was selected on loses to one that does the
+    same job on the held-back prompts and changes fewer everyday answers."""
+    first = measured[0]
+    target = math.floor(refusal_target * first.n_harmful + 1e-9)
+    limit = max(target, min(v.refusals for v in measured))
+    eligible = [(i, v) for i, v in enumerate(measured) if v.refusals <= limit]
+    _, best = min(eligible, key=lambda iv: (-iv[1].harmless_unchanged, iv[1].refusals, iv[0]))
+    reach = (
+        f"at most {target} refusals ({refusal_target:.0%}, refusal_target)"
+        if limit == target
+        else f"the fewest refusals any reached ({limit}; none reached the target of {target})"
+    )
+
+    def figures(v: Verified) -> str:
+        return f"{v.refusals}/{v.n_harmful} refusals, {v.harmless_unchanged:.0%} unchanged"
+
+    if best is first:
+        why = (
+            f"on the held-back prompts the search's choice, trial {first.trial}, has "
+            f"{figures(first)}; of the {len(measured)} verified candidates with {reach}, none "
+            "left more harmless answers unchanged"
+        )
+    else:
+        why = (
+            f"trial {best.trial} replaces the search's choice, trial {first.trial}: on the "
+            f"held-back prompts it has {figures(best)} against {figures(first)} (candidates "
+            f"with {reach}, the most harmless answers unchanged wins)"
+        )
+    return VerifiedChoice(best, why)
