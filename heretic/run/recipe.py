@@ -39,7 +39,15 @@ from heretic.engine.parameters import AblationParams
 from heretic.engine.patience import StopRule
 from heretic.engine.prompts import PromptSets, load_prompt_sets
 from heretic.engine.residuals import collect_residuals
-from heretic.engine.selection import GENTLEST, Policy, candidates, choose, pareto_front, score
+from heretic.engine.selection import (
+    GENTLEST,
+    Policy,
+    candidates,
+    choose,
+    front_neighbours,
+    pareto_front,
+    score,
+)
 from heretic.engine.space import SearchSpace
 from heretic.engine.study import completed_trials, count, open_study, run_trials
 from heretic.engine.trial_record import TrialRecord
@@ -453,6 +461,8 @@ def phase_verify(
     chosen: optuna.trial.FrozenTrial,
     settings: Settings,
     reporter: Reporter,
+    *,
+    manual: bool = False,
 ) -> Verification | None:
     """Measure the chosen edit and its candidates (the policy's next best and the Pareto-front
     neighbours) on prompts the search never scored, against the base model, with a longer
@@ -462,8 +472,11 @@ def phase_verify(
         return None
     verifier = Verifier(evaluator, compare_tokens=settings.verify_compare_tokens)
     by_number = {t.number: t for t in trials} | {chosen.number: chosen}
-    others = candidates(
-        list(by_number.values()), policy_of(settings), chosen.number, settings.verify_alternatives
+    pool, k = list(by_number.values()), settings.verify_alternatives
+    others = (
+        candidates(pool, policy_of(settings), chosen.number, k)
+        if settings.selection == GENTLEST and not manual
+        else front_neighbours(pool, chosen.number, k)  # context for a choice made otherwise
     )
 
     def measure(number: int) -> Verified:
@@ -561,7 +574,9 @@ def _finish(
     model_dir, blocked = None, None
     if selected is not None:
         hooks.on_phase("verify")
-        record.verification = phase_verify(prep, trials, selected, settings, reporter)
+        record.verification = phase_verify(
+            prep, trials, selected, settings, reporter, manual=chosen is not None
+        )
         if record.verification is not None and found is not None and settings.selection == GENTLEST:
             selected, verified_why = _rechoose(record.verification, trials, selected, settings)
             record.selected, record.rule = selected, f"{found.rule}, verified"
