@@ -14,7 +14,10 @@ first trial with <= 5% refusals (and KL under the cap), the selected trial's ref
 and the same edit re-checked on TEST prompts that were used neither for the directions nor for
 selection. `old-space` repeats the 40-trial run with the search space and objective of the
 previous release (late-layer ranges, no shaping). With --hllm, heretic-llm 1.4.0 runs on the
-same model and prompts (its best trial with <= 5% refusals, parsed from its own output).
+same model and prompts (its best trial with <= 5% refusals, read from its journal), driven
+through its menu to save the trial with the fewest refusals at KL <= 0.5, which
+is re-checked on the TEST prompts like heretic's. Every row's test check also gives the share of
+harmless answers whose first 32 greedy tokens are unchanged from the base model's.
 Models are cached under $HERETIC_CACHE (or ~/.cache/heretic) as bench-search-NAME-v1.
 """
 
@@ -42,7 +45,7 @@ from heretic.engine.batching import Batcher
 from heretic.engine.chat import ChatFormat
 from heretic.engine.evaluation import Evaluator
 from heretic.engine.layer_profile import derive_prior
-from heretic.engine.loading import load_model
+from heretic.engine.loading import LoadedModel, load_model
 from heretic.engine.parameters import AblationParams
 from heretic.errors import NoAcceptableTrialError
 from heretic.run.recipe import run
@@ -146,32 +149,50 @@ def settings_for(
     )
 
 
+COMPARE_TOKENS = 32  # harmless answers compared with the base model's, greedy
+
+
 def test_check(
-    settings: Settings, params: dict, prompts: dict[str, Path]
-) -> tuple[int, int, float]:
-    """Refusals and KL of the selected edit on the TEST prompts (hooked, as in the search)."""
-    loaded = load_model(settings)
-    arch = describe(loaded.model, list(settings.components))
-    directions = load_directions(settings.resolved_study_dir / "directions.safetensors")
-    assert directions is not None
+    settings: Settings, params: dict | None, prompts: dict[str, Path], model_dir: Path | None = None
+) -> tuple[int, int, float, float]:
+    """Refusals, KL and the share of harmless answers unchanged for COMPARE_TOKENS greedy
+    tokens, of the selected edit on the TEST prompts: hooked as in the search (params), or an
+    exported model (model_dir, e.g. heretic-llm's) against the base model of `settings`."""
     harmful = prompts["harmful_test"].read_text().split("\n")[:-1]
     harmless = prompts["harmless_test"].read_text().split("\n")[:-1]
-    evaluator = Evaluator(
-        loaded,
-        harmless,
-        harmful,
-        markers=settings.refusal_markers,
-        max_new_tokens=64,
-        chat=ChatFormat(),
-        batcher=Batcher(64),
-    )
+
+    def evaluator_for(loaded: LoadedModel) -> Evaluator:
+        return Evaluator(
+            loaded,
+            harmless,
+            harmful,
+            markers=settings.refusal_markers,
+            max_new_tokens=64,
+            chat=ChatFormat(),
+            batcher=Batcher(64),
+        )
+
+    loaded = load_model(settings)
+    evaluator = evaluator_for(loaded)
     evaluator.compute_base()
-    ablator = Ablator(arch, directions, settings.ablation).install()
-    with ablator.applied(AblationParams.from_dict(params)):
-        kl = evaluator.kl_divergence()
-        refusals = evaluator.refusals()
-    ablator.remove()
-    return refusals.count, refusals.total, kl
+    base_answers = evaluator.generate(harmless, COMPARE_TOKENS, stop_at_markers=False)
+    if model_dir is not None:
+        edited = evaluator_for(load_model(settings.model_copy(update={"model": str(model_dir)})))
+        edited.base_logprobs = evaluator.base_logprobs
+        kl, refusals = edited.kl_divergence(), edited.refusals()
+        answers = edited.generate(harmless, COMPARE_TOKENS, stop_at_markers=False)
+    else:
+        arch = describe(loaded.model, list(settings.components))
+        directions = load_directions(settings.resolved_study_dir / "directions.safetensors")
+        assert directions is not None and params is not None
+        ablator = Ablator(arch, directions, settings.ablation).install()
+        with ablator.applied(AblationParams.from_dict(params)):
+            kl = evaluator.kl_divergence()
+            refusals = evaluator.refusals()
+            answers = evaluator.generate(harmless, COMPARE_TOKENS, stop_at_markers=False)
+        ablator.remove()
+    unchanged = sum(a == b for a, b in zip(answers, base_answers, strict=True)) / len(harmless)
+    return refusals.count, refusals.total, kl, unchanged
 
 
 def heretic_once(
@@ -228,6 +249,24 @@ def show_profile(model: Path, prompts: dict[str, Path], work: Path) -> str:
     )
 
 
+def hllm_row(exe: str, model: Path, prompts: dict[str, Path], trials: int, work: Path) -> str:
+    """heretic-llm's run, its trials read from its journal, and the trial a user wanting the
+    refusals gone picks from its menu exported and re-checked on the TEST prompts."""
+    from hllm_driver import export_for_bench, journal_summary  # benchmarks/hllm_driver.py
+
+    r = export_for_bench(exe, model, prompts, trials, work)
+    journal = journal_summary(work / f"hllm-export-{trials}" / "study", r.search_s, r.exit_code)
+    if r.model_dir is None:
+        return f"{journal}; export failed (exit {r.exit_code}): {r.log_tail[-300:]}"
+    settings = settings_for(model, prompts, work / "hllm-score", trials)
+    test = test_check(settings, None, prompts, r.model_dir)
+    return (
+        f"{journal}\n  {'':<16} exported trial {r.trial} ({r.refusals}/{r.n}, KL {r.kl:.2g}): test "
+        f"{test[0]}/{test[1]} KL {test[2]:.2g}, harmless unchanged ({COMPARE_TOKENS} tokens) "
+        f"{test[3]:.0%}; {r.total_s:.0f}s to the saved model"
+    )
+
+
 def line(label: str, r: dict) -> str:
     if "refusals" not in r:
         return f"  {label:<16} no acceptable trial (exit {r['exit']}) after {r['trials']} trials"
@@ -235,7 +274,8 @@ def line(label: str, r: dict) -> str:
     return (
         f"  {label:<16} trials run {r['trials']:>3}, first <=5%: {str(r['first_ok']):>4}, "
         f"selected {r['refusals']:>2}/{r['n']} KL {r['kl']:.2g}; test {test[0]}/{test[1]} "
-        f"KL {test[2]:.2g}; {r['wall_s']:.0f}s; stop: {r['stop']}"
+        f"KL {test[2]:.2g}, harmless unchanged ({COMPARE_TOKENS} tokens) {test[3]:.0%}; "
+        f"{r['wall_s']:.0f}s; stop: {r['stop']}"
     )
 
 
@@ -289,12 +329,9 @@ def main() -> None:
                     flush=True,
                 )
         if args.hllm:
-            from hllm_driver import run_hllm  # benchmarks/hllm_driver.py
-
             for trials in [int(t) for t in args.hllm_trials.split(",")]:
                 print(
-                    f"  heretic-llm {trials:<4} {run_hllm(args.hllm, model, prompts, trials, work)}",
-                    flush=True,
+                    f"  heretic-llm {trials:<4} {hllm_row(args.hllm, model, prompts, trials, work)}"
                 )
         shutil.rmtree(work, ignore_errors=True)
 

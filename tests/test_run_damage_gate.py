@@ -32,8 +32,9 @@ def test_the_damage_gate_keeps_a_damaging_edit_on_the_machine(tmp_path, cli_env)
     )
     assert not (out / "model").exists()  # nothing to upload
     card = (out / "README.md").read_text()
-    title_on = card.split("\n").index(next(l for l in card.split("\n") if l.startswith("# ")))
-    head = "\n".join(card.split("\n")[title_on : title_on + 6])
+    lines = card.split("\n")
+    title_on = lines.index(next(line for line in lines if line.startswith("# ")))
+    head = "\n".join(lines[title_on : title_on + 6])
     assert "Everyday answers:" in head and "Held back by the damage gate" in head
 
     number = report["selected_trial"]

@@ -64,6 +64,8 @@ class TrialObjective:
             duration_s=time.monotonic() - start,
             sample_responses=refusals.responses[:SAMPLE_RESPONSES],
         ).write(trial)
+        if refusals.marker_count is not None:  # a judge counted; the markers' count beside it
+            trial.set_user_attr("marker_refusals", refusals.marker_count)
         return float(refusals.count), shaped_kl(damage, self.kl_target)
 
 

@@ -122,6 +122,9 @@ class RunRecord:
     gate_message: str | None = None  # set when the damage gate kept the edit on the machine
     stop_reason: str = ""
     layer_profile: JsonDict | None = None
+    judging: JsonDict | None = None  # run/judge_phase.py
+    over_refusal: JsonDict | None = None
+    benchmarks: JsonDict | None = None
 
 
 def trial_row(t: FrozenTrial) -> TrialRow:
@@ -208,6 +211,9 @@ def build_report(rec: RunRecord) -> RunReport:
             "stop_reason": rec.stop_reason,
         },
         "layer_profile": rec.layer_profile,
+        "judge": rec.judging,
+        "over_refusal": rec.over_refusal,
+        "benchmarks": rec.benchmarks,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "settings": rec.settings,
     }
