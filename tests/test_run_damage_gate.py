@@ -14,10 +14,13 @@ pytestmark = pytest.mark.slow
 
 def test_the_damage_gate_keeps_a_damaging_edit_on_the_machine(tmp_path, cli_env) -> None:
     out = tmp_path / "out"
-    # Full-strength edits over every layer: they remove the refusal and change answers; a limit
-    # of 0 changed answers makes the gate certain to close.
-    args = ["run", "--trials", "3", "--output", str(out)]
-    args += ["--set", "max_weight=1.4,1.5", "--set", "min_weight_fraction=0.9,1.0"]
+    # Edits far stronger than the search's range, over every layer: they remove the refusal
+    # and change everyday answers (the demo keeps its answers under full-strength edits); the
+    # caps are lifted so that selection takes one, and a limit of 0 changed answers closes
+    # the gate.
+    args = ["run", "--trials", "2", "--output", str(out)]
+    args += ["--set", "max_weight=4,5", "--set", "min_weight_fraction=0.9,1.0"]
+    args += ["--set", "kl_cap=100", "--set", "max_refusal_share=1"]
     args += ["--set", "max_changed_share=0"]
     result = run_cli(args, cli_env)
     assert result.returncode == 9, result.stderr[-3000:]
