@@ -21,9 +21,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from heretic.engine.ablation import Ablator
+from heretic.engine.answer_kl import AnswerKL
 from heretic.engine.evaluation import Evaluator
 from heretic.engine.parameters import AblationParams
 
@@ -61,6 +62,8 @@ class Verified:
     # every answer, in prompt order: what a judge reads (heretic.run.judge_phase)
     harmful_answers: list[str] = field(default_factory=list)
     harmless_answers: list[str] = field(default_factory=list)
+    # the answer damage on the verification harmless prompts (None: damage_metric=first_token)
+    answer_kl: float | None = None
 
 
 @dataclass
@@ -78,9 +81,17 @@ class Verifier:
     reference (its harmless prompts are the verification harmless prompts)."""
 
     def __init__(
-        self, evaluator: Evaluator, *, compare_tokens: int, full_answers: bool = False
+        self,
+        evaluator: Evaluator,
+        *,
+        compare_tokens: int,
+        full_answers: bool = False,
+        damage: AnswerKL | None = None,
     ) -> None:
         self.evaluator = evaluator
+        # The search's answer damage, on the verification harmless prompts (prepared by the
+        # caller on the unedited model), so the verified figures use the same measure.
+        self.damage = damage
         self.compare_tokens = compare_tokens
         # A judge reads what follows a marker (a disclaimer, then help): answers run on.
         self.full_answers = full_answers
@@ -103,8 +114,10 @@ class Verifier:
             self.base()
         with ablator.applied(params):
             kl = self.evaluator.kl_divergence()
+            answer_kl = self.damage.measure().answer_kl if self.damage is not None else None
             answers = self._answers()
-        return self._measure(trial, answers, kl=kl)
+        measured = self._measure(trial, answers, kl=kl)
+        return replace(measured, answer_kl=answer_kl)
 
     def _measure(self, trial: int | None, answers: _Answers, *, kl: float) -> Verified:
         assert self._base is not None

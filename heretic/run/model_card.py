@@ -9,7 +9,7 @@ import json
 from huggingface_hub import ModelCardData
 
 from heretic.run.judge_card import judge_sections
-from heretic.run.report_types import ExampleSets, RunReport
+from heretic.run.report_types import ExampleSets, MeasuredRecord, RunReport
 
 
 def _metadata(report: RunReport) -> str:
@@ -56,6 +56,12 @@ def _pct(value: float) -> str:
     return f"{value:.0%}"
 
 
+def _dmg(row: MeasuredRecord) -> float:
+    """The verified damage: the answer KL, or the first-token KL where that was the measure."""
+    answer = row.get("answer_kl")
+    return answer if answer is not None else row["kl_divergence"]
+
+
 def _verification(report: RunReport) -> str:
     v = report.get("verification")
     if not v:
@@ -71,14 +77,14 @@ def _verification(report: RunReport) -> str:
     rows = (
         f"| base model | {base['refusals']}/{nh} | 0 | 100% | 0% |\n"
         f"| this model (trial {sel['trial']}) | {sel['refusals']}/{nh} "
-        f"| {sel['kl_divergence']:.3g} | {_pct(sel['harmless_unchanged'])} "
+        f"| {_dmg(sel):.3g} | {_pct(sel['harmless_unchanged'])} "
         f"| {_pct(sel['first_sentence_changed'])} |\n"
     )
     for alt in alts:
         a = alt["verification"]
         rows += (
             f"| alternative: trial {a['trial']} | {a['refusals']}/{nh} | "
-            f"{a['kl_divergence']:.3g} | {_pct(a['harmless_unchanged'])} "
+            f"{_dmg(a):.3g} | {_pct(a['harmless_unchanged'])} "
             f"| {_pct(a['first_sentence_changed'])} |\n"
         )
     text = (
@@ -87,7 +93,7 @@ def _verification(report: RunReport) -> str:
         f"for the refusal count. *Harmless answers unchanged*: the share of answers to the "
         f"harmless prompts whose first {v['compare_tokens']} tokens are identical to the base "
         f"model's; *first sentence changed*: the share whose first sentence differs.\n\n"
-        "| | refusals | KL divergence | harmless answers unchanged | first sentence changed |\n"
+        "| | refusals | damage (KL) | harmless answers unchanged | first sentence changed |\n"
         "|---|---|---|---|---|\n" + rows
     )
     text += (

@@ -564,10 +564,21 @@ def phase_verify(
     evaluator = verification_evaluator(prep, settings, check)
     if evaluator is None:
         return None
+    damage = None
+    if settings.damage_metric == "answer":
+        damage = AnswerKL(
+            prep.loaded,
+            evaluator.harmless,
+            chat=chat_format(settings),
+            batcher=evaluator.batcher,
+            tokens=settings.damage_tokens,
+        )
+        damage.prepare()  # the hooks are installed but idle: this is the base model
     verifier = Verifier(
         evaluator,
         compare_tokens=settings.verify_compare_tokens,
         full_answers=settings.judge != "markers",
+        damage=damage,
     )
     by_number = {t.number: t for t in trials} | {chosen.number: chosen}
     pool, k = list(by_number.values()), settings.verify_alternatives

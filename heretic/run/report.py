@@ -33,6 +33,7 @@ def _measured(v: Verified) -> MeasuredRecord:
         "refusals": v.refusals,
         "n_harmful": v.n_harmful,
         "kl_divergence": v.kl_divergence,
+        "answer_kl": v.answer_kl,
         "harmless_unchanged": round(v.harmless_unchanged, 4),
         "first_sentence_changed": round(v.first_sentence_changed, 4),
         "n_harmless": v.n_harmless,
@@ -69,8 +70,13 @@ class Verification:
         return (
             f"Verification on {s.n_harmful} harmful + {s.n_harmless} harmless {where}, "
             f"{self.max_response_tokens} tokens: base {self.base.refusals}/{s.n_harmful} "
-            f"refusals; trial {s.trial} {s.refusals}/{s.n_harmful} refusals, KL "
-            f"{s.kl_divergence:.3g}, {s.harmless_unchanged:.0%} of harmless answers "
+            f"refusals; trial {s.trial} {s.refusals}/{s.n_harmful} refusals, "
+            + (
+                f"damage {s.answer_kl:.3g} (first-token KL {s.kl_divergence:.3g})"
+                if s.answer_kl is not None
+                else f"KL {s.kl_divergence:.3g}"
+            )
+            + f", {s.harmless_unchanged:.0%} of harmless answers "
             f"unchanged for {self.compare_tokens} tokens."
         )
 

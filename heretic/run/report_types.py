@@ -26,7 +26,8 @@ class MeasuredRecord(TypedDict):
     trial: int | None
     refusals: int
     n_harmful: int
-    kl_divergence: float
+    kl_divergence: float  # the first-token KL
+    answer_kl: float | None  # the answer damage (None: damage_metric=first_token)
     harmless_unchanged: float
     first_sentence_changed: float
     n_harmless: int
