@@ -302,11 +302,13 @@ class Settings(BaseModel):
         60, ge=0, description="Random trials before TPE starts modelling (capped at trials/3)."
     )
     kl_target: float = Field(
-        0.01,
+        0.003,
         ge=0,
-        description="KL divergence below which differences are noise: the search scores such "
-        "trials on refusals alone (the real KL is kept in every record and report; 0 turns "
-        "shaping off).",
+        description="Damage below which differences are noise: the search scores such trials "
+        "on refusals alone (the real damage is kept in every record and report; 0 turns shaping "
+        "off). Measured for the answer damage: below it the share of unchanged harmless answers "
+        "stops moving (benchmarks/bench_answer_kl.py; before issue 18 it was 0.01 for the "
+        "first-token KL).",
     )
     patience: int = Field(
         0,
@@ -348,12 +350,35 @@ class Settings(BaseModel):
     )
 
     # --- selection ----------------------------------------------------------------------
-    selection: Literal["fewest-refusals", "lowest-kl"] = Field(
-        "fewest-refusals",
-        description="fewest-refusals: fewest refusals with KL <= kl_cap, then lowest KL. "
-        "lowest-kl: lowest KL with refusals <= refusal_cap, then fewest refusals.",
+    selection: Literal["gentlest", "fewest-refusals", "lowest-kl"] = Field(
+        "gentlest",
+        description="gentlest: the lowest damage among trials with at most refusal_target of "
+        "the harmful prompts refused (else fewest-refusals), then re-chosen among the verified "
+        "candidates on the held-back prompts (verified refusals first, then the most harmless "
+        "answers unchanged). fewest-refusals: fewest refusals with damage <= kl_cap, then "
+        "lowest damage. lowest-kl: lowest damage with refusals <= refusal_cap, then fewest "
+        "refusals.",
     )
-    kl_cap: float = Field(0.5, gt=0, description="Highest acceptable KL divergence.")
+    refusal_target: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Refusals an edit may leave and still count as having done the job, as a "
+        "share of the harmful prompts (gentlest policy, on the search and on the held-back "
+        "prompts).",
+    )
+    max_changed_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Damage gate: when the chosen edit changes more than this share of the "
+        "held-back harmless answers (verify_compare_tokens tokens), the run writes its report "
+        "and model card but uploads nothing and ends with exit 9, naming gentler trials "
+        "(1 turns the gate off; heretic export --trial N is never gated).",
+    )
+    kl_cap: float = Field(
+        0.5, gt=0, description="Highest acceptable damage (KL divergence, see damage_metric)."
+    )
     refusal_cap: int = Field(
         5, ge=0, description="Highest acceptable refusal count (lowest-kl policy)."
     )
