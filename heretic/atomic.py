@@ -52,9 +52,12 @@ def write_json(path: Path, data: Any, *, indent: int | None = 2) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in `path`, or None when it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+    """The JSON object in `path`, or None when it is missing, unreadable, a symbolic link or
+    not an object."""
+    try:  # never through a link: a planted DONE.json -> elsewhere is no state of ours
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, encoding="utf-8") as handle:
+            data = json.loads(handle.read())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     STUDY = 14
     DISK_FULL = 15
     STORAGE = 16
+    JUDGE = 17
     INTERRUPTED = 75  # EX_TEMPFAIL: "try again", which is exactly what a resume does
 
 
@@ -31,6 +32,9 @@ class HereticError(Exception):
     """Base class: `message` says what was wrong, `hint` what to do about it."""
 
     exit_code: ExitCode = ExitCode.INTERNAL
+    # True: --on-failure applies although the exit code is one a restart may cure (a restart
+    # would only repeat the same wait, billing the GPU).
+    ends_run: bool = False
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -73,6 +77,13 @@ class UploadError(HereticError):
     exit_code = ExitCode.UPLOAD
 
 
+class UploadDeadlineError(UploadError):
+    """The upload did not finish within upload_deadline_s (a Hub that accepts and never
+    answers): exit 10 like any upload failure, but the run ends (--on-failure applies)."""
+
+    ends_run = True
+
+
 class TokenError(HereticError):
     exit_code = ExitCode.TOKEN
 
@@ -97,6 +108,13 @@ class StorageError(HereticError):
     """The shared study storage (--storage URL) cannot be used: driver, server or login."""
 
     exit_code = ExitCode.STORAGE
+
+
+class JudgeError(HereticError):
+    """The refusal judge (--judge) cannot be used: a model that does not load, an endpoint that
+    does not answer, or answers that are not a verdict."""
+
+    exit_code = ExitCode.JUDGE
 
 
 class InterruptedRun(HereticError):

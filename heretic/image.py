@@ -1,7 +1,10 @@
 """The heretic container image: which CUDA line it is built for, and what follows from that.
 
-One setting, the CUDA line, decides three things that must never disagree:
-- the torch build the Dockerfile installs (`TORCH_INDEX_URL`, `torch==X+<line>`),
+One setting, the CUDA line, decides four things that must never disagree:
+- the lock the Dockerfile installs with (`image-constraints-<line>.txt`, written by
+  scripts/lock_image.sh: every package at its exact version, torch at its exact build),
+- where torch comes from (`torch_index_url`; empty: PyPI, whose torch 2.13.0 for Linux is the
+  CUDA 13.0 build, so the cu130 image is built from PyPI alone),
 - the image tag suffix (`ghcr.io/heretic-llm/heretic:<version>-<line>`),
 - the host CUDA version the launchers ask the providers for (Vast `cuda_max_good`, RunPod
   `gpu.minCudaVersion`): a host whose driver supports an older CUDA cannot run the image.
@@ -10,7 +13,9 @@ PyTorch 2.12 and 2.13 publish CUDA wheels for two lines only: cu126 ("legacy": d
 Volta to Hopper, what most rented A100/H100 hosts have) and cu130 ("stable": drivers R580+,
 Blackwell). `cpu` is the local test build (scripts/test_image.sh), never published.
 The Dockerfile holds the same mapping in a shell `case` (it cannot import this module);
-tests/test_image.py checks that the two agree.
+tests/test_image.py checks that it, the docker workflow and the locks agree with this module.
+`heretic version --check` asks torch itself (`torch.version.cuda`) for its line, not the local
+version label, which PyPI's build does not carry.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ REPOSITORY = "ghcr.io/heretic-llm/heretic"
 @dataclass(frozen=True)
 class CudaLine:
     name: str  # the tag suffix and the Dockerfile's CUDA_LINE value
-    torch_index_url: str
+    torch_index_url: str  # "" = PyPI
     min_host_cuda: str | None  # what a provider's host must support; None: no GPU needed
     drivers: str  # for messages and docs
     published: bool = True
@@ -42,7 +47,7 @@ LINES: dict[str, CudaLine] = {
         ),
         CudaLine(
             "cu130",
-            "https://download.pytorch.org/whl/cu130",
+            "",  # PyPI: torch 2.13.0's Linux wheel there is the CUDA 13.0 build
             "13.0",
             "NVIDIA driver R580 or newer (Turing to Blackwell: B200, RTX 50)",
         ),
@@ -56,6 +61,7 @@ LINES: dict[str, CudaLine] = {
     )
 }
 DEFAULT_LINE = "cu126"
+LOCK_FILE = "image-constraints-{line}.txt"  # in the repository root, one per line
 DEFAULT_MIN_CUDA = "12.6"  # LINES[DEFAULT_LINE].min_host_cuda, as a plain constant for defaults
 
 

@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from heretic import __version__
+from heretic import __version__, cuda_libraries
 from heretic.image import cuda_line
 
 # What `heretic run` imports; psycopg only where the image promises PostgreSQL storage.
@@ -54,27 +54,26 @@ def _import(name: str, report: InstallReport) -> object | None:
     return module
 
 
-def _check_line(torch: object, line_name: str, report: InstallReport) -> None:
+def _check_line(line_name: str, report: InstallReport) -> None:
+    """torch's own answer (`torch.version.cuda`, the toolkit it was built with) against the
+    line. Not the local version label: PyPI's torch 2.13.0 is the CUDA 13.0 build without a
+    `+cu130` label, and a label says nothing a mirror could not get wrong."""
     try:
         line = cuda_line(line_name)
     except ValueError as exc:
         report.problems.append(f"{LINE_ENV}: {exc}")
         return
-    label = str(getattr(torch, "__version__", "")).partition("+")[2]
-    if label != line.name:
-        report.problems.append(
-            f"torch {getattr(torch, '__version__', '?')} is not the "
-            f"{line.name} build this image is tagged for"
-        )
     built = report.torch_cuda
     if line.min_host_cuda is None:
         if built is not None:
             report.problems.append(f"the {line.name} image has a CUDA {built} torch")
-    elif built is None or not built.startswith(line.min_host_cuda):
+    elif built is None or built.split(".")[:2] != line.min_host_cuda.split("."):
         report.problems.append(
-            f"torch was built for CUDA {built}, not {line.min_host_cuda} "
-            f"as the {line.name} line needs"
+            f"torch was built for CUDA {built or 'none (a CPU build)'}, not "
+            f"{line.min_host_cuda} as the {line.name} line needs"
         )
+    else:
+        cuda_libraries.check(line.min_host_cuda, report.versions, report.problems)
 
 
 def check_install(environ: Mapping[str, str]) -> InstallReport:
@@ -87,7 +86,7 @@ def check_install(environ: Mapping[str, str]) -> InstallReport:
     if torch is not None:
         report.torch_cuda = getattr(getattr(torch, "version", None), "cuda", None)
         if report.cuda_line:
-            _check_line(torch, report.cuda_line, report)
+            _check_line(report.cuda_line, report)
     return report
 
 

@@ -25,11 +25,14 @@ SECRET_ENV = (
     "RUNPOD_API_KEY",
     "VAST_API_KEY",
     "HERETIC_NOTIFY",  # webhook URLs carry their secret in the path or query
+    "HERETIC_JUDGE_API_KEY",  # the judge endpoint's key (judge_api_key_env names another)
 )
 # Environment variables holding a URL whose password (only) is secret.
 SECRET_URL_ENV = ("HERETIC_STORAGE",)
 # Options whose value is a secret; masked in recorded command lines (lock files, registry).
 SECRET_OPTIONS = ("--notify",)
+# Settings whose value is a secret; masked in `--set KEY=VALUE` of recorded command lines.
+SECRET_SETTINGS = ("notify",)
 MASK = "****"
 # scheme://user:password@  (the user part has no ':', '/' or '@'; the password ends at the last
 # '@' before the host, so a password containing '@' or ':' is masked whole).
@@ -101,15 +104,33 @@ def redact(
     return text
 
 
+def _mask_assignment(assignment: str) -> str:
+    """KEY=VALUE with the value masked when KEY is a secret setting."""
+    key, eq, _ = assignment.partition("=")
+    return f"{key}={MASK}" if eq and key.strip() in SECRET_SETTINGS else assignment
+
+
 def safe_cmdline(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> str:
     """`argv` joined for messages and lock files, with secret option values, URL passwords and
-    env secrets masked (`--notify URL` and `--notify=URL` alike)."""
+    env secrets masked (`--notify URL`, `--notify=URL` and `--set notify=URL` alike)."""
     parts: list[str] = []
     hide_next = False
+    after_set = False
     for arg in argv:
         if hide_next:
             parts.append(MASK)
             hide_next = False
+            continue
+        if after_set:
+            after_set = False
+            parts.append(_mask_assignment(arg))
+            continue
+        if arg == "--set":
+            after_set = True
+            parts.append(arg)
+            continue
+        if arg.startswith("--set="):
+            parts.append("--set=" + _mask_assignment(arg[len("--set=") :]))
             continue
         name, eq, _ = arg.partition("=")
         if name in SECRET_OPTIONS:

@@ -3,28 +3,29 @@
 #
 #   VAST_API_KEY=... HF_TOKEN=... scripts/launch_vast.sh --model ORG/NAME [--upload ORG/REPO]
 #       [--max-price USD_PER_HOUR] [--image IMAGE] [--disk GB] [--offer ID]
-#       [--dry-run]
+#       [--max-hours H] [--dry-run]
 #
 # It searches for the cheapest verified single A100 80GB offer with the disk (at or under
 # --max-price, storage included: the filter of scripts/lib/offers.sh) whose host CUDA
 # fits the image's tag (-cu126: 12.6+, -cu130: 13.0+; default: the release's -cu126 tag),
 # then creates an instance whose image runs its own entrypoint (runtype "args") with
-# HERETIC_MODEL, HERETIC_UPLOAD, HERETIC_SHUTDOWN_AFTER=true and HERETIC_PROFILE=auto, and
-# prints the instance id. --dry-run prints the search and the create body and sends nothing.
-# The key is read from VAST_API_KEY or ~/.config/vastai/vast_api_key and is passed to curl
-# through a private temporary file, never on the command line. HF_TOKEN is sent as an env
-# value, which Vast shows in the instance details: use a fine-grained token.
+# HERETIC_MODEL, HERETIC_UPLOAD, HERETIC_SHUTDOWN_AFTER=true, HERETIC_PROFILE=auto,
+# HERETIC_MAX_HOURS (default 24) and the launch marker HERETIC_LAUNCHED_BY/_AT, and prints the
+# instance id. --dry-run prints the search and the create body and sends nothing. The key
+# (VAST_API_KEY or ~/.config/vastai/vast_api_key) and the body reach curl through private
+# files, never argv. HF_TOKEN (only if set) is a plain env value: the Vast account and the
+# host's operator can read it; use a fine-grained token.
 # Exit status: 0 started, 2 bad usage, 3 no key, 4 no offer, 5 the API refused, 6 the
 # create's outcome is unknown (no answer or a 5xx; never retried): look in the Vast console.
 set -euo pipefail
 
 api=${HERETIC_VAST_API_URL:-${VAST_API_URL:-https://console.vast.ai/api/v0}}
-model="" upload="" max_price="" offer="" dry_run=0 disk=150
+model="" upload="" max_price="" offer="" dry_run=0 disk=150 max_hours=24
 # shellcheck source-path=SCRIPTDIR source=lib/image.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/image.sh"
 image=$HERETIC_DEFAULT_IMAGE
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [ "$#" -gt 0 ]; do
     case "$1" in
@@ -34,6 +35,7 @@ while [ "$#" -gt 0 ]; do
         --image) image=${2:?}; shift 2 ;;
         --disk) disk=${2:?}; shift 2 ;;
         --offer) offer=${2:?}; shift 2 ;;
+        --max-hours) max_hours=${2:?}; shift 2 ;;
         --dry-run) dry_run=1; shift ;;
         -h | --help) usage ;;
         *) echo "launch_vast: unknown option $1" >&2; usage ;;
@@ -53,13 +55,17 @@ fi
 . "$(dirname "${BASH_SOURCE[0]}")/lib/offers.sh"
 search=$(vast_offer_filter "$max_price" "$disk" "$(min_cuda_for_image "$image")")
 
-env_json=$(jq -n --arg model "$model" --arg upload "$upload" --arg token "${HF_TOKEN:-}" '{
-    HERETIC_MODEL: $model, HERETIC_SHUTDOWN_AFTER: "true", HERETIC_PROFILE: "auto"}
-    + (if $upload == "" then {} else {HERETIC_UPLOAD: $upload} end)
-    + (if $token == "" then {} else {HF_TOKEN: $token} end)')
-create=$(jq -n --arg image "$image" --argjson disk "$disk" --argjson vars "$env_json" \
+launched_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+# HF_TOKEN is read by jq from its environment (env.HF_TOKEN), never passed as an argument.
+create=$(jq -n --arg image "$image" --argjson disk "$disk" --arg model "$model" \
+    --arg upload "$upload" --arg hours "$max_hours" --arg at "$launched_at" \
     --arg lbl "heretic-${model##*/}" '{client_id: "me", image: $image, disk: $disk,
-    env: $vars, runtype: "args", "label": $lbl, target_state: "running"}')
+    env: ({HERETIC_MODEL: $model, HERETIC_SHUTDOWN_AFTER: "true", HERETIC_PROFILE: "auto",
+           HERETIC_MAX_HOURS: $hours, HERETIC_LAUNCHED_BY: "scripts/launch_vast.sh",
+           HERETIC_LAUNCHED_AT: $at}
+          + (if $upload == "" then {} else {HERETIC_UPLOAD: $upload} end)
+          + (if (env.HF_TOKEN // "") == "" then {} else {HF_TOKEN: env.HF_TOKEN} end)),
+    runtype: "args", "label": $lbl, target_state: "running"}')
 
 if [ "$dry_run" -eq 1 ]; then
     echo "POST $api/bundles/"
@@ -70,7 +76,7 @@ if [ "$dry_run" -eq 1 ]; then
 fi
 [ -n "$key" ] || { echo "launch_vast: set VAST_API_KEY" >&2; exit 3; }
 [ -n "${HF_TOKEN:-}" ] || echo "launch_vast: warning: HF_TOKEN not set (gated models and uploads fail)" >&2
-[ -z "${HF_TOKEN:-}" ] || echo "launch_vast: warning: HF_TOKEN is visible in the Vast instance details" >&2
+[ -z "${HF_TOKEN:-}" ] || echo "launch_vast: warning: HF_TOKEN travels as a plain env value: your Vast account and the host's operator can read it" >&2
 
 # shellcheck source-path=SCRIPTDIR source=lib/api.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/api.sh"

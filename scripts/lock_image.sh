@@ -1,42 +1,137 @@
 #!/usr/bin/env bash
-# Regenerate image-constraints.txt: the exact version of every package the image installs
-# besides torch's own CUDA wheels (nvidia-*, triton: torch pins those exactly itself), so two
-# builds of the same tag install the same versions. Run after changing pyproject.toml's
-# dependencies or the torch version, then rebuild and test: bash scripts/test_image.sh
+# The image's locks, one per CUDA line: image-constraints-<line>.txt pins every package the
+# image installs (torch at its exact build, cuda-*, nvidia-*, triton, pip and setuptools too),
+# so two builds of one tag install the same versions. The Dockerfile installs with
+# `pip -c image-constraints-${CUDA_LINE}.txt`; scripts/test_image.sh holds the built image's
+# `pip freeze --all` against it; tests/test_image.py holds the lines to the Dockerfile and the
+# workflow.
 #
-# Resolves with this machine's python3 (pip --dry-run --report: metadata only, nothing is
-# installed) for `torch==TORCH ".[postgres]"`, TORCH read from the current file.
+# Usage: bash scripts/lock_image.sh [--check | --complete] [LINE...]   (default: all lines)
+#   (no flag)   resolve the newest versions again and rewrite the locks (after changing
+#               pyproject.toml's dependencies or TORCH below); then rebuild and test.
+#   --check     resolve with the lock as constraints; fail if anything comes out unpinned.
+#   --complete  the same, and pin what the lock lists as unresolved here (cu126: torch's own
+#               nvidia-*-cu12 and triton, from download.pytorch.org): the docker workflow runs
+#               this before building cu126; anything else unpinned still fails.
+#
+# Resolution is `pip install --dry-run --report` (metadata only, nothing is installed) for the
+# image's Python and platform (--python-version, manylinux up to bookworm's glibc 2.36), so
+# this machine's own Python does not matter. Pythons: 3.12 is the published base
+# (python:3.12-slim-bookworm, the Dockerfile's BASE_IMAGE); 3.11 is Debian bookworm's python3,
+# the stand-in base that scripts/test_image.sh builds on. A version that differs between them
+# gets a python_version marker. This machine's pip settings (certificate, local indexes) apply.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-out=image-constraints.txt
-torch=$(sed -n 's/^torch==//p' "$out")
-: "${torch:?no torch== line in $out}"
+TORCH=2.13.0
+IMAGE_PY=$(sed -n 's/^ARG BASE_IMAGE=python:\([0-9]*\.[0-9]*\)\..*/\1/p' Dockerfile)
+STANDIN_PY=3.11
+: "${IMAGE_PY:?no python:X.Y... BASE_IMAGE in the Dockerfile}"
+
+mode="write"
+lines=()
+for arg in "$@"; do
+    case "$arg" in
+        --check) mode=check ;;
+        --complete) mode=complete ;;
+        cu126 | cu130 | cpu) lines+=("$arg") ;;
+        *) echo "usage: lock_image.sh [--check | --complete] [cu126|cu130|cpu ...]" >&2; exit 2 ;;
+    esac
+done
+[ "${#lines[@]}" -gt 0 ] || lines=(cu126 cu130 cpu)
+
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-
 python3 -m venv "$tmp/venv"
-"$tmp/venv/bin/python" -m pip install -q --dry-run --ignore-installed \
-    --report "$tmp/report.json" "torch==$torch" ".[postgres]" \
-    2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
-{
-    sed -n '1,/^# --- pins ---$/p' "$out"
-    "$tmp/venv/bin/python" - "$tmp/report.json" <<'PY'
-import json, re, sys
+"$tmp/venv/bin/python" -m pip install -q --upgrade pip
+pip=("$tmp/venv/bin/python" -m pip)
 
-report = json.load(open(sys.argv[1]))
-pins = {}
-for item in report["install"]:
-    meta = item["metadata"]
-    name = re.sub(r"[-_.]+", "-", meta["name"]).lower()
-    version = meta["version"].split("+")[0]  # torch's local label comes from the CUDA line
-    # torch's own CUDA wheels: the torch build pins them (nvidia-ml-py is heretic's own).
-    if name in ("heretic", "triton") or (name.startswith("nvidia-") and name != "nvidia-ml-py"):
+platforms=()
+for glibc in $(seq 36 -1 5); do platforms+=(--platform "manylinux_2_${glibc}_x86_64"); done
+platforms+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64
+    --platform manylinux1_x86_64 --platform linux_x86_64)
+
+# What the Dockerfile installs besides torch and the package itself: pyproject's dependencies
+# and the postgres extra (heretic goes in with --no-deps), plus the venv's own pip and setuptools.
+python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['postgres'] + ['pip', 'setuptools']))" \
+    >"$tmp/requirements.txt"
+
+reachable() {  # reachable URL: a torch index answers (the cu126/cpu indexes do not here)
+    [ -z "$1" ] || python3 -c 'import sys, urllib.request
+urllib.request.urlopen(sys.argv[1] + "/torch/", timeout=15)' "$1" >/dev/null 2>&1
+}
+
+# resolve PY REPORT TORCH_SPEC INDEX [pip args...]: one dry-run resolution
+resolve() {
+    local py=$1 report=$2 spec=$3 index=$4
+    shift 4
+    local extra=()
+    [ -z "$index" ] || extra=(--extra-index-url "$index")
+    "${pip[@]}" install -q --dry-run --ignore-installed --report "$report" \
+        --python-version "$py" --implementation cp --abi "cp${py/./}" "${platforms[@]}" \
+        --only-binary=:all: "${extra[@]}" "$@" "$spec" -r "$tmp/requirements.txt" \
+        2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+}
+
+for line in "${lines[@]}"; do
+    out=image-constraints-$line.txt
+    case "$line" in
+        cu130) spec="torch===$TORCH" index="" pythons=("$IMAGE_PY" "$STANDIN_PY")
+            where="PyPI (torch $TORCH for Linux x86_64 on PyPI is the CUDA 13.0 build)" ;;
+        cu126) spec="torch===$TORCH+cu126" index=https://download.pytorch.org/whl/cu126
+            pythons=("$IMAGE_PY") where="$index" ;;
+        cpu) spec="torch===$TORCH+cpu" index=https://download.pytorch.org/whl/cpu
+            pythons=("$STANDIN_PY") where="$index (never published: the local test build)" ;;
+    esac
+    # torch's index as pip sees it here: unreachable indexes are left out (pip would retry
+    # them for minutes); a local find-links folder may still hold the wheel (cpu here).
+    index_here=""
+    if reachable "$index"; then index_here=$index; fi
+    if [ "$mode" != write ]; then
+        [ -f "$out" ] || { echo "$out is missing: bash scripts/lock_image.sh $line" >&2; exit 1; }
+        if [ "$mode" = complete ] && [ "$line" = cu126 ] && [ -z "$index_here" ]; then
+            echo "--complete cu126 needs $index (not reachable here)" >&2
+            exit 1
+        fi
+        for py in "${pythons[@]}"; do
+            if [ "$line" = cu126 ] && [ -z "$index_here" ]; then
+                echo "$out: $index is not reachable here; torch's own packages stay unresolved" >&2
+                continue
+            fi
+            resolve "$py" "$tmp/check.json" "$spec" "$index_here" -c "$out"
+            append=()
+            [ "$mode" != complete ] || append=(--append-unresolved)
+            python3 scripts/image_lock.py check-report "$out" "$py" "$tmp/check.json" "${append[@]}"
+        done
         continue
-    pins[name] = version
-print("\n".join(f"{n}=={v}" for n, v in sorted(pins.items())))
-PY
-} >"$tmp/new.txt"
-mv "$tmp/new.txt" "$out"
-echo "wrote $out ($(grep -c '==' "$out") pins)"
+    fi
+    reports=()
+    drop=()
+    unresolved=""
+    for py in "${pythons[@]}"; do
+        if [ "$line" = cu126 ] && [ -z "$index_here" ]; then
+            # Everything but torch's own CUDA packages resolves the same with PyPI's torch
+            # build of the same version (same Python-level requirements); those are dropped
+            # and listed as unresolved, for the workflow's --complete.
+            resolve "$py" "$tmp/$line-$py.json" "torch===$TORCH" ""
+            drop=(--drop-torch-build)
+            unresolved="torch==$TORCH+cu126's own requirements (nvidia-*-cu12 and triton,
+pinned exactly by that build) are not resolved: its index was not reachable where
+this file was written. The docker workflow pins them before building cu126
+(lock_image.sh --complete cu126, which fails on anything else unpinned) and prints
+them in its log."
+        else
+            resolve "$py" "$tmp/$line-$py.json" "$spec" "$index_here"
+        fi
+        reports+=("$py=$tmp/$line-$py.json")
+    done
+    header="Exact versions for the heretic image, CUDA line $line (pip -c). Do not edit:
+regenerate with bash scripts/lock_image.sh $line (then rebuild and test the image).
+line: $line
+torch: ${spec/===/==} from $where
+python: ${pythons[*]}"
+    python3 scripts/image_lock.py write "$out" --line "$line" --torch "${spec#torch===}" \
+        --header "$header" --unresolved "$unresolved" "${drop[@]}" "${reports[@]}"
+done

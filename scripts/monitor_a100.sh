@@ -16,17 +16,19 @@
 # only when a provider's availability changes; the last state is kept in --state (default
 # ~/.cache/heretic/monitor_a100.state) so a restart does not repeat alerts. A failed poll
 # keeps the last known state. `heretic cloud monitor` does the same with more options.
+# MONITOR_NOTIFY_URL may hold the webhook instead of --notify (this script's own argv is
+# readable by local users); curl gets it from a private file either way.
 set -uo pipefail
 
 vast_api=${HERETIC_VAST_API_URL:-${VAST_API_URL:-https://console.vast.ai/api/v0}}
 runpod_api=${HERETIC_RUNPOD_API_URL:-${RUNPOD_API_URL:-https://api.runpod.io/v2}}
-max_price="" interval=300 notify="" max_polls=0 disk=150
+max_price="" interval=300 notify=${MONITOR_NOTIFY_URL:-} max_polls=0 disk=150
 # shellcheck source-path=SCRIPTDIR source=lib/image.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/image.sh"
 image=$HERETIC_DEFAULT_IMAGE
 state=${XDG_CACHE_HOME:-$HOME/.cache}/heretic/monitor_a100.state
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --max-price) max_price=${2:?}; shift 2 ;;
@@ -55,6 +57,8 @@ trap 'rm -rf "$workdir"' EXIT
 chmod 700 "$workdir"
 printf 'Authorization: Bearer %s\n' "${VAST_API_KEY:-}" >"$workdir/vast.h"
 printf 'Authorization: Bearer %s\n' "${RUNPOD_API_KEY:-}" >"$workdir/runpod.h"
+# The webhook URL is a credential: curl reads it from a private config file, not argv.
+printf 'url = "%s"\n' "$notify" >"$workdir/notify.cfg"
 mkdir -p "$(dirname "$state")"
 touch "$state"
 
@@ -89,8 +93,8 @@ alert() { # PROVIDER EVENT COUNT PRICE
     if [ -n "$notify" ]; then
         jq -n --arg e "$2" --arg p "$1" --arg t "heretic: $text" '{event: $e, provider: $p,
             gpu: "A100-80GB", text: $t}' |
-            curl -sf --max-time 20 -H 'Content-Type: application/json' --data @- "$notify" \
-                >/dev/null || log "webhook delivery failed"
+            curl -sf --max-time 20 -H 'Content-Type: application/json' --data @- \
+                -K "$workdir/notify.cfg" >/dev/null || log "webhook delivery failed"
     fi
 }
 

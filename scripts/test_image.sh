@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Build the heretic image here (CPU line, stand-in base) and run it exactly as a provider starts
-# it: through the image's own ENTRYPOINT (tini -> entrypoint.sh) with a host folder as the
-# /workspace volume. No Docker engine is needed: Debian's buildah builds and runs it as root
-# with chroot isolation. Checks, each one a real container start:
-#   1. no arguments: the demo runs end to end, exit 0, report.json on the volume;
+# Build the heretic image here (the cpu line, or --line cu130: the real CUDA 13.0 image, all from
+# PyPI; stand-in base) and run it exactly as a provider starts it: through the image's own
+# ENTRYPOINT (tini -> entrypoint.sh) with a host folder as the /workspace volume. No Docker
+# engine is needed: Debian's buildah builds and runs it as root with chroot isolation.
+# Checks, each one a real container start:
+#   0. the image's config (NVIDIA_*, HEALTHCHECK, tini) and its `pip freeze --all` against the
+#      line's lock (scripts/image_lock.py: every package pinned, at the pinned version);
+#      cu130 also: `heretic version --check` (torch.version.cuda 13.0, bitsandbytes' CUDA 13
+#      library, every NVIDIA library loadable) and `heretic preflight` saying "no GPU" cleanly;
+#   1. no arguments: the demo runs end to end (on the CPU, in the CUDA image too), exit 0,
+#      report.json on the volume;
 #   2. the same start again (a provider restart): exit 0 at once, no new trial;
 #   3. SIGTERM during the trials: exit 75 after the current trial; the next start ends with
 #      exactly the requested trials;
 #   4. --workers 2 and SIGTERM: every trial in flight finishes and is kept (none FAIL);
 #   5. a bad argument (exit 2) and a missing model (exit 5) print their message.
-# Prints build time, image size and demo time (recorded in BENCHMARKS.md).
+# 3 and 4 run for the cpu line only (the lifecycle code is the same in every line; the cu130
+# image adds GBs of CUDA libraries, not behaviour).
+# Prints build time, image sizes (uncompressed, compressed, per layer) and demo time (recorded
+# in BENCHMARKS.md); writes the image's `pip freeze --all` to build/image-freeze-LINE.txt.
 #
-# Usage (as root): bash scripts/test_image.sh [--build-only]
+# Usage (as root): bash scripts/test_image.sh [--line cpu|cu130] [--build-only]
 # Installs buildah and mmdebstrap with apt-get when missing. The host's pip settings (index,
 # certificate bundle, local wheel folders) are passed into the build, so a machine whose pip
 # reaches its registry through them builds the same way. Env: TEST_IMAGE_TRIALS (default 12),
@@ -22,8 +31,24 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
+line=cpu
+build_only=0
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        --line) line=${2:?--line needs cpu or cu130}; shift 2 ;;
+        --build-only) build_only=1; shift ;;
+        *) echo "usage: test_image.sh [--line cpu|cu130] [--build-only]" >&2; exit 2 ;;
+    esac
+done
+case "$line" in
+    cpu | cu130) ;;
+    # cu126's torch is on PyTorch's index only, which these machines cannot reach.
+    *) echo "test_image.sh: --line must be cpu or cu130 (cu126 builds in the docker workflow only)" >&2; exit 2 ;;
+esac
 base=localhost/heretic-test-base:bookworm
-image=localhost/heretic:test-cpu
+image=localhost/heretic:test-$line
+# The stand-in base's python3 (Debian bookworm): the lock's markers are read for it.
+python=3.11
 trials=${TEST_IMAGE_TRIALS:-12}
 work=$(mktemp -d /tmp/heretic-image-test.XXXXXX)
 ctr=""
@@ -89,17 +114,18 @@ build() {
     bash scripts/build_test_base.sh "$base"
     local mounts start
     mapfile -t mounts < <(pip_mounts | sort -u)
-    say "building $image (CUDA_LINE=cpu, BASE_IMAGE=$base)"
+    say "building $image (CUDA_LINE=$line, BASE_IMAGE=$base)"
     start=$(date +%s)
     buildah bud --isolation chroot --format docker --layers --force-rm \
-        --build-arg "BASE_IMAGE=$base" --build-arg CUDA_LINE=cpu \
+        --build-arg "BASE_IMAGE=$base" --build-arg "CUDA_LINE=$line" \
         "${mounts[@]}" -t "$image" . >"$work/build.log" 2>&1 \
-        || { tail -n 40 "$work/build.log"; fail "the image did not build"; }
+        || { grep '^slim_image:' "$work/build.log"; tail -n 40 "$work/build.log"; fail "the image did not build"; }
     build_s=$(( $(date +%s) - start ))
     size=$(buildah inspect --type image --format '{{.FromImageID}}' "$image" >/dev/null \
         && buildah images --format '{{.Size}}' "$image" | head -n 1)
     say "built in ${build_s} s; image size ${size}"
-    grep -A10 '^heretic [0-9]' "$work/build.log" | head -n 11 || true
+    grep '^slim_image:' "$work/build.log" || true
+    grep -A12 '^heretic [0-9]' "$work/build.log" | head -n 13 || true
 }
 
 # --- running the image as a provider does ---------------------------------------------------
@@ -228,31 +254,84 @@ config = json.load(sys.stdin)["Docker"]["config"]
 env = dict(e.split("=", 1) for e in config["Env"])
 assert env["NVIDIA_VISIBLE_DEVICES"] == "all", env
 assert "compute" in env["NVIDIA_DRIVER_CAPABILITIES"], env
-assert env["HERETIC_CUDA_LINE"] == "cpu", env
+assert env["HERETIC_CUDA_LINE"] == sys.argv[1], env
 assert config["Healthcheck"]["Test"] == ["CMD", "heretic", "health"], config.get("Healthcheck")
 assert config["Entrypoint"][0] == "/usr/bin/tini", config["Entrypoint"]
-' || fail "image config (env, HEALTHCHECK, ENTRYPOINT) is not as the Dockerfile says"
-    # The lock: every installed distribution is pinned, at the version installed.
-    buildah run --isolation chroot "$ctr" -- pip list --format=freeze 2>/dev/null \
-        | python3 -c '
-import re, sys
-norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
-pins = {}
-for line in open(sys.argv[1]):
-    if "==" in line and not line.startswith("#"):
-        name, _, version = line.strip().partition("==")
-        pins[norm(name)] = version
-bad = []
-for line in sys.stdin:
-    name, _, version = line.strip().partition("==")
-    name, version = norm(name), version.split("+")[0]
-    if name in ("heretic", "pip", "triton") or (name.startswith("nvidia-") and name != "nvidia-ml-py"):
-        continue
-    if pins.get(name) != version:
-        bad.append(f"{name}=={version} (lock: {pins.get(name)})")
-assert not bad, "not as locked: " + ", ".join(bad)
-' image-constraints.txt || fail "the image does not match image-constraints.txt"
-    say "ok: image config (NVIDIA_*, HEALTHCHECK, tini) and every package as locked"
+' "$line" || fail "image config (env, HEALTHCHECK, ENTRYPOINT) is not as the Dockerfile says"
+    # The lock: every installed distribution (pip and setuptools too) pinned, at its version.
+    mkdir -p build
+    buildah run --isolation chroot "$ctr" -- pip freeze --all >"build/image-freeze-$line.txt" 2>/dev/null \
+        || fail "pip freeze failed in the image"
+    python3 scripts/image_lock.py check-freeze "image-constraints-$line.txt" "$python" \
+        "build/image-freeze-$line.txt" || fail "the image does not match image-constraints-$line.txt"
+    say "ok: image config (NVIDIA_*, HEALTHCHECK, tini) and every package as locked" \
+        "($(grep -c . "build/image-freeze-$line.txt") in build/image-freeze-$line.txt)"
+}
+
+# The CUDA image without a GPU: what the build check says, and preflight's verdict.
+check_cuda_without_gpu() {
+    local vol=$work/v0 rc=0
+    in_ctr "$vol" "$ctr" -- heretic version --check >"$work/version.log" 2>&1 || rc=$?
+    expect_rc 0 "$rc" "$work/version.log" "heretic version --check"
+    grep -q "^torch CUDA build: 13.0" "$work/version.log" || fail "torch is not the CUDA 13.0 build"
+    grep -q "^CUDA libraries: .*libbitsandbytes_cuda130.so among them" "$work/version.log" \
+        || fail "the NVIDIA libraries or bitsandbytes' CUDA 13 library did not load"
+    say "ok: heretic version --check: $(grep -E '^(torch CUDA build|CUDA libraries):' "$work/version.log" | tr '\n' ';')"
+    rc=0
+    in_ctr "$vol" -e HERETIC_CACHE=/cache "$ctr" -- heretic preflight --json \
+        >"$work/preflight.json" 2>"$work/preflight.log" || rc=$?
+    ! grep -q Traceback "$work/preflight.log" || { cat "$work/preflight.log"; fail "preflight raised"; }
+    expect_rc 0 "$rc" "$work/preflight.log" "heretic preflight without a GPU"
+    local gpus
+    gpus=$(python3 -c 'import json, sys
+checks = {c["name"]: c for c in json.load(open(sys.argv[1]))["checks"]}
+gpu = checks["GPUs"]
+assert gpu["status"] == "OK" and gpu["measured"].startswith("none: CPU only"), gpu
+print(gpu["measured"], "/ device map:", checks["device map"]["measured"])' "$work/preflight.json") \
+        || { cat "$work/preflight.json"; fail "preflight did not say 'no GPU, CPU only'"; }
+    say "ok: heretic preflight (demo model) without a GPU -> exit 0, GPUs: $gpus"
+}
+
+# Sizes: uncompressed (what `buildah images` says), compressed as a registry stores it (the
+# layers gzip-compressed by `buildah push` into a local OCI layout), and each layer's share.
+measure_sizes() {
+    local oci=$work/oci
+    local start
+    start=$(date +%s)
+    buildah push --quiet --format oci --compression-format gzip "$image" "oci:$oci:$line" >/dev/null \
+        || fail "buildah push to a local OCI layout failed"
+    python3 - "$oci" "$(buildah inspect --type image "$image" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print(json.dumps([h.get("created_by", "") for h in d["Docker"]["history"] if not h.get("empty_layer")]))')" <<'PY'
+import json, sys
+from pathlib import Path
+
+oci = Path(sys.argv[1])
+created = json.loads(sys.argv[2])
+index = json.loads((oci / "index.json").read_text())
+blob = lambda d: oci / "blobs" / d.split(":")[0] / d.split(":")[1]
+manifest = json.loads(blob(index["manifests"][0]["digest"]).read_text())
+config = json.loads(blob(manifest["config"]["digest"]).read_text())
+import gzip, zlib
+total_c = total_u = 0
+rows = []
+for i, layer in enumerate(manifest["layers"]):
+    compressed = layer["size"]
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    uncompressed = 0
+    with open(blob(layer["digest"]), "rb") as f:
+        while chunk := f.read(1 << 22):
+            uncompressed += len(d.decompress(chunk))
+    total_c += compressed
+    total_u += uncompressed
+    step = created[i] if i < len(created) else ""
+    step = " ".join(step.replace("/bin/bash -o pipefail -c", "").split())[:70]
+    rows.append(f"layer {i}: {compressed / 1e6:8.1f} MB compressed {uncompressed / 1e6:8.1f} MB uncompressed  {step}")
+print("\n".join(rows))
+print(f"sizes: {total_c / 1e9:.2f} GB compressed (gzip, as pushed), {total_u / 1e9:.2f} GB uncompressed, {len(rows)} layers")
+PY
+    say "measured sizes in $(( $(date +%s) - start )) s"
 }
 
 check_demo_and_restart() {
@@ -355,13 +434,20 @@ check_bad_input() {
 
 need_tools
 build
-[ "${1:-}" = --build-only ] && exit 0
+[ "$build_only" = 1 ] && exit 0
 ctr=$(buildah from --pull-never "$image")
 load_entrypoint
 check_image_config
+if [ "$line" = cu130 ]; then
+    measure_sizes
+fi
 check_demo_and_restart
-check_sigterm_resume
-check_workers_sigterm
+if [ "$line" = cu130 ]; then
+    check_cuda_without_gpu
+else
+    check_sigterm_resume
+    check_workers_sigterm
+fi
 check_bad_input
 say "all checks passed"
 say "summary: build ${build_s} s, image ${size}, demo in the container ${demo_s} s (${trials} trials, $how)"

@@ -8,6 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+# The caller's HERETIC_* variables (a setting exported in the shell, .ci/run's own switches)
+# must not change what the tests see: every one is removed before any test runs, except the
+# harness's own switches, which only this file and the test helpers read.
+HARNESS_ENV = ("HERETIC_TEST_CACHE", "HERETIC_REQUIRE_POSTGRES")
+for _name in [n for n in os.environ if n.startswith("HERETIC_") and n not in HARNESS_ENV]:
+    del os.environ[_name]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, os.cpu_count() or 1))

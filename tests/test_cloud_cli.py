@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fakes.fake_registry import FakeRegistry
 from fakes.fake_runpod import RUNPOD_KEY, FakeRunPod
 from fakes.fake_vast import VAST_KEY, FakeVast, vast_offer
 from typer.testing import CliRunner
@@ -18,7 +19,9 @@ TOKEN = "hf_abcdefghijklmnopqrstuvwx"
 
 @pytest.fixture()
 def fakes(monkeypatch, tmp_path):
-    with FakeVast() as vast, FakeRunPod() as runpod:
+    with FakeVast() as vast, FakeRunPod() as runpod, FakeRegistry() as registry:
+        # The default image, as a loopback registry holds it (the launch checks its manifest).
+        monkeypatch.setattr("heretic.cloud.launch.DEFAULT_IMAGE", registry.image())
         monkeypatch.setenv("HERETIC_VAST_API_URL", vast.base)
         monkeypatch.setenv("HERETIC_RUNPOD_API_URL", runpod.base)
         monkeypatch.setenv("VAST_API_KEY", VAST_KEY)
@@ -80,7 +83,8 @@ def test_launch_dry_run_sends_nothing_and_masks(fakes):
     assert plan["launch_request"]["json"]["env"]["HF_TOKEN"] == "hf_****"
     assert TOKEN not in result.output and VAST_KEY not in result.output
     assert vast.requests == [] and runpod.requests == []
-    assert "visible" in result.stderr
+    assert "host's operator" in result.stderr
+    assert plan["secrets"][0]["secret"] == "HF_TOKEN" and "operator" in str(plan["secrets"])
 
 
 def test_launch_vast_for_real(fakes):
@@ -201,3 +205,86 @@ def test_offers_estimate_from_a_local_model_folder(fakes):
     assert "8.03B parameters" in result.stderr
     assert rows[0]["est_hours"] == pytest.approx(0.47, abs=0.05)
     assert rows[0]["est_cost_usd"] == pytest.approx(rows[0]["est_hours"] * 1.10, abs=0.02)
+
+
+def test_a_launch_with_a_missing_image_tag_fails_before_any_create(fakes):
+    vast, runpod = fakes
+    from heretic.cloud import launch as launch_module
+
+    image = launch_module.DEFAULT_IMAGE.replace("0.1.0-cu126", "9.9.9-cu126")
+    for provider in ("vast", "runpod"):
+        result = cli(
+            "launch", "--provider", provider, "--model", "org/m", "--disk", "80", "--image", image
+        )
+        assert result.exit_code == ExitCode.CLOUD
+        assert "does not exist" in result.stderr and "--image" in result.stderr
+    assert vast.requests == [] and runpod.requests == []  # not even an offer search
+
+
+def test_a_private_image_says_how_to_make_it_public(fakes):
+    vast, _ = fakes
+    from heretic.cloud import launch as launch_module
+
+    registry_host = launch_module.DEFAULT_IMAGE.split("/")[0]
+    result = cli(
+        "launch",
+        "--provider",
+        "vast",
+        "--model",
+        "org/m",
+        "--disk",
+        "80",
+        "--image",
+        f"{registry_host}/someone/private:1.0-cu126",
+    )
+    assert result.exit_code == ExitCode.CLOUD and "Change visibility" in result.stderr
+    assert vast.requests == []
+
+
+def test_the_launch_marks_its_instance_and_sets_a_deadline(fakes):
+    vast, runpod = fakes
+    assert cli("launch", "--provider", "vast", "--model", "org/m", "--disk", "80").exit_code == 0
+    env = vast.calls("PUT", "/api/v0/asks/")[0].body["env"]
+    assert env["HERETIC_LAUNCHED_BY"] == "heretic-cloud-launch" and env["HERETIC_LAUNCHED_AT"]
+    assert env["HERETIC_MAX_HOURS"] == "24"  # the model cannot be counted offline: the default
+    result = cli(
+        "launch", "--provider", "runpod", "--model", "org/m", "--disk", "80", "--max-hours", "5"
+    )
+    assert result.exit_code == 0, result.output
+    assert runpod.calls("POST", "/v2/pods")[0].body["env"]["HERETIC_MAX_HOURS"] == "5"
+
+
+def test_the_login_token_is_sent_only_when_asked(fakes, monkeypatch, tmp_path):
+    vast, _ = fakes
+    monkeypatch.delenv("HF_TOKEN")
+    login = "hf_loginTokenSavedByHfAuthLogin0123"
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "token").write_text(login)
+    # Where `hf auth login` saved it (huggingface_hub reads the path at call time).
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
+    args = ("launch", "--provider", "vast", "--model", "org/m", "--disk", "80")
+    assert cli(*args).exit_code == 0
+    assert "HF_TOKEN" not in vast.calls("PUT", "/api/v0/asks/")[0].body["env"]
+    refused = cli(*args, "--upload", "me/out")
+    assert refused.exit_code == ExitCode.TOKEN and "--hf-token-from-login" in refused.stderr
+    assert cli(*args, "--hf-token-from-login").exit_code == 0
+    assert vast.calls("PUT", "/api/v0/asks/")[-1].body["env"]["HF_TOKEN"] == login
+
+
+def test_credentials_in_set_go_only_through_provider_secrets(fakes):
+    vast, runpod = fakes
+    hook = "--set=notify=https://hooks.example.org/T0/B0/secret"
+    db = "--set=storage=postgresql://u:dbpassword@db.example.org/h"
+    base = ("launch", "--model", "org/m", "--disk", "80")
+    for extra in (hook, db):
+        result = cli(*base, "--provider", "vast", extra)
+        assert result.exit_code == ExitCode.CONFIG and "vastai create env-var" in result.stderr
+        assert "dbpassword" not in result.output and "T0/B0" not in result.output
+    assert vast.calls("PUT", "/api/v0/asks/") == []
+    plain = cli(*base, "--provider", "vast", hook, "--allow-plain-secrets")
+    assert plain.exit_code == 0 and "HERETIC_NOTIFY: a plain environment value" in plain.stderr
+    ref = cli(*base, "--provider", "runpod", "--set", "notify={{ RUNPOD_SECRET_hook }}")
+    assert ref.exit_code == 0, ref.output
+    sent = runpod.calls("POST", "/v2/pods")[0].body["env"]
+    assert sent["HERETIC_NOTIFY"] == "{{ RUNPOD_SECRET_hook }}"
+    assert "resolved by RunPod inside the pod" in ref.stderr

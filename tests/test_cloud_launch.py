@@ -41,7 +41,8 @@ def test_vast_dry_run_masks_the_token_and_sends_nothing():
     assert body["env"]["HF_TOKEN"] == "hf_****" and TOKEN not in str(shown)
     assert body["runtype"] == "args" and body["disk"] == 150
     assert shown["launch_request"]["url"].endswith("/asks/OFFER_ID/")
-    assert any("visible" in w for w in plan.warnings)
+    assert any("host's operator" in w for w in plan.warnings)
+    assert [r.name for r in plan.secrets] == ["HF_TOKEN"]
 
 
 def test_runpod_uses_the_secret_reference_not_the_token():

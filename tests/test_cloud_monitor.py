@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from fakes.fake_registry import FakeRegistry
 from fakes.fake_runpod import RUNPOD_KEY, FakeRunPod, catalog_gpu
 from fakes.fake_vast import VAST_KEY, FakeVast, Reply, vast_offer
 
@@ -266,20 +269,119 @@ def test_monitor_launch_watches_with_the_launch_filter(vast, tmp_path, monkeypat
     monkeypatch.setenv("VAST_API_KEY", VAST_KEY)
     monkeypatch.setenv("HERETIC_VAST_API_URL", vast.base)
     monkeypatch.setenv("HF_TOKEN", "hf_monitorLaunchToken0123456789")
-    opts = WatchOptions(
-        provider="vast",
-        max_price=2.0,
-        state_file=tmp_path / "s.json",
-        max_polls=1,
-        launch=True,
-        model="org/m",
-        upload="me/m",
-        disk_gb=240,
-        bell=False,
-    )
-    result = run_watch(opts, log=lambda line: None, bell_stream=io.StringIO(), sleep=lambda s: None)
+    with FakeRegistry() as registry:
+        opts = WatchOptions(
+            provider="vast",
+            max_price=2.0,
+            state_file=tmp_path / "s.json",
+            max_polls=1,
+            launch=True,
+            model="org/m",
+            upload="me/m",
+            disk_gb=240,
+            bell=False,
+            image=registry.image(),
+        )
+        result = run_watch(
+            opts, log=lambda line: None, bell_stream=io.StringIO(), sleep=lambda s: None
+        )
     assert result.launched is not None
     search = vast.calls("POST", "/api/v0/bundles/")[0].body
     assert search["disk_space"] == {"gte": 240} and search["allocated_storage"] == 240
     assert search["cuda_max_good"] == {"gte": 12.6} and search["dph_total"] == {"lte": 2.0}
     assert vast.calls("PUT", "/api/v0/asks/")[0].body["disk"] == 240
+
+
+def _launch_watch(registry: FakeRegistry, state: Path, **extra: Any) -> Any:
+    from heretic.cloud.watch import WatchOptions
+
+    base: dict[str, Any] = {
+        "provider": "vast",
+        "state_file": state,
+        "max_polls": 1,
+        "launch": True,
+        "model": "org/m",
+        "disk_gb": 100,
+        "bell": False,
+        "image": registry.image(),
+    }
+    return WatchOptions(**{**base, **extra})
+
+
+def test_a_rerun_monitor_does_not_rent_twice(vast, tmp_path, monkeypatch):
+    """cron/systemd run `monitor --launch` again: the launch recorded before the first create
+    stops the second rental; --max-launches 2 allows exactly one more."""
+    import io
+
+    from heretic.cloud.watch import run_watch
+
+    monkeypatch.setenv("VAST_API_KEY", VAST_KEY)
+    monkeypatch.setenv("HERETIC_VAST_API_URL", vast.base)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    state = tmp_path / "s.json"
+
+    def watch(**extra: Any) -> Any:
+        return run_watch(
+            _launch_watch(registry, state, **extra),
+            log=lambda line: None,
+            bell_stream=io.StringIO(),
+            sleep=lambda s: None,
+        )
+
+    with FakeRegistry() as registry:
+        assert watch().launched is not None
+        recorded = json.loads(state.read_text())["launches"]
+        assert [(x["provider"], x["instance_id"]) for x in recorded] == [("vast", "7777")]
+        with pytest.raises(CloudError, match="already launched 1 time"):
+            watch()
+        assert len(vast.calls("PUT", "/api/v0/asks/")) == 1
+        assert watch(max_launches=2).launched is not None
+        with pytest.raises(CloudError, match="already launched 2 time"):
+            watch(max_launches=2)
+    assert len(vast.calls("PUT", "/api/v0/asks/")) == 2
+
+
+def test_the_launch_is_on_disk_before_the_create_is_sent(vast, tmp_path):
+    """A create whose answer is lost still counts: the record was written before it."""
+    state = tmp_path / "s.json"
+    seen: list[list[dict[str, Any]]] = []
+
+    def launcher(offer: Offer) -> Instance:
+        seen.append(json.loads(state.read_text())["launches"])
+        raise CreateUncertain("no answer to the create", "look in the console")
+
+    mon = Monitor(
+        {"vast": VastClient(VAST_KEY, base_url=vast.base)},
+        OfferQuery(gpu_kind("A100-80GB")),
+        sinks=[],
+        log=lambda line: None,
+        state_path=state,
+        on_available=launcher,
+    )
+    with pytest.raises(CreateUncertain):
+        mon.run(max_polls=1)
+    assert seen and seen[0][0]["provider"] == "vast" and seen[0][0]["instance_id"] is None
+    again = Monitor(
+        {"vast": VastClient(VAST_KEY, base_url=vast.base)},
+        OfferQuery(gpu_kind("A100-80GB")),
+        sinks=[],
+        log=lambda line: None,
+        state_path=state,
+        on_available=launcher,
+    )
+    with pytest.raises(CloudError, match="already launched"):
+        again.run(max_polls=1)
+
+
+def test_monitor_launch_with_a_missing_image_fails_before_polling(vast, tmp_path, monkeypatch):
+    import io
+
+    from heretic.cloud.watch import run_watch
+
+    monkeypatch.setenv("VAST_API_KEY", VAST_KEY)
+    monkeypatch.setenv("HERETIC_VAST_API_URL", vast.base)
+    with FakeRegistry() as registry:
+        opts = _launch_watch(registry, tmp_path / "s.json", image=registry.image("9.9.9-cu126"))
+        with pytest.raises(CloudError, match="does not exist"):
+            run_watch(opts, log=lambda line: None, bell_stream=io.StringIO(), sleep=lambda s: None)
+    assert vast.requests == []

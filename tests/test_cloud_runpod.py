@@ -85,11 +85,23 @@ def test_404_names_the_problem(fake):
     assert "HTTP 404" in info.value.message and "pod pod_gone not found" in info.value.message
 
 
-def test_a_terminated_pod_answers_404_and_shows_as_terminated(fake):
-    # v2 deletes a terminated pod: GET /v2/pods/{id} answers 404 (RunPod REST v2 OpenAPI).
+def test_an_unknown_pod_is_not_found_not_terminated(fake):
+    # v2 deletes a terminated pod: GET /v2/pods/{id} answers 404 (RunPod REST v2 OpenAPI), as
+    # for an id that never was; a typo must not read as "billing stopped".
     inst = client(fake).status("pod_gone")
-    assert (inst.status, inst.state) == ("TERMINATED", "terminated")
-    assert "not found" in inst.message
+    assert (inst.status, inst.state) == ("NOT FOUND", "not_found")
+    assert "wrong id" in inst.message
+
+
+def test_a_409_on_stop_means_not_valid_for_the_status(fake):
+    from fakes.fake_runpod import problem
+    from fakes.fake_vast import Reply
+
+    fake.fail_queue.append(Reply(409, problem(409, "Conflict", "pod is not running")))
+    with pytest.raises(CloudError) as info:
+        client(fake).stop("pod_abc123")
+    assert "not valid for the pod's current status" in info.value.message
+    assert "network volume" not in info.value.paragraph()
 
 
 def test_status_message_comes_from_v2_fields(fake):

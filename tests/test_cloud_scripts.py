@@ -78,6 +78,8 @@ def test_launch_vast_script(tmp_path):
         create = vast.calls("PUT", "/api/v0/asks/102/")[0].body
         assert create["runtype"] == "args" and create["env"]["HERETIC_UPLOAD"] == "me/out"
         assert create["env"]["HERETIC_SHUTDOWN_AFTER"] == "true"
+        assert create["env"]["HERETIC_LAUNCHED_BY"] == "scripts/launch_vast.sh"
+        assert create["env"]["HERETIC_MAX_HOURS"] == "24" and create["env"]["HERETIC_LAUNCHED_AT"]
         bad = run(
             "launch_vast.sh", "--model", "org/m", env={**env, "VAST_API_KEY": "wrong-0000000000"}
         )
@@ -249,3 +251,109 @@ def test_the_scripts_filter_offers_as_the_cli_does(max_price, disk, cuda):
     assert vast.body["allocated_storage"] == disk and vast.body["disk_space"] == {"gte": disk}
     runpod = RunPodClient("k", base_url="http://127.0.0.1:9").search_request(query)
     assert {k: v[0] for k, v in parse_qs(runpod_query).items()} == runpod.params
+
+
+class _Held:
+    """Holds a route's create answer until the test has read every process's argv, so the
+    curl sending it is certainly alive while /proc is read."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.in_flight = threading.Event()
+        self.release = threading.Event()
+
+    def hold(self) -> None:
+        self.in_flight.set()
+        self.release.wait(20)
+
+
+class HeldVast(FakeVast):
+    def __init__(self, held: _Held) -> None:
+        self.held = held
+        super().__init__()
+
+    def route(self, r):
+        if r.method == "PUT" and r.path.startswith("/api/v0/asks/"):
+            self.held.hold()
+        return super().route(r)
+
+
+class HeldRunPod(FakeRunPod):
+    def __init__(self, held: _Held) -> None:
+        self.held = held
+        super().__init__()
+
+    def route(self, r):
+        if r.method == "POST" and r.path == "/v2/pods":
+            self.held.hold()
+        return super().route(r)
+
+
+def _all_argv() -> dict[int, str]:
+    """Every process's command line, as any local user can read it."""
+    seen: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # ended meanwhile, or not ours to read
+        if raw:
+            seen[int(entry.name)] = raw.replace(b"\0", b" ").decode(errors="replace")
+    return seen
+
+
+@needs_tools
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+@pytest.mark.parametrize("provider", ["vast", "runpod"])
+def test_no_secret_on_any_argv_while_the_launchers_run(provider, tmp_path):
+    hf_token = "hf_argvProbeToken0123456789abcdef"
+    held = _Held()
+    server = HeldVast(held) if provider == "vast" else HeldRunPod(held)
+    key, key_env, url_env = (
+        (VAST_KEY, "VAST_API_KEY", "HERETIC_VAST_API_URL")
+        if provider == "vast"
+        else (RUNPOD_KEY, "RUNPOD_API_KEY", "HERETIC_RUNPOD_API_URL")
+    )
+    with server:
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            url_env: server.base,
+            key_env: key,
+            "HF_TOKEN": hf_token,
+        }
+        script = ROOT / "scripts" / f"launch_{provider}.sh"
+        proc = subprocess.Popen(
+            ["bash", str(script), "--model", "org/m", "--upload", "me/out"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        leaks: list[str] = []
+        curl_seen = False
+        try:
+            # Read every argv over and over while the script runs (its jq and curl calls),
+            # and once with certainty while curl holds the create open.
+            while proc.poll() is None:
+                holding = held.in_flight.is_set() and not held.release.is_set()
+                argv = _all_argv()  # read after `holding`: curl is alive for all of it
+                if holding:
+                    curl_seen = any(
+                        "curl" in line and server.base in line for line in argv.values()
+                    )
+                    held.release.set()
+                leaks += [line for line in argv.values() if key in line or hf_token in line]
+            out, err = proc.communicate(timeout=30)
+        finally:
+            held.release.set()
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err
+    assert curl_seen, "the scan did not see the curl that sent the create"
+    assert leaks == []
+    created = server.created
+    assert created and out.strip()

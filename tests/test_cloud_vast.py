@@ -147,6 +147,27 @@ def test_status_while_provisioning_is_pending_not_the_contract_state(fake):
     assert client(fake).status("555").state == "paused"
 
 
+def test_an_exited_instance_still_bills_its_gpu(fake):
+    # docs.vast.ai: an exited container is not restarted and keeps its contract (cur_state
+    # "running"), GPU included, until stopped or destroyed; only "stopped" bills storage only.
+    fake.instance.update(actual_status="exited", cur_state="running")
+    assert client(fake).status("555").state == "paused"
+    fake.instance.update(actual_status="stopped", cur_state="stopped")
+    assert client(fake).status("555").state == "exited"
+
+
+def test_status_asks_for_own_instances_and_an_unknown_id_is_not_found(fake):
+    inst = client(fake).status("999")
+    assert (inst.state, inst.status) == ("not_found", "not found") and "wrong id" in inst.message
+    assert fake.calls("GET", "/api/v0/instances/999/")[0].query == {"owner": ["me"]}
+
+
+def test_offer_search_sends_vast_cli_defaults(fake):
+    client(fake).search(OfferQuery(gpu_kind("A100-80GB")))
+    body = fake.calls("POST", "/api/v0/bundles/")[0].body
+    assert body["external"] == {"eq": False} and body["rented"] == {"eq": False}
+
+
 def test_a_create_answered_with_a_5xx_is_uncertain(fake):
     c = client(fake)
     offer = c.search(OfferQuery(gpu=A100))[0]

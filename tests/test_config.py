@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from heretic.config.sources import env_layer, parse_value
+from heretic.config.settings import Settings
+from heretic.config.sources import ENV_PREFIX, NON_SETTING_ENV, env_layer, parse_value
 from heretic.errors import ConfigError
 from heretic.preflight.resolve import resolve_settings
 
@@ -55,6 +62,70 @@ def test_bad_values_are_config_errors(env, needle) -> None:
     with pytest.raises(ConfigError) as err:
         resolve_settings({}, environ=env)
     assert needle in err.value.paragraph()
+
+
+def test_heretics_own_variables_are_not_read_as_settings() -> None:
+    # .ci/run's documented switch and the harness's own: not settings, and no error either.
+    env = {"HERETIC_SKIP_IMAGE_TEST": "1", "HERETIC_REQUIRE_POSTGRES": "1", "HERETIC_TRIALS": "3"}
+    assert env_layer(env) == {"trials": "3"}
+
+
+REPO = Path(__file__).resolve().parents[1]
+# Names that look like variables but are not read from the environment.
+NOT_VARIABLES = {"HERETIC_DEMO_COMPLETE"}  # the demo model's completion marker file
+
+
+def test_every_heretic_variable_the_code_and_scripts_read_is_known() -> None:
+    """Each HERETIC_* name in the package, the scripts, CI and the image is a setting or one of
+    NON_SETTING_ENV, so the settings loader never calls heretic's own variable unknown."""
+    places = [REPO / "heretic", REPO / "scripts", REPO / ".ci", REPO / ".github", REPO / "tests"]
+    files = [p for place in places for p in place.rglob("*") if p.is_file()]
+    files += [REPO / "entrypoint.sh", REPO / "Dockerfile"]
+    names: dict[str, Path] = {}
+    for path in files:
+        if path.suffix in (".pyc", ".png", ".safetensors") or path.name == "test_config.py":
+            continue
+        for name in re.findall(r"\bHERETIC_[A-Z][A-Z0-9_]*[A-Z0-9]", path.read_text("utf-8")):
+            names.setdefault(name, path)
+    settings = {ENV_PREFIX + key.upper() for key in Settings.model_fields}
+    unknown = {
+        name: str(path.relative_to(REPO))
+        for name, path in names.items()
+        if name not in settings | NON_SETTING_ENV | NOT_VARIABLES
+    }
+    assert unknown == {}
+    assert "HERETIC_SKIP_IMAGE_TEST" in names and "HERETIC_REQUIRE_POSTGRES" in names
+
+
+def test_the_suite_does_not_depend_on_the_callers_heretic_variables(tmp_path: Path) -> None:
+    # The README's test command with its documented switch, and a stray setting in the shell:
+    # the tests that read the environment still pass (tests/conftest.py clears HERETIC_*).
+    env = {
+        **os.environ,
+        "HERETIC_SKIP_IMAGE_TEST": "1",
+        "HERETIC_KL_CAP": "not-a-number",
+        "HERETIC_NO_SUCH_SETTING": "1",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(REPO / "tests" / "test_preflight_report.py"),
+            "-k",
+            "cli_preflight_json",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "1 passed" in proc.stdout
 
 
 def test_unknown_keys_in_a_config_file_are_errors(tmp_path) -> None:

@@ -21,6 +21,7 @@ from heretic.image import (
     DEFAULT_LINE,
     DEFAULT_MIN_CUDA,
     LINES,
+    LOCK_FILE,
     REPOSITORY,
     cuda_line,
     default_image,
@@ -35,20 +36,85 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
 def dockerfile_lines() -> dict[str, str]:
-    """The `case "${CUDA_LINE}"` branches of the torch step: line -> index URL."""
-    return dict(re.findall(r"^\s+(\w+)\) index=(\S+) ;;", DOCKERFILE, flags=re.M))
+    """The `case "${CUDA_LINE}"` branches of the torch step: line -> index URL ("" = PyPI)."""
+    return dict(re.findall(r"^\s+(\w+)\) index=(\S*) ;;", DOCKERFILE, flags=re.M))
+
+
+def lock(line: str) -> str:
+    return (ROOT / LOCK_FILE.format(line=line)).read_text()
+
+
+def lock_header(line: str) -> dict[str, str]:
+    return dict(re.findall(r"^# (line|torch|python): (.*)$", lock(line), flags=re.M))
+
+
+def torch_pin(line: str) -> str:
+    found = re.findall(r"^torch==(\S+)$", lock(line), flags=re.M)
+    assert len(found) == 1, f"{line}: one unmarked torch pin expected, got {found}"
+    return found[0]
 
 
 def test_dockerfile_and_module_map_the_same_lines_to_the_same_index():
     assert dockerfile_lines() == {name: line.torch_index_url for name, line in LINES.items()}
+    assert dockerfile_lines()["cu130"] == ""  # PyPI: its torch 2.13.0 is the CUDA 13.0 build
     default = re.search(r"^ARG CUDA_LINE=(\S+)$", DOCKERFILE, flags=re.M)
     assert default and default.group(1) == DEFAULT_LINE
-    # The torch pin comes from the lock file, with the line as its local version label.
-    assert "torch==${version}+${CUDA_LINE}" in DOCKERFILE
-    assert "sed -n 's/^torch==//p' image-constraints.txt" in DOCKERFILE
-    assert re.search(
-        r"^torch==\d+\.\d+\.\d+$", (ROOT / "image-constraints.txt").read_text(), flags=re.M
-    )
+    # The index is an argument; "auto" is the line's own, anything else (empty: PyPI) wins.
+    assert re.search(r"^ARG TORCH_INDEX_URL=auto$", DOCKERFILE, flags=re.M)
+    assert 'pip install --no-deps ${index:+--index-url "$index"} "torch===${version}"' in DOCKERFILE
+    # Every pip step installs with the line's lock; torch at the lock's exact build.
+    assert "COPY image-constraints-${CUDA_LINE}.txt ./" in DOCKERFILE
+    assert "version=$(sed -n 's/^torch==//p' \"$lock\")" in DOCKERFILE
+    assert len(re.findall(r'-c "image-constraints-\$\{CUDA_LINE\}.txt"', DOCKERFILE)) == 2
+
+
+def test_each_line_has_its_lock_with_its_torch_build():
+    base_python = re.search(r"^ARG BASE_IMAGE=python:(\d+\.\d+)\.", DOCKERFILE, flags=re.M)
+    assert base_python
+    versions = set()
+    for name, line in LINES.items():
+        header = lock_header(name)
+        assert header["line"] == name
+        pin = torch_pin(name)
+        version, _, label = pin.partition("+")
+        versions.add(version)
+        # The index lines' builds carry the line as their label; PyPI's CUDA 13.0 build none.
+        assert label == ("" if line.torch_index_url == "" else name), pin
+        if line.published:  # built on the published base: locked for its Python
+            assert base_python.group(1) in header["python"].split(), header
+    assert len(versions) == 1, f"the locks disagree on torch: {versions}"
+    # cu130 is resolved here in full: torch's CUDA packages pinned, nothing left to float.
+    cu130 = lock("cu130")
+    for name in ("cuda-bindings", "cuda-pathfinder", "cuda-toolkit", "nvidia-nvjitlink", "triton"):
+        assert re.search(rf"^{name}==\S+", cu130, flags=re.M), name
+    assert "--- unresolved here ---" not in cu130 and "--- unresolved here ---" not in lock("cpu")
+    assert not re.search(r"^(nvidia-(?!ml-py)|cuda-|triton)", lock("cpu"), flags=re.M)
+    # cu126's torch index is not reachable here: what it decides is listed as unresolved
+    # (for the workflow's --complete), not silently left out.
+    cu126 = lock("cu126")
+    assert "--- unresolved here ---" in cu126 and "nvidia-*-cu12 and triton" in cu126
+
+
+def test_workflow_builds_the_published_lines_with_their_locks():
+    workflow = (ROOT / ".github/workflows/docker.yml").read_text()
+    matrix = re.search(r"^\s+line: \[(.*)\]$", workflow, flags=re.M)
+    assert matrix
+    published = [name for name, line in LINES.items() if line.published]
+    assert [x.strip() for x in matrix.group(1).split(",")] == published
+    # Changing the Dockerfile, a lock or the dependencies runs the image jobs.
+    for path in (
+        "Dockerfile",
+        "image-constraints-*.txt",
+        "pyproject.toml",
+        "scripts/lock_image.sh",
+    ):
+        assert f"      - {path}\n" in workflow, path
+    # The locks resolve in full (cu126 completed where its index is reachable), and the cu130
+    # image is built and checked like here.
+    assert "bash scripts/lock_image.sh --check cu130 cpu" in workflow
+    assert "bash scripts/lock_image.sh --complete cu126" in workflow
+    assert "sudo bash scripts/test_image.sh --line cu130" in workflow
+    assert "build-args: CUDA_LINE=${{ matrix.line }}" in workflow
 
 
 def test_lines_tags_and_host_cuda():
@@ -142,19 +208,28 @@ def test_templates_use_the_release_tag_not_latest():
     assert f"docker:{default_image()}" in (ROOT / "scripts/skypilot-workers.yaml").read_text()
 
 
-def test_install_check_knows_the_line_of_this_torch():
+def test_install_check_asks_torch_for_its_cuda_line():
     here = check_install({})  # outside the image: only the imports are checked
     assert here.ok, here.problems
     assert {"torch", "transformers", "accelerate", "bitsandbytes", "optuna"} <= set(here.versions)
     import torch
 
-    label = torch.__version__.partition("+")[2]
-    wrong = "cu130" if label != "cu130" else "cu126"
-    report = check_install({"HERETIC_CUDA_LINE": wrong})
-    assert not report.ok and any(wrong in p for p in report.problems)
-    if label in LINES:  # e.g. the CPU wheel here: its own line passes the torch checks
-        own = check_install({"HERETIC_CUDA_LINE": label})
-        assert not [p for p in own.problems if "torch" in p], own.problems
+    built = torch.version.cuda  # None for the CPU build CI and this machine use
+    own = next(
+        (n for n, line in LINES.items() if (line.min_host_cuda or None) == (built and built[:4])),
+        None,
+    )
+    for name, line in LINES.items():
+        report = check_install({"HERETIC_CUDA_LINE": name})
+        torch_problems = [p for p in report.problems if "torch" in p]
+        if name == own:
+            assert not torch_problems, report.problems
+        else:  # asked by torch.version.cuda, whatever the local label says
+            want = line.min_host_cuda or "none"
+            assert torch_problems and want.split(".")[0] in torch_problems[0], report.problems
+    if built is None:
+        cu130 = check_install({"HERETIC_CUDA_LINE": "cu130"})
+        assert "torch was built for CUDA none (a CPU build), not 13.0" in cu130.problems[0]
 
 
 def test_version_check_fails_with_exit_7_and_says_why():

@@ -64,11 +64,17 @@ class VastWithStop(FakeVast):
 
 
 def runpod_env(fake: FakeRunPod) -> dict[str, str]:
-    return {"RUNPOD_POD_ID": POD, "RUNPOD_API_KEY": RUNPOD_KEY, "HERETIC_RUNPOD_API_URL": fake.base}
+    return {
+        "HERETIC_LAUNCHED_BY": "heretic-test",
+        "RUNPOD_POD_ID": POD,
+        "RUNPOD_API_KEY": RUNPOD_KEY,
+        "HERETIC_RUNPOD_API_URL": fake.base,
+    }
 
 
 def vast_env(fake: FakeVast) -> dict[str, str]:
     return {
+        "HERETIC_LAUNCHED_BY": "heretic-test",
         "CONTAINER_ID": INSTANCE,
         "CONTAINER_API_KEY": VAST_KEY,
         "HERETIC_VAST_API_URL": fake.url + "/api/v0",
@@ -163,13 +169,14 @@ def test_a_bad_argument_under_a_provider_stops_it(tmp_path):
 def test_refused_stop_is_reported_and_never_raises():
     with RunPodWithActions() as fake:
         fake.fail_queue.append(
-            Reply(409, {"title": "Conflict", "status": 409, "detail": "pod has a network volume"})
+            Reply(409, {"title": "Conflict", "status": 409, "detail": "pod is not running"})
         )
         result = apply_policy(
             "stop", int(ExitCode.PREFLIGHT), runpod_env(fake), sleep=lambda s: None
         )
     assert result is not None and not result.ok
     assert "409" in result.message and RUNPOD_KEY not in result.message
+    assert "not valid for the pod's current status" in result.message
 
 
 def test_what_counts_as_terminal_and_where_it_acts():
@@ -187,7 +194,9 @@ def test_what_counts_as_terminal_and_where_it_acts():
     assert apply_policy("destroy", int(ExitCode.CONFIG), {}) is None
     assert (
         apply_policy(
-            "destroy", int(ExitCode.INTERRUPTED), {"RUNPOD_POD_ID": "p", "RUNPOD_API_KEY": "k"}
+            "destroy",
+            int(ExitCode.INTERRUPTED),
+            {"HERETIC_LAUNCHED_BY": "heretic-test", "RUNPOD_POD_ID": "p", "RUNPOD_API_KEY": "k"},
         )
         is None
     )

@@ -37,6 +37,7 @@ def test_notification_text_is_redacted(monkeypatch) -> None:
 def test_vast_instance_destroys_itself() -> None:
     with Recorder() as vast:
         env = {
+            "HERETIC_LAUNCHED_BY": "heretic-test",
             "CONTAINER_ID": "4242",
             "CONTAINER_API_KEY": KEY,
             "HERETIC_VAST_API_URL": vast.url + "/api/v0",
@@ -52,6 +53,7 @@ def test_runpod_pod_terminates_itself_with_retry() -> None:
     slept: list[float] = []
     with Recorder(answers=[(503, {"title": "busy"})], default=(204, {})) as runpod:
         env = {
+            "HERETIC_LAUNCHED_BY": "heretic-test",
             "RUNPOD_POD_ID": "abc123",
             "RUNPOD_API_KEY": KEY,
             "HERETIC_RUNPOD_API_URL": runpod.url + "/v2",
@@ -64,7 +66,12 @@ def test_runpod_pod_terminates_itself_with_retry() -> None:
 
 def test_refused_shutdown_is_reported_without_the_key() -> None:
     with Recorder(default=(403, {"error": f"bad key {KEY}"})) as vast:
-        env = {"CONTAINER_ID": "1", "CONTAINER_API_KEY": KEY, "HERETIC_VAST_API_URL": vast.url}
+        env = {
+            "HERETIC_LAUNCHED_BY": "heretic-test",
+            "CONTAINER_ID": "1",
+            "CONTAINER_API_KEY": KEY,
+            "HERETIC_VAST_API_URL": vast.url,
+        }
         result = shutdown_self(env, sleep=lambda s: None)
     assert not result.ok and "403" in result.message
     assert KEY not in result.message
@@ -75,7 +82,7 @@ def test_elsewhere_it_says_it_cannot() -> None:
     result = shutdown_self({})
     assert not result.ok and result.provider is None
     assert "keeps running" in result.message
-    missing_key = shutdown_self({"RUNPOD_POD_ID": "p"})
+    missing_key = shutdown_self({"HERETIC_LAUNCHED_BY": "heretic-test", "RUNPOD_POD_ID": "p"})
     assert not missing_key.ok and "RUNPOD_API_KEY" in missing_key.message
 
 
@@ -96,6 +103,7 @@ def test_a_refused_runpod_self_termination_falls_back_to_runpodctl(tmp_path) -> 
         default=(403, {"title": "Forbidden", "status": 403, "detail": "access denied"})
     ) as runpod:
         env = {
+            "HERETIC_LAUNCHED_BY": "heretic-test",
             "RUNPOD_POD_ID": "abc123",
             "RUNPOD_API_KEY": KEY,
             "HERETIC_RUNPOD_API_URL": runpod.url + "/v2",
@@ -112,6 +120,7 @@ def test_a_refused_runpod_self_termination_without_runpodctl_says_so(tmp_path) -
         default=(401, {"title": "Unauthorized", "status": 401, "detail": "invalid key"})
     ) as runpod:
         env = {
+            "HERETIC_LAUNCHED_BY": "heretic-test",
             "RUNPOD_POD_ID": "abc123",
             "RUNPOD_API_KEY": KEY,
             "HERETIC_RUNPOD_API_URL": runpod.url + "/v2",

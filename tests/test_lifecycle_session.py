@@ -42,7 +42,12 @@ def test_finish_uploads_marks_done_notifies_then_shuts_down(
 
     with FakeHub(TOKEN) as hub, Recorder() as hook, Recorder(on_request=look) as vast:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        env = {"CONTAINER_ID": "7", "CONTAINER_API_KEY": "k" * 20, "HERETIC_VAST_API_URL": vast.url}
+        env = {
+            "HERETIC_LAUNCHED_BY": "heretic-test",
+            "CONTAINER_ID": "7",
+            "CONTAINER_API_KEY": "k" * 20,
+            "HERETIC_VAST_API_URL": vast.url,
+        }
         settings = Settings(output=out, upload=REPO, notify=hook.url, shutdown_after=True)
         with RunLifecycle(settings, environ=env) as life:
             assert not life.already_done
@@ -67,7 +72,12 @@ def test_finish_uploads_marks_done_notifies_then_shuts_down(
 
 def test_shutdown_after_without_upload_leaves_machine(tmp_path: Path) -> None:
     with Recorder() as vast:
-        env = {"CONTAINER_ID": "7", "CONTAINER_API_KEY": "k" * 20, "HERETIC_VAST_API_URL": vast.url}
+        env = {
+            "HERETIC_LAUNCHED_BY": "heretic-test",
+            "CONTAINER_ID": "7",
+            "CONTAINER_API_KEY": "k" * 20,
+            "HERETIC_VAST_API_URL": vast.url,
+        }
         settings = Settings(output=tmp_path / "out", shutdown_after=True)
         with RunLifecycle(settings, environ=env) as life:
             life.finish()
@@ -80,6 +90,7 @@ def test_restart_retries_a_failed_shutdown(tmp_path: Path) -> None:
     state.mark_done({"upload_url": "https://hf.co/x", "shutdown": {"ok": False}})
     with Recorder(default=(204, {})) as runpod:
         env = {
+            "HERETIC_LAUNCHED_BY": "heretic-test",
             "RUNPOD_POD_ID": "p1",
             "RUNPOD_API_KEY": "r" * 20,
             "HERETIC_RUNPOD_API_URL": runpod.url,
@@ -99,6 +110,7 @@ def test_a_refused_self_termination_ends_in_the_on_failure_stop(tmp_path: Path) 
     refused = (403, {"title": "Forbidden", "status": 403, "detail": "access denied"})
     with Recorder(answers=[refused], default=(200, {"id": "p1", "desiredStatus": "EXITED"})) as rp:
         env = {
+            "HERETIC_LAUNCHED_BY": "heretic-test",
             "RUNPOD_POD_ID": "p1",
             "RUNPOD_API_KEY": "r" * 20,
             "PATH": str(tmp_path),
@@ -121,13 +133,14 @@ def test_a_refused_self_termination_with_on_failure_keep_only_says_so(tmp_path: 
     state.mark_done({"upload_url": "https://hf.co/x", "shutdown": {"ok": False}})
     with Recorder(default=(403, {"title": "Forbidden", "status": 403})) as rp:
         env = {
+            "HERETIC_LAUNCHED_BY": "heretic-test",
             "RUNPOD_POD_ID": "p1",
             "RUNPOD_API_KEY": "r" * 20,
             "PATH": str(tmp_path),
             "HERETIC_RUNPOD_API_URL": rp.url,
         }
         settings = Settings(output=tmp_path / "out", shutdown_after=True, on_failure="keep")
-        with RunLifecycle(settings, environ=env) as life:
+        with RunLifecycle(settings, environ=env, shutdown_tries=1) as life:
             assert life.already_done
         assert [r.method for r in rp.requests] == ["DELETE"]
     assert state.done_info()["shutdown"]["ok"] is False
@@ -280,25 +293,48 @@ def test_done_marker_records_absolute_paths(
     assert done["model_dir"] == str(tmp_path / "out" / "model")
 
 
-def test_a_refused_self_termination_is_notified_once_across_restarts(tmp_path: Path) -> None:
+class _Held(Exception):
+    """Raised by the fake clock to end a process that would otherwise wait for ever."""
+
+
+def test_a_refused_self_termination_makes_no_restart_loop_and_notifies_once(
+    tmp_path: Path,
+) -> None:
+    """RunPod refuses both the DELETE and the stop (403; no runpodctl): the finished run does
+    not exit into RunPod's restart loop. It keeps trying in the process with a doubling wait
+    and notifies once; a restart (the provider's, or a person's) does not notify again."""
     state = RunState(tmp_path / "out" / "study")
     state.mark_done({"upload_url": "https://hf.co/x", "shutdown": {"ok": False}})
     refused = (403, {"title": "Forbidden", "status": 403, "detail": "access denied"})
+    waits: list[float] = []
+
+    def clock(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 4:
+            raise _Held
+
     with Recorder(default=refused) as runpod, Recorder() as hook:
         env = {
+            "HERETIC_LAUNCHED_BY": "heretic-test",
             "RUNPOD_POD_ID": "p1",
             "RUNPOD_API_KEY": "r" * 20,
             "HERETIC_RUNPOD_API_URL": runpod.url,
             "PATH": str(tmp_path),
         }
-        settings = Settings(output=tmp_path / "out", shutdown_after=True, notify=hook.url)
-        for _ in range(2):  # RunPod restarts the container: two starts
-            with RunLifecycle(settings, environ=env) as life:
-                assert life.already_done
-        # Once per start, never in a loop: the destroy, then the --on-failure stop.
-        assert [r.method for r in runpod.requests] == ["DELETE", "POST"] * 2
+        settings = Settings(
+            output=tmp_path / "out", shutdown_after=True, notify=hook.url, retry_backoff_s=60
+        )
+        # Unbounded: the process holds (never returns, so never exits) while it is refused.
+        with pytest.raises(_Held), RunLifecycle(settings, environ=env, sleep=clock):
+            pass
+        assert waits == [60, 120, 240, 480]
+        assert [r.method for r in runpod.requests] == ["DELETE", "POST"] * 4
+        # A later start (bounded here) tries again but says nothing new.
+        with RunLifecycle(settings, environ=env, shutdown_tries=1) as life:
+            assert life.already_done
         sent = [r.json() for r in hook.requests]
-    assert [p["status"] for p in sent] == ["shutdown-failed"]
+    # ("failed" is the fake clock's own exception ending the held process.)
+    assert [p["status"] for p in sent if p["status"] != "failed"] == ["shutdown-failed"]
     assert "keeps billing" in sent[0]["text"]
     assert state.done_info()["shutdown"] == {
         **state.done_info()["shutdown"],

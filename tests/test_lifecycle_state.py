@@ -12,6 +12,7 @@ from heretic.cli.app import app
 from heretic.errors import ExitCode, StudyError
 from heretic.lifecycle.state import RunState, guard_restart_loop
 from heretic.lifecycle.status import locate, render, summary
+from heretic.preflight.lock import acquire_run_lock
 
 
 def test_progress_round_trip(tmp_path: Path) -> None:
@@ -101,8 +102,10 @@ def test_render_shows_trials_and_upload(tmp_path: Path) -> None:
     state.begin_attempt()
     state.set_trials(12, 200, 3720, {"refusals": 2, "kl": 0.18})
     state.log_path.write_text("line one\nline two\n")
-    text = render(summary(state))
+    with acquire_run_lock(tmp_path):  # a live run holds its study lock
+        text = render(summary(state))
     assert "State: running" in text and "Trials: 12 of 200, ETA 1h02m" in text
+    assert "State: stopped" in render(summary(state))  # lock free: killed, seen at once
     assert "refusals=2, kl=0.18" in text and "  line two" in text
     state.mark_done({"output_dir": "/w/o", "upload_url": "https://hf.co/me/m"})
     text = render(summary(state))
@@ -160,3 +163,28 @@ def test_render_interrupted_run_has_no_eta_and_short_floats(tmp_path: Path) -> N
     assert "Trials: 46 of 300\n" in text  # no ETA for a run that is not running
     assert "kl_divergence=3.65e-06" in text
     assert "Interrupted at " in text and "Failure at" not in text
+
+
+def test_status_says_stopped_at_once_after_a_sigkill(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    holder = (
+        "import sys; from pathlib import Path; from heretic.preflight.lock import "
+        "acquire_run_lock; from heretic.lifecycle.state import RunState; "
+        "lock = acquire_run_lock(Path(sys.argv[1])); RunState(Path(sys.argv[1])).set_phase("
+        "'search'); print('locked', flush=True); sys.stdin.readline()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    assert summary(RunState(tmp_path))["state"] == "running"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    data = summary(RunState(tmp_path))  # progress.json is seconds old, yet the run is gone
+    assert data["state"].startswith("stopped") and data["lock_held"] is False

@@ -1,4 +1,5 @@
-"""`heretic cloud ...`: offers, launch, status, logs, stop, monitor (thin: parse, call, print).
+"""`heretic cloud ...`: offers, launch, status, logs, stop, watch, monitor (thin: parse, call,
+print).
 
 Data goes to stdout (a table, or JSON with --json); messages and warnings go to stderr.
 """
@@ -37,6 +38,42 @@ PriceOpt = Annotated[
     float | None, typer.Option("--max-price", min=0.0, help="Highest price in USD per hour.")
 ]
 ProviderOpt = Annotated[str, typer.Option("--provider", help="vast or runpod.")]
+RunpodSecretOpt = Annotated[
+    str, typer.Option(help="Name of the RunPod secret holding the HF token.")
+]
+VastAccountTokenOpt = Annotated[
+    bool,
+    typer.Option(
+        "--vast-account-token",
+        help="Vast: send no HF_TOKEN; the instance takes it from your "
+        "Vast account's environment variables (vastai create env-var HF_TOKEN ...).",
+    ),
+]
+TokenFromLoginOpt = Annotated[
+    bool,
+    typer.Option(
+        "--hf-token-from-login",
+        help="Vast: with HF_TOKEN unset, send the token `hf auth login` saved (as a plain "
+        "env value the host's operator can read); without it that token is never sent.",
+    ),
+]
+PlainSecretsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-plain-secrets",
+        help="Send a storage URL with a password or a notify URL from --set as a plain env "
+        "value (refused otherwise: use a RunPod secret or a Vast account env var).",
+    ),
+]
+MaxHoursOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-hours",
+        min=0.01,
+        help="Hard deadline: the machine is stopped after H hours (default: twice the cost "
+        "estimate plus one hour; 24 when the model cannot be counted).",
+    ),
+]
 IdArg = Annotated[str, typer.Argument(help="Instance (Vast) or pod (RunPod) id.")]
 
 
@@ -139,17 +176,11 @@ def launch_cmd(
     volume_id: Annotated[
         str | None, typer.Option(help="RunPod network volume to mount at /workspace.")
     ] = None,
-    runpod_secret: Annotated[
-        str, typer.Option(help="Name of the RunPod secret holding the HF token.")
-    ] = "hf_token",
-    vast_account_token: Annotated[
-        bool,
-        typer.Option(
-            "--vast-account-token",
-            help="Vast: send no HF_TOKEN; the instance takes it from your "
-            "Vast account's environment variables (vastai create env-var HF_TOKEN ...).",
-        ),
-    ] = False,
+    runpod_secret: RunpodSecretOpt = "hf_token",
+    vast_account_token: VastAccountTokenOpt = False,
+    hf_token_from_login: TokenFromLoginOpt = False,
+    allow_plain_secrets: PlainSecretsOpt = False,
+    max_hours: MaxHoursOpt = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -178,6 +209,9 @@ def launch_cmd(
         volume_id=volume_id,
         runpod_secret=runpod_secret,
         vast_account_token=vast_account_token,
+        hf_token_from_login=hf_token_from_login,
+        allow_plain_secrets=allow_plain_secrets,
+        max_hours=max_hours,
     )
     outcome = launch(opts, dry_run=dry_run, warn=_err)
     if outcome.instance is None:
@@ -207,7 +241,14 @@ def status_cmd(instance_id: IdArg, provider: ProviderOpt, as_json: JsonOpt = Fal
 
     from heretic.cloud.table_rows import instance_row
 
-    row = instance_row(_with_client(provider, lambda c: c.status(instance_id)))
+    instance = _with_client(provider, lambda c: c.status(instance_id))
+    row = instance_row(instance)
+    if instance.state == "paused":
+        _err(
+            f"WARNING: {provider} {instance_id} is not running but still bills its GPU"
+            + (" (Vast never restarts an exited container)" if instance.status == "exited" else "")
+            + f": end it with `heretic cloud stop --provider {provider} {instance_id}`."
+        )
     if as_json:
         _print_json(row)
     else:
@@ -231,6 +272,53 @@ def stop_cmd(instance_id: IdArg, provider: ProviderOpt) -> None:
 
     _with_client(provider, lambda c: c.terminate(instance_id))
     _err(f"{provider} instance {instance_id} destroyed.")
+
+
+@command(cloud, "watch")
+def watch_cmd(
+    instance_id: IdArg,
+    provider: ProviderOpt,
+    max_hours: Annotated[
+        float | None,
+        typer.Option(
+            "--max-hours",
+            min=0.01,
+            help="End it this many hours after the launch (default: the launch's own "
+            "--max-hours, recorded locally by `heretic cloud launch`).",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="When the rental began (ISO 8601), if it was not launched here."),
+    ] = None,
+    action: Annotated[
+        str, typer.Option(help="stop (keeps the disk) or destroy (deletes it).")
+    ] = "stop",
+    interval: Annotated[float, typer.Option(min=30.0, help="Seconds between polls.")] = 300.0,
+    max_polls: Annotated[int | None, typer.Option(min=1, help="Stop after N polls.")] = None,
+) -> None:
+    """Watch a rented instance from here and end it past --max-hours (or, on Vast, once its
+    container has exited: Vast keeps billing the GPU of an exited container)."""
+
+    from heretic.cloud.instance_watch import watch_instance
+    from heretic.errors import ConfigError
+
+    if action not in ("stop", "destroy"):
+        raise ConfigError(f"--action {action}: not an action.", "Use stop or destroy.")
+    result = _with_client(
+        provider,
+        lambda c: watch_instance(
+            c,
+            instance_id,
+            max_hours=max_hours,
+            since=since,
+            action="stop" if action == "stop" else "destroy",
+            log=_err,
+            interval_s=interval,
+            max_polls=max_polls,
+        ),
+    )
+    _err(f"{provider} {instance_id}: {result.reason}.")
 
 
 @command(cloud, "monitor")
@@ -266,6 +354,20 @@ def monitor_cmd(
         list[str] | None,
         typer.Option("--set", help="With --launch: KEY=VALUE setting (repeatable)."),
     ] = None,
+    runpod_secret: RunpodSecretOpt = "hf_token",
+    vast_account_token: VastAccountTokenOpt = False,
+    hf_token_from_login: TokenFromLoginOpt = False,
+    allow_plain_secrets: PlainSecretsOpt = False,
+    max_hours: MaxHoursOpt = None,
+    max_launches: Annotated[
+        int,
+        typer.Option(
+            "--max-launches",
+            min=1,
+            help="With --launch: rentals this monitor may make in all, across reruns (kept "
+            "in the state file, recorded before each create).",
+        ),
+    ] = 1,
 ) -> None:
     """Watch for a GPU kind; alert (log line, bell, webhook) when availability changes."""
 
@@ -292,6 +394,12 @@ def monitor_cmd(
         disk_gb=disk,
         profile=profile,
         settings=split_assignments(set_ or []),
+        runpod_secret=runpod_secret,
+        vast_account_token=vast_account_token,
+        hf_token_from_login=hf_token_from_login,
+        allow_plain_secrets=allow_plain_secrets,
+        max_hours=max_hours,
+        max_launches=max_launches,
     )
     try:
         result = run_watch(opts, log=_err, bell_stream=sys.stderr)

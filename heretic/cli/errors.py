@@ -7,6 +7,7 @@ commands raise, they do not catch. Tracebacks are shown only with HERETIC_DEBUG=
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -49,6 +50,12 @@ def map_errors() -> Iterator[None]:
             int(ExitCode.INTERRUPTED),
         ) from None
     except Exception as exc:  # the last line of defence: never a bare traceback
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise fail(
+                f"The disk filled up ({exc.strerror}: {exc.filename or 'a file heretic wrote'}). "
+                "Free space, then run the same command again: a study resumes where it stopped.",
+                int(ExitCode.DISK_FULL),
+            ) from None
         if _debug():
             traceback.print_exc()
         raise fail(

@@ -58,14 +58,30 @@ def upload(
         bool, typer.Option("--public", help="Create the repository public (default private).")
     ] = False,
     retries: Annotated[int, typer.Option(min=0, help="Retries of transient failures.")] = 5,
+    deadline: Annotated[
+        float | None,
+        typer.Option(
+            "--deadline",
+            min=1,
+            help="Seconds the whole upload may take before it is abandoned (exit 10; "
+            "default: the upload_deadline_s setting's default, 4 hours).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Upload a finished output folder to the Hub (token from HF_TOKEN), then verify it."""
-    from heretic.lifecycle.upload import upload_finished_run
+    """Upload a finished output folder to the Hub (token from HF_TOKEN), then verify it.
+    SIGTERM or Ctrl-C stops it with exit 75; the local output is never touched."""
+    from heretic.lifecycle.upload import DEFAULT_DEADLINE_S, upload_finished_run
     from heretic.progress import default_reporter
 
     typer.echo(
         upload_finished_run(
-            folder, repo_id, private=not public, retries=retries, reporter=default_reporter()
+            folder,
+            repo_id,
+            private=not public,
+            retries=retries,
+            reporter=default_reporter(),
+            deadline_s=deadline if deadline is not None else DEFAULT_DEADLINE_S,
         )
     )
 

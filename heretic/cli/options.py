@@ -26,6 +26,7 @@ SetOpt = Annotated[
     typer.Option("--set", help="Any setting as KEY=VALUE (repeatable), e.g. --set kl_cap=0.3."),
 ]
 ModelOpt = Annotated[str | None, setting_option("model", "--model", "-m")]
-OutputOpt = Annotated[Path | None, setting_option("output", "--output", "-o")]
+# A string, not a Path: Path("") is ".", which would hide an empty --output "$UNSET".
+OutputOpt = Annotated[str | None, setting_option("output", "--output", "-o")]
 ProfileOpt = Annotated[str | None, setting_option("profile", "--profile")]
 StorageOpt = Annotated[str | None, setting_option("storage", "--storage")]

@@ -50,6 +50,11 @@ def run_command(
     trust_remote_code: Annotated[
         bool | None, _opt("trust_remote_code", "--trust-remote-code")
     ] = None,
+    judge: Annotated[str | None, _opt("judge", "--judge")] = None,
+    judge_model: Annotated[str | None, _opt("judge_model", "--judge-model")] = None,
+    judge_in_search: Annotated[bool | None, _opt("judge_in_search", "--judge-in-search")] = None,
+    benchmarks: Annotated[str | None, _opt("benchmarks", "--benchmarks")] = None,
+    benchmark_limit: Annotated[float | None, _opt("benchmark_limit", "--benchmark-limit")] = None,
     storage: StorageOpt = None,
     study_name: Annotated[str | None, _opt("study_name", "--study-name")] = None,
     workers: Annotated[int | None, _opt("workers", "--workers")] = None,

@@ -2,11 +2,16 @@
 
 Guaranteed: the image is started so that its own entrypoint runs; the run is configured only
 through HERETIC_* settings variables (the image reads them as its environment layer) with
-HERETIC_SHUTDOWN_AFTER=true so a finished run stops paying; the Hugging Face token goes as a
-RunPod secret reference where the provider has secrets, and as a plain variable on Vast.ai
-(with a warning, because Vast shows env values in the instance details). A dry run makes no
-network call: it returns the offer search it would make and the exact launch body, with every
-secret masked. Not guaranteed: that the chosen offer is still free when the create arrives.
+HERETIC_SHUTDOWN_AFTER=true so a finished run stops paying, HERETIC_MAX_HOURS (a hard deadline,
+by default twice the cost estimate plus an hour) and the launch marker HERETIC_LAUNCHED_BY /
+HERETIC_LAUNCHED_AT (heretic ends only machines it launched). Secrets go only where the user
+chose (heretic/cloud/secret_routes.py): the Hugging Face token as a RunPod secret reference, or
+on Vast.ai as a plain variable only when HF_TOKEN is set (or --hf-token-from-login), never
+silently from the login; credentials in --set only through the provider's secrets. Before any
+create the image's manifest is checked anonymously (heretic/cloud/registry.py). A dry run makes
+no network call: it returns the offer search it would make, the exact launch body with every
+secret masked, and who can read each secret. Not guaranteed: that the chosen offer is still
+free when the create arrives.
 """
 
 from __future__ import annotations
@@ -14,20 +19,31 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from heretic.cloud.cost import DEFAULT_DISK_GB
 from heretic.cloud.gpu_kinds import GpuKind, gpu_kind
 from heretic.cloud.offer_filter import offer_query
-from heretic.cloud.records import Instance, LaunchSpec, Offer, OfferQuery, Provider
-from heretic.errors import CloudError, ConfigError, TokenError
+from heretic.cloud.records import (
+    LAUNCHED_AT_ENV,
+    LAUNCHED_BY_ENV,
+    Instance,
+    LaunchSpec,
+    Offer,
+    OfferQuery,
+    Provider,
+)
+from heretic.cloud.secret_routes import SecretRoute, hf_token_route, setting_routes
+from heretic.errors import CloudError, ConfigError, HereticError, TokenError
 from heretic.image import default_image, min_host_cuda
 
 DEFAULT_IMAGE = default_image()  # this release's cu126 tag, never :latest
 # Set by the launcher itself; --set may not override them.
-_OWN_SETTINGS = ("model", "upload", "shutdown_after", "profile")
+_OWN_SETTINGS = ("model", "upload", "shutdown_after", "profile", "max_hours")
+DEFAULT_MAX_HOURS = 24.0  # when the model cannot be counted for an estimate
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,11 @@ class LaunchOptions:
     runpod_secret: str = "hf_token"
     min_cuda: str | None = None  # None: the one the image's CUDA line needs (heretic/image.py)
     vast_account_token: bool = False  # Vast: HF_TOKEN from the account's env vars, not sent
+    hf_token_from_login: bool = False  # Vast: send the `hf auth login` token when HF_TOKEN is unset
+    allow_plain_secrets: bool = False  # send credentials in --set as plain env values
+    max_hours: float | None = None  # None: from the cost estimate
+    check_image: bool = True  # the anonymous manifest check before the create
+    launched_by: str = "heretic-cloud-launch"
 
 
 @dataclass(frozen=True)
@@ -57,6 +78,7 @@ class LaunchPlan:
     spec: LaunchSpec
     warnings: tuple[str, ...]
     placeholder_offer: bool = False
+    secrets: tuple[SecretRoute, ...] = ()
 
     def describe(self, client: Provider) -> dict[str, Any]:
         """The search and the launch request, safe to print (keys and tokens masked)."""
@@ -67,6 +89,7 @@ class LaunchPlan:
             "launch_request": client.launch_request(self.offer, self.spec).describe(
                 self.spec.secrets
             ),
+            "secrets": [route.as_dict() for route in self.secrets],
             "warnings": list(self.warnings),
         }
 
@@ -75,8 +98,8 @@ def _label(model: str) -> str:
     return "heretic-" + re.sub(r"[^a-zA-Z0-9-]+", "-", model.split("/")[-1]).strip("-")[:40]
 
 
-def settings_env(opts: LaunchOptions) -> dict[str, str]:
-    """The HERETIC_* variables that configure the run inside the image."""
+def settings_env(opts: LaunchOptions, launched_at: str | None = None) -> dict[str, str]:
+    """The HERETIC_* variables that configure the run inside the image, and the marker."""
     from heretic.config.settings import Settings
 
     env: dict[str, str] = {}
@@ -90,7 +113,7 @@ def settings_env(opts: LaunchOptions) -> dict[str, str]:
         if name in _OWN_SETTINGS:
             raise ConfigError(
                 f"--set {key}: this setting has its own launch option.",
-                "Use --model, --upload or --profile instead.",
+                "Use --model, --upload, --profile or --max-hours instead.",
             )
         env[f"HERETIC_{name.upper()}"] = str(value)
     env["HERETIC_MODEL"] = opts.model
@@ -98,16 +121,26 @@ def settings_env(opts: LaunchOptions) -> dict[str, str]:
         env["HERETIC_UPLOAD"] = opts.upload
     env["HERETIC_SHUTDOWN_AFTER"] = "true"
     env["HERETIC_PROFILE"] = opts.profile
+    if opts.max_hours:
+        env["HERETIC_MAX_HOURS"] = f"{opts.max_hours:g}"
     env["HF_XET_HIGH_PERFORMANCE"] = "1"
+    env[LAUNCHED_BY_ENV] = opts.launched_by
+    env[LAUNCHED_AT_ENV] = launched_at or datetime.now(UTC).isoformat(timespec="seconds")
     return env
 
 
-def hf_token_from_environment(environ: Mapping[str, str] | None = None) -> str | None:
-    """HF_TOKEN, else the token huggingface_hub saved at login (read locally, no network)."""
+def hf_token_from_environment(
+    environ: Mapping[str, str] | None = None, *, from_login: bool = False
+) -> str | None:
+    """HF_TOKEN; with `from_login`, else the token huggingface_hub saved at login (read
+    locally, no network). Never the login token by default: it is often a broad write token,
+    and on Vast it would travel as a plain value to a stranger's host."""
     environ = os.environ if environ is None else environ
     token = environ.get("HF_TOKEN", "").strip()
     if token:
         return token
+    if not from_login:
+        return None
     try:
         from huggingface_hub import get_token
 
@@ -145,19 +178,26 @@ def token_env(
     if hf_token is None:
         if opts.upload and not dry_run:
             raise TokenError(
-                "--upload needs a Hugging Face token and none was found "
-                "(HF_TOKEN is not set and `hf auth login` has not been run).",
-                "Export HF_TOKEN with a write token, then launch again.",
+                "--upload needs a Hugging Face token and none was given (HF_TOKEN is not set; "
+                "the `hf auth login` token is sent only with --hf-token-from-login).",
+                "Export HF_TOKEN with a fine-grained write token for the target repository, "
+                "or keep it in your Vast account and pass --vast-account-token.",
             )
-        return {}, (), ["No Hugging Face token found: gated models and --upload will fail."]
+        return (
+            {},
+            (),
+            [
+                "No Hugging Face token is sent (HF_TOKEN is not set; the `hf auth login` token "
+                "is used only with --hf-token-from-login): gated models and --upload will fail."
+            ],
+        )
     return (
         {"HF_TOKEN": hf_token},
         (hf_token,),
         [
-            "Vast.ai shows environment values in the instance details: HF_TOKEN is visible to "
-            "anyone with access to this Vast account. Use a fine-grained token limited to the "
-            "target repository and revoke it after the run, or store it as a Vast account "
-            "environment variable and launch with --vast-account-token."
+            "HF_TOKEN travels as a plain environment value: on Vast.ai anyone with access to "
+            "this account and the host's operator (a third party) can read it. Use a "
+            "fine-grained token limited to the target repository and revoke it after the run."
         ],
     )
 
@@ -232,8 +272,21 @@ def plan_launch(
     )
     disk = query.min_disk_gb
     env = settings_env(opts)
+    routes = setting_routes(opts.provider, env, allow_plain=opts.allow_plain_secrets)
     tokens, secrets, warnings = token_env(opts, hf_token, dry_run)
     env.update(tokens)
+    routes.insert(
+        0,
+        hf_token_route(
+            opts.provider,
+            sent="HF_TOKEN" in tokens,
+            account=opts.vast_account_token,
+            secret=opts.runpod_secret,
+        ),
+    )
+    secrets = (*secrets, *(env[r.name] for r in routes if r.name != "HF_TOKEN"))
+    if env.get("HERETIC_NOTIFY"):  # a webhook URL carries its key: masked wherever printed
+        secrets = (*secrets, env["HERETIC_NOTIFY"])
     if not opts.upload:
         # The image ends the machine only after a confirmed upload (see `heretic run`).
         warnings.append(
@@ -264,10 +317,11 @@ def plan_launch(
             spec,
             tuple(warnings),
             placeholder_offer=opts.offer_id is None,
+            secrets=tuple(routes),
         )
     if offer is None:
         offer = choose_offer(client.search(query), opts)
-    return LaunchPlan(opts.provider, query, offer, spec, tuple(warnings))
+    return LaunchPlan(opts.provider, query, offer, spec, tuple(warnings), secrets=tuple(routes))
 
 
 def execute_launch(plan: LaunchPlan, client: Provider) -> Instance:
@@ -279,7 +333,8 @@ def follow_hint(instance: Instance) -> str:
     return (
         f"Follow it with: heretic cloud status --provider {p} {i}\n"
         f"             heretic cloud logs --provider {p} {i}\n"
-        f"Stop it with:   heretic cloud stop --provider {p} {i}"
+        f"Stop it with:   heretic cloud stop --provider {p} {i}\n"
+        f"Guard it with:  heretic cloud watch --provider {p} {i}  (ends it after --max-hours)"
     )
 
 
@@ -299,6 +354,9 @@ def launch_options(
     volume_id: str | None = None,
     runpod_secret: str = "hf_token",
     vast_account_token: bool = False,
+    hf_token_from_login: bool = False,
+    allow_plain_secrets: bool = False,
+    max_hours: float | None = None,
 ) -> LaunchOptions:
     """LaunchOptions from command-line values: the provider and GPU names validated, the
     --set assignments split, the RunPod tier upper-cased."""
@@ -321,7 +379,33 @@ def launch_options(
         volume_id=volume_id,
         runpod_secret=runpod_secret,
         vast_account_token=vast_account_token,
+        hf_token_from_login=hf_token_from_login,
+        allow_plain_secrets=allow_plain_secrets,
+        max_hours=max_hours,
     )
+
+
+def default_max_hours(opts: LaunchOptions, n_params: int | None) -> float:
+    """Twice the cost estimate plus an hour (the estimate already errs long), whole hours;
+    DEFAULT_MAX_HOURS when the model cannot be counted."""
+    import math
+
+    from heretic.cloud.cost import estimate_run, shape_for_profile
+
+    if not n_params:
+        return DEFAULT_MAX_HOURS
+    try:
+        profile = None if opts.profile == "auto" else opts.profile
+        hours = estimate_run(n_params, shape_for_profile(profile), opts.gpu).hours
+    except (HereticError, ValueError):
+        return DEFAULT_MAX_HOURS
+    return float(math.ceil(2 * hours + 1))
+
+
+def with_max_hours(opts: LaunchOptions, n_params: int | None) -> LaunchOptions:
+    if opts.max_hours:
+        return opts
+    return replace(opts, max_hours=default_max_hours(opts, n_params))
 
 
 @dataclass(frozen=True)
@@ -342,19 +426,31 @@ def launch(opts: LaunchOptions, *, dry_run: bool, warn: Callable[[str], None]) -
     only describe the requests; a dry run stays offline and sizes the disk only from a model
     folder on disk). Warnings go to `warn` as they arise."""
     from heretic.cloud.cost import count_for_disk
+    from heretic.cloud.instance_watch import record_launch
     from heretic.cloud.providers import make_client
+    from heretic.cloud.registry import check_pullable
 
     own_token = opts.provider == "vast" and not opts.vast_account_token
-    token = hf_token_from_environment() if own_token else None
+    token = hf_token_from_environment(from_login=opts.hf_token_from_login) if own_token else None
+    if not dry_run and opts.check_image:
+        check_pullable(opts.image)  # before any create: a missing image bills at "loading"
     client = make_client(opts.provider, need_key=not dry_run)
     try:
         sized = opts.disk_gb is None and (not dry_run or Path(opts.model).is_dir())
         n_params = count_for_disk(opts.model, warn) if sized else None
+        opts = with_max_hours(opts, n_params)
         plan = plan_launch(opts, client, n_params=n_params, hf_token=token, dry_run=dry_run)
         for warning in plan.warnings:
             warn(f"WARNING: {warning}")
+        for route in plan.secrets:
+            warn(f"Secret {route.line()}")
         if dry_run:
             return LaunchOutcome(plan, None, plan.describe(client))
-        return LaunchOutcome(plan, execute_launch(plan, client), None)
+        instance = execute_launch(plan, client)
+        try:
+            record_launch(instance, plan.spec.env[LAUNCHED_AT_ENV], opts.max_hours)
+        except OSError as exc:  # the rental exists; only `cloud watch` loses its start time
+            warn(f"WARNING: could not record the launch locally: {exc}")
+        return LaunchOutcome(plan, instance, None)
     finally:
         client.close()

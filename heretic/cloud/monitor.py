@@ -10,7 +10,10 @@ injectable so tests run without waiting. With `on_available`, the first matching
 launched (new or already there) and the watch ends; a launch the provider refused is logged
 and the watch goes on, but a launch whose outcome is unknown (`CreateUncertain`: the answer
 was lost, or a 5xx) ends the watch with that error, because launching again could rent a
-second machine.
+second machine. Every launch is recorded in the state file BEFORE its create is sent, so a
+rerun of the same command (cron, a loop, systemd) does not rent again: a monitor makes at
+most `max_launches` rentals (1 unless --max-launches N) over all its runs; a launch the
+provider refused does not count.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from heretic.atomic import write_json
 from heretic.cloud.alerts import Alert, Sink
 from heretic.cloud.http import CreateUncertain
 from heretic.cloud.records import Instance, Offer, OfferQuery, Provider
-from heretic.errors import HereticError
+from heretic.errors import CloudError, HereticError
 
 Log = Callable[[str], None]
 Launcher = Callable[[Offer], Instance]
@@ -62,11 +65,35 @@ def load_state(path: Path | None, gpu: str) -> dict[str, ProviderState]:
         return {}  # a damaged state file costs at most one repeated alert
 
 
-def save_state(path: Path, gpu: str, states: Mapping[str, ProviderState]) -> None:
+def load_launches(path: Path | None, gpu: str) -> list[dict[str, Any]]:
+    """The launches an earlier run of this monitor recorded (a damaged file: none)."""
+    if path is None or not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("gpu") != gpu:
+            return []
+        return [dict(x) for x in data.get("launches") or [] if isinstance(x, dict)]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []
+
+
+def counted(launches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Launches that may have rented a machine (sent, and not refused by the provider)."""
+    return [x for x in launches if not x.get("refused")]
+
+
+def save_state(
+    path: Path,
+    gpu: str,
+    states: Mapping[str, ProviderState],
+    launches: list[dict[str, Any]] | None = None,
+) -> None:
     data = {
         "gpu": gpu,
         "updated": _now(),
         "providers": {name: asdict(s) for name, s in states.items()},
+        "launches": launches or [],
     }
     write_json(path, data)
 
@@ -97,6 +124,7 @@ class Monitor:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         on_available: Launcher | None = None,
+        max_launches: int = 1,
     ) -> None:
         self.clients = dict(clients)
         self.query = query
@@ -110,6 +138,8 @@ class Monitor:
         self.rng = rng or random.Random()
         self.on_available = on_available
         self.states: dict[str, ProviderState] = load_state(state_path, query.gpu.name)
+        self.launches = load_launches(state_path, query.gpu.name)
+        self.max_launches = max_launches
         self.failures = 0  # consecutive polls with at least one provider failing
 
     def _search(self, name: str, client: Provider) -> list[Offer] | None:
@@ -157,10 +187,30 @@ class Monitor:
         self.failures = self.failures + 1 if failed else 0
         if self.state_path is not None:
             try:
-                save_state(self.state_path, self.query.gpu.name, self.states)
+                self._save()
             except OSError as exc:
                 self.log(f"could not save monitor state to {self.state_path}: {exc}")
         return alerts, current
+
+    def _save(self) -> None:
+        if self.state_path is not None:
+            save_state(self.state_path, self.query.gpu.name, self.states, self.launches)
+
+    def launches_left(self) -> int:
+        return self.max_launches - len(counted(self.launches))
+
+    def check_launch_budget(self) -> None:
+        """Before the first poll: a monitor whose rentals are spent does not start."""
+        if self.on_available is None or self.launches_left() > 0:
+            return
+        last = counted(self.launches)[-1]
+        raise CloudError(
+            f"This monitor already launched {len(counted(self.launches))} time(s) (last: "
+            f"{last.get('provider')} offer {last.get('offer_id')} at {last.get('at')}, instance "
+            f"{last.get('instance_id') or 'unknown'}; recorded in {self.state_path}).",
+            "It does not rent again on a rerun: check that machine with `heretic cloud "
+            "status`, then pass --max-launches N to allow more rentals in all.",
+        )
 
     def next_delay(self) -> float:
         base = min(self.interval_s * 2.0 ** min(self.failures, 16), self.max_backoff_s)
@@ -171,19 +221,40 @@ class Monitor:
     def _try_launch(self, offers: list[Offer]) -> Instance | None:
         if self.on_available is None or not offers:
             return None
+        if self.launches_left() <= 0:
+            return None
         offer = min(offers, key=lambda o: o.price_per_hour if o.price_per_hour is not None else 1e9)
+        record: dict[str, Any] = {
+            "at": _now(),
+            "provider": offer.provider,
+            "offer_id": offer.offer_id,
+            "instance_id": None,
+        }
+        self.launches.append(record)
+        # On disk before the create: a crash or a rerun from here on counts this launch.
+        # Without a state file there is no record across reruns, so the launch is refused.
+        if self.state_path is None:
+            raise CloudError(
+                "monitor --launch needs a state file to record its launch.", "Pass --state-file."
+            )
+        self._save()
         try:
             instance = self.on_available(offer)
         except CreateUncertain:
             raise  # the machine may be rented already: never try again on our own
         except HereticError as exc:
+            record["refused"] = exc.message[:300]
+            self._save()
             self.log(f"launch on {offer.provider} failed: {exc.paragraph()} Still watching.")
             return None
+        record["instance_id"] = instance.instance_id
+        self._save()
         self.log(f"launched {instance.provider} instance {instance.instance_id}")
         return instance
 
     def run(self, max_polls: int | None = None) -> MonitorResult:
         """Poll until `max_polls` rounds are done (None: for ever) or a launch succeeded."""
+        self.check_launch_budget()
         polls = alerts = 0
         while max_polls is None or polls < max_polls:
             sent, current = self.poll_once()

@@ -15,12 +15,22 @@ from heretic.cloud.http import PreparedRequest
 from heretic.image import DEFAULT_MIN_CUDA
 
 ProviderName = Literal["vast", "runpod"]
+# Set by heretic's launchers (`heretic cloud launch`, `monitor --launch`, scripts/launch_*.sh)
+# on every instance they create: heretic ends only a machine it launched itself, and counts
+# --max-hours from the launch (heretic/lifecycle/retry.py).
+LAUNCHED_BY_ENV = "HERETIC_LAUNCHED_BY"
+LAUNCHED_AT_ENV = "HERETIC_LAUNCHED_AT"
 PROVIDERS: tuple[ProviderName, ...] = ("vast", "runpod")
 
 # Normalised instance states; the provider's own word is kept in Instance.status. "paused":
 # the container is not running but the machine (GPU included) is still held and billed
-# (Vast's frozen), unlike "exited", which bills only storage.
-State = Literal["pending", "running", "paused", "exited", "failed", "terminated", "unknown"]
+# (Vast's frozen, and Vast's exited: Vast does not restart an exited container and keeps its
+# contract, GPU included, until it is stopped or destroyed), unlike "exited", which bills only
+# storage (RunPod's EXITED, Vast's stopped). "not_found": the account has no instance with
+# that id (ended and deleted, or a wrong id): never read as "billing stopped" for a typo.
+State = Literal[
+    "pending", "running", "paused", "exited", "failed", "terminated", "not_found", "unknown"
+]
 
 
 @dataclass(frozen=True)

@@ -186,13 +186,13 @@ class RunPodClient:
         except ApiStatusError as exc:
             if exc.status != 404:
                 raise
-            # A terminated pod is deleted: v2 answers 404 for it (as for an unknown id).
+            # A terminated pod is deleted: v2 answers 404 for it, as for an id that never was.
             return Instance(
                 "runpod",
                 instance_id,
-                "TERMINATED",
-                "terminated",
-                message="not found: terminated (or never existed)",
+                "NOT FOUND",
+                "not_found",
+                message="no such pod on this account: terminated, or a wrong id",
             )
         return self._instance(pod, instance_id)
 
@@ -229,6 +229,16 @@ class RunPodClient:
 
     def stop(self, instance_id: str) -> None:
         """Stop the pod (POST /pods/{id}/action {"action": "stop"}; v2 has no /pods/{id}/stop):
-        it goes to EXITED, /workspace is kept. A pod with a network volume can only be
-        terminated; RunPod refuses the stop with 409."""
-        self.api.call("POST", f"/pods/{instance_id}/action", body={"action": "stop"})
+        it goes to EXITED, /workspace is kept. A 409 means the action is not valid for the pod's
+        current status (the OpenAPI description's only word on it), e.g. already EXITED."""
+        try:
+            self.api.call("POST", f"/pods/{instance_id}/action", body={"action": "stop"})
+        except ApiStatusError as exc:
+            if exc.status != 409:
+                raise
+            raise ApiStatusError(
+                f"RunPod answered HTTP 409 to stopping pod {instance_id}: the action is not "
+                "valid for the pod's current status.",
+                "Check it with `heretic cloud status`; terminate it to end all billing.",
+                409,
+            ) from exc

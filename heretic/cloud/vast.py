@@ -35,7 +35,9 @@ _STATES: dict[str, State] = {
     "running": "running",
     "frozen": "paused",
     "stopped": "exited",
-    "exited": "exited",
+    # exited: the container ended but the contract (cur_state "running") keeps the GPU reserved
+    # and billed; Vast never restarts it (docs.vast.ai, instance states).
+    "exited": "paused",
     "offline": "failed",
     "error": "failed",
     "unknown": "unknown",
@@ -73,6 +75,10 @@ class VastClient:
     # --- offers --------------------------------------------------------------------------
     def search_request(self, query: OfferQuery) -> PreparedRequest:
         body: dict[str, Any] = {
+            # vast-cli's `search offers` defaults (vast.py at b25bd95): datacenter-listed hosts
+            # only, and offers nobody has rented.
+            "external": {"eq": False},
+            "rented": {"eq": False},
             "gpu_name": {"in": list(query.gpu.vast_names)},
             "gpu_ram": {"gte": query.gpu.vast_min_ram_mb},
             "num_gpus": {"eq": query.num_gpus},
@@ -156,12 +162,20 @@ class VastClient:
         )
 
     def status(self, instance_id: str) -> Instance:
-        data = self.api.call("GET", f"/instances/{instance_id}/") or {}
+        # owner=me as vast-cli's `show instance` sends it: only this account's instances.
+        data = self.api.call("GET", f"/instances/{instance_id}/", params={"owner": "me"}) or {}
         raw = data.get("instances")
         if isinstance(raw, list):
             raw = raw[0] if raw else None
         if not raw:
-            return Instance("vast", instance_id, "destroyed", "terminated")
+            # Destroyed instances vanish from the account, and so does an id that never was.
+            return Instance(
+                "vast",
+                instance_id,
+                "not found",
+                "not_found",
+                message="no such instance on this account: destroyed, or a wrong id",
+            )
         # Not cur_state: that is the contract's state, "running" from the moment of renting.
         status = str(raw.get("actual_status") or "provisioning")
         message = str(raw.get("status_msg") or "")

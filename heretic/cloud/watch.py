@@ -13,14 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from heretic.cloud import launch as launch_module
 from heretic.cloud.alerts import Sink, bell_sink, log_sink, webhook_sink
 from heretic.cloud.gpu_kinds import gpu_kind
 from heretic.cloud.launch import (
-    DEFAULT_IMAGE,
     LaunchOptions,
     execute_launch,
     hf_token_from_environment,
     plan_launch,
+    token_env,
+    with_max_hours,
 )
 from heretic.cloud.monitor import Monitor, MonitorResult
 from heretic.cloud.offer_filter import offer_query
@@ -47,6 +49,13 @@ class WatchOptions:
     disk_gb: int | None = None
     profile: str = "auto"
     settings: Mapping[str, str] = field(default_factory=dict)
+    runpod_secret: str = "hf_token"
+    vast_account_token: bool = False
+    hf_token_from_login: bool = False
+    allow_plain_secrets: bool = False
+    max_hours: float | None = None
+    max_launches: int = 1
+    check_image: bool = True
 
 
 def default_state_file(gpu: str) -> Path:
@@ -93,21 +102,10 @@ def _launcher(
     n_params: int | None,
     log: Callable[[str], None],
 ) -> Callable[[Offer], Instance]:
-    kind = gpu_kind(opts.gpu)
-    token = hf_token_from_environment()
+    token = hf_token_from_environment(from_login=opts.hf_token_from_login)
 
     def launch(offer: Offer) -> Instance:
-        lopts = LaunchOptions(
-            provider=offer.provider,
-            gpu=kind,
-            model=opts.model or "",
-            image=opts.image or DEFAULT_IMAGE,
-            upload=opts.upload,
-            max_price=opts.max_price,
-            disk_gb=opts.disk_gb,
-            profile=opts.profile,
-            settings=opts.settings,
-        )
+        lopts = launch_options_for(opts, offer.provider, n_params)
         client = clients[offer.provider]
         plan = plan_launch(
             lopts,
@@ -118,9 +116,48 @@ def _launcher(
         )
         for warning in plan.warnings:
             log(f"WARNING: {warning}")
+        for route in plan.secrets:
+            log(f"Secret {route.line()}")
         return execute_launch(plan, client)
 
     return launch
+
+
+def launch_options_for(opts: WatchOptions, provider: str, n_params: int | None) -> LaunchOptions:
+    """The options `heretic cloud launch` would get for this monitor's launch on `provider`."""
+    lopts = LaunchOptions(
+        provider=provider,
+        gpu=gpu_kind(opts.gpu),
+        model=opts.model or "",
+        image=opts.image or launch_module.DEFAULT_IMAGE,
+        upload=opts.upload,
+        max_price=opts.max_price,
+        disk_gb=opts.disk_gb,
+        profile=opts.profile,
+        settings=opts.settings,
+        runpod_secret=opts.runpod_secret,
+        vast_account_token=opts.vast_account_token,
+        hf_token_from_login=opts.hf_token_from_login,
+        allow_plain_secrets=opts.allow_plain_secrets,
+        max_hours=opts.max_hours,
+        launched_by="heretic-cloud-monitor",
+    )
+    return with_max_hours(lopts, n_params)
+
+
+def check_launch(opts: WatchOptions, clients: Mapping[str, Provider], n_params: int | None) -> None:
+    """Before the first poll, what would make every launch fail: the image not pullable, a
+    credential refused in --set, an --upload without a token. Fails in seconds."""
+    from heretic.cloud.registry import check_pullable
+
+    if opts.check_image:
+        check_pullable(opts.image or launch_module.DEFAULT_IMAGE)
+    token = hf_token_from_environment(from_login=opts.hf_token_from_login)
+    for name, client in clients.items():
+        lopts = launch_options_for(opts, name, n_params)
+        hf_token = token if name == "vast" else None
+        plan_launch(lopts, client, n_params=n_params, hf_token=hf_token, dry_run=True)
+        token_env(lopts, hf_token, dry_run=False)  # an --upload without a token fails now
 
 
 def run_watch(
@@ -139,6 +176,8 @@ def run_watch(
         sinks.append(webhook_sink(opts.notify))
     try:
         n_params = _model_params(opts, log)
+        if opts.launch:
+            check_launch(opts, clients, n_params)
         launcher = _launcher(opts, clients, n_params, log) if opts.launch else None
         # The launch's own filter (disk, CUDA, price with storage): an offer seen here is one
         # the launch can use.
@@ -147,7 +186,7 @@ def run_watch(
             max_price=opts.max_price,
             disk_gb=opts.disk_gb,
             n_params=n_params,
-            min_cuda=min_host_cuda(opts.image or DEFAULT_IMAGE),
+            min_cuda=min_host_cuda(opts.image or launch_module.DEFAULT_IMAGE),
         )
         monitor = Monitor(
             clients,
@@ -158,6 +197,7 @@ def run_watch(
             interval_s=opts.interval_s,
             sleep=sleep,
             on_available=launcher,
+            max_launches=opts.max_launches,
         )
         log(
             f"Watching {', '.join(clients)} for {kind.name}"

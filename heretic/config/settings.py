@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from heretic.config.hub_names import repo_id_problem
 from heretic.jsontypes import JsonDict
 
 # The one URL-password mask (it imports nothing from heretic, so no import cycle).
@@ -59,7 +60,7 @@ HUB_HARMLESS_EVAL = "hub:mlabonne/harmless_alpaca:test[:100]:text"
 
 
 class Range(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     low: float
     high: float
 
@@ -73,7 +74,9 @@ class Range(BaseModel):
 class Settings(BaseModel):
     """Everything `heretic run` needs. Field descriptions are the CLI and docs help text."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: inf and nan are refused in every float setting (JSON has no
+    # Infinity, and no cap or target means anything at inf).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # --- what to abliterate -------------------------------------------------------------
     model: str | None = Field(
@@ -186,6 +189,21 @@ class Settings(BaseModel):
     strip_thinking: bool = Field(
         True, description="Ignore text inside <think>...</think> when looking for markers."
     )
+    damage_metric: Literal["answer", "first_token"] = Field(
+        "answer",
+        description="The damage the search minimises next to refusals. answer: KL divergence "
+        "from the base model along its own greedy answers to the harmless prompts "
+        "(damage_tokens tokens, teacher-forced), which sees an edit that keeps the first word "
+        "and changes the rest. first_token: the KL of the first answer token only (what "
+        "heretic-llm optimises; for comparison).",
+    )
+    damage_tokens: int = Field(
+        32,
+        ge=1,
+        le=512,
+        description="Tokens of each base answer the answer damage is measured along (generated "
+        "once per study and kept in the study folder).",
+    )
 
     # --- verification (prompts the search never scores) ----------------------------------
     verify_split: float = Field(
@@ -214,6 +232,66 @@ class Settings(BaseModel):
         le=16,
         description="Pareto-front trials next to the selected one that are verified too, so a "
         "gentler edit can be exported with a known cost (heretic export --trial N).",
+    )
+
+    # --- judge and benchmarks (optional; nothing downloads or costs money unless asked) ---
+    judge: str = Field(
+        "markers",
+        description="What decides that an answer refused: markers (the refusal markers, free); "
+        "chat:MODEL (a local chat model prompted to classify each request and answer); "
+        "classifier:MODEL (a local sequence-classification model, labels mapped by "
+        "judge_labels); endpoint:URL (an OpenAI-compatible server, e.g. "
+        "endpoint:http://127.0.0.1:8000/v1, model named by judge_model). The verification "
+        "always uses it; checked with one request before the search.",
+    )
+    judge_model: str | None = Field(
+        None, description="Model name sent to a judge endpoint (required for endpoint:URL)."
+    )
+    judge_api_key_env: str = Field(
+        "HERETIC_JUDGE_API_KEY",
+        description="Environment variable holding the judge endpoint's key (never logged; "
+        "a local server needs none).",
+    )
+    judge_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="classifier:MODEL labels mapped to verdicts, e.g. {LABEL_0 = "
+        '"complied", LABEL_1 = "refused"} (default: labels named like a verdict).',
+    )
+    judge_in_search: bool = Field(
+        False,
+        description="Also judge every trial's answers during the search (batched, cached; the "
+        "markers stay a cheap first pass): the trial's refusal count becomes the judge's. A "
+        "local judge then shares the device with the model for the whole search.",
+    )
+    judge_timeout_s: float = Field(
+        60.0, gt=0, description="Seconds a judge endpoint may take for one request."
+    )
+    judge_retries: int = Field(
+        3,
+        ge=0,
+        description="Retries of a judge endpoint request after a timeout, connection error, "
+        "429 or 5xx (4xx other than 429 are errors at once).",
+    )
+    judge_concurrency: int = Field(
+        4, ge=1, description="Judge endpoint requests in flight at once."
+    )
+    judge_batch_size: int = Field(
+        16, ge=1, description="Pairs per forward pass of a local judge model."
+    )
+    benchmarks: list[str] = Field(
+        default_factory=list,
+        description="lm-evaluation-harness tasks run on the base model and on the selected edit "
+        "(needs the eval extra of heretic): task names, or paths of task YAML files / folders (a local "
+        "task); comma-separated on the command line. Empty: none.",
+    )
+    benchmark_limit: float | None = Field(
+        None,
+        gt=0,
+        description="Examples per benchmark task (a number, or a fraction below 1); default "
+        "every example.",
+    )
+    benchmark_batch_size: int = Field(
+        8, ge=1, description="Batch size lm-evaluation-harness runs the benchmarks with."
     )
 
     # --- search -------------------------------------------------------------------------
@@ -287,7 +365,11 @@ class Settings(BaseModel):
     )
 
     # --- output -------------------------------------------------------------------------
-    output: Path = Field(Path("heretic-output"), description="Output folder.")
+    output: Path = Field(
+        Path("heretic-output"),
+        description="Output folder: new or empty (heretic marks it), or one heretic made; a "
+        "folder holding other files is refused.",
+    )
     study_dir: Path | None = Field(None, description="Study folder (default OUTPUT/study).")
     max_shard_size: str = Field("5GB", description="Largest safetensors shard of the export.")
     export_dtype: str = Field(
@@ -300,6 +382,13 @@ class Settings(BaseModel):
     kill_stale: bool = Field(False, description="End stale heretic processes found by preflight.")
     upload: str | None = Field(None, description="Hub repo id to upload the finished model to.")
     public: bool = Field(False, description="Make the uploaded repository public.")
+    upload_deadline_s: float = Field(
+        4 * 3600.0,
+        gt=0,
+        description="Seconds the whole --upload (every attempt) may take; past it the upload is "
+        "abandoned with exit 10, the local output kept, and --on-failure applies. Each request "
+        "also has a 30 s connect and a 120 s read timeout.",
+    )
     shutdown_after: bool = Field(
         False, description="After a confirmed upload, destroy this cloud instance (Vast/RunPod)."
     )
@@ -312,6 +401,46 @@ class Settings(BaseModel):
         "model, no acceptable trial, restart loop): stop the instance and keep its volume (stop),"
         " delete it (destroy), or leave it running (keep).",
     )
+    retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="In-container retries of a failure a retry may cure (internal, upload, "
+        "network, storage, out of memory with half the batch) before --on-failure applies.",
+    )
+    retry_backoff_s: float = Field(
+        60.0, ge=0.0, description="Seconds before the first retry; doubled for each next one."
+    )
+    max_hours: float | None = Field(
+        None,
+        gt=0.0,
+        description="Hard deadline in hours from the launch (HERETIC_LAUNCHED_AT) or the "
+        "start: then this Vast.ai/RunPod machine is stopped (destroyed with --on-failure "
+        "destroy).",
+    )
+
+    @field_validator("output", "study_dir", mode="before")
+    @classmethod
+    def _no_blank_folder(cls, value: object) -> object:
+        # `--output "$OUT"` with OUT unset would otherwise write into the current folder.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(
+                "a folder name is empty (an unset shell variable?); name the folder to write to"
+            )
+        return value
+
+    @field_validator("upload")
+    @classmethod
+    def _repo_id(cls, value: str | None) -> str | None:
+        # The Hub's own rules, now: a name it refuses must not cost the whole search first.
+        if value:
+            problem = repo_id_problem(value)
+            if problem is not None:
+                raise ValueError(
+                    f"'{value}' is not a Hub repository id ({problem}); write NAMESPACE/NAME "
+                    "with ASCII letters, digits, '-', '_', '.'"
+                )
+        return value or None
 
     @field_validator("storage")
     @classmethod
@@ -321,6 +450,14 @@ class Settings(BaseModel):
         if value and value.startswith("postgres://"):
             return "postgresql://" + value[len("postgres://") :]
         return value or None
+
+    @field_validator("benchmarks", mode="before")
+    @classmethod
+    def _benchmark_list(cls, value: object) -> object:
+        # --benchmarks a,b on the command line arrives as one string
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
 
     @model_validator(mode="after")
     def _checks(self) -> Settings:
@@ -334,6 +471,7 @@ class Settings(BaseModel):
             raise ValueError("heartbeat_grace_s must be longer than heartbeat_interval_s")
         if any(not m.strip() for m in self.refusal_markers):
             raise ValueError("refusal_markers must not contain empty strings")
+        _check_judge(self.judge, self.judge_model)
         return self
 
     def public_dump(self) -> JsonDict:
@@ -353,6 +491,23 @@ class Settings(BaseModel):
     @property
     def resolved_study_dir(self) -> Path:
         return self.study_dir if self.study_dir is not None else self.output / "study"
+
+
+JUDGE_KINDS = ("markers", "chat", "classifier", "endpoint")
+
+
+def _check_judge(spec: str, model: str | None) -> None:
+    """The judge setting's form (what it names is checked before the search, with a request)."""
+    kind, _, target = spec.partition(":")
+    if kind not in JUDGE_KINDS or (kind == "markers") != (not target):
+        raise ValueError(
+            f"judge '{spec}' is not one of markers, chat:MODEL, classifier:MODEL, endpoint:URL"
+        )
+    if kind == "endpoint":
+        if not target.startswith(("http://", "https://")):
+            raise ValueError(f"judge endpoint '{target}' is not an http(s) URL")
+        if not model:
+            raise ValueError("judge endpoint:URL needs judge_model (the server's model name)")
 
 
 def field_help() -> dict[str, str]:

@@ -19,18 +19,29 @@ from heretic.errors import ConfigError
 from heretic.jsontypes import JsonDict
 
 ENV_PREFIX = "HERETIC_"
-# Environment variables with this prefix that are not settings (used by the lifecycle code).
-_NON_SETTING_ENV = {
-    "HERETIC_CACHE",
-    "HERETIC_CUDA_LINE",  # set by the image: the CUDA line it was built for
-    "HERETIC_DEBUG",
-    "HERETIC_TEST_CACHE",
-    "HERETIC_VAST_API_URL",
-    "HERETIC_RUNPOD_API_URL",
-    "HERETIC_WORKER_INDEX",
-    "HERETIC_HOST_ID",  # how this machine names itself in a shared study (engine/study.py)
-    "HERETIC_REQUIRE_POSTGRES",  # CI: the PostgreSQL tests must run, not skip
-}
+# heretic's own HERETIC_* variables that are not settings: the settings loader skips them, and
+# tests/test_config.py holds this list equal to every such name the code and scripts read.
+NON_SETTING_ENV = frozenset(
+    {
+        "HERETIC_CACHE",  # where the demo model and other caches live (demo/model.py)
+        "HERETIC_CUDA_LINE",  # set by the image: the CUDA line it was built for
+        "HERETIC_DEBUG",  # tracebacks on errors (cli/errors.py)
+        "HERETIC_DEFAULT_IMAGE",  # the image tag the launch scripts use (scripts/lib/image.sh)
+        "HERETIC_JUDGE_API_KEY",  # the judge endpoint's key: a secret, not a setting
+        "HERETIC_HOST_ID",  # how this machine names itself in a shared study (engine/study.py)
+        "HERETIC_RUNPOD_API_URL",  # another RunPod API base (tests, proxies)
+        "HERETIC_VAST_API_URL",  # another Vast.ai API base (tests, proxies)
+        "HERETIC_WORKER_INDEX",  # set by a run for its worker processes (run/worker_pool.py)
+        # Set by heretic's launchers on the instances they create (heretic/lifecycle/retry.py):
+        # only then does heretic stop or destroy the machine it runs on.
+        "HERETIC_LAUNCHED_BY",
+        "HERETIC_LAUNCHED_AT",
+        # The test harness's own switches (.ci/run, tests/conftest.py):
+        "HERETIC_REQUIRE_POSTGRES",  # the PostgreSQL tests must run, not skip
+        "HERETIC_SKIP_IMAGE_TEST",  # .ci/run skips building and running the image
+        "HERETIC_TEST_CACHE",  # a demo model cache the test session reuses
+    }
+)
 
 
 def _list_field(name: str) -> bool:
@@ -73,7 +84,7 @@ def env_layer(environ: Mapping[str, str] | None = None) -> JsonDict:
     environ = os.environ if environ is None else environ
     layer: JsonDict = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in _NON_SETTING_ENV:
+        if not name.startswith(ENV_PREFIX) or name in NON_SETTING_ENV:
             continue
         key = name[len(ENV_PREFIX) :].lower()
         if key not in Settings.model_fields:

@@ -137,7 +137,11 @@ def _freeze_others(model: LlamaForCausalLM, trainable: tuple[int, ...] | None) -
 
 
 def train_demo_model(
-    output_dir: Path, *, spec: ModelSpec | None = None, reporter: Reporter | None = None
+    output_dir: Path,
+    *,
+    spec: ModelSpec | None = None,
+    reporter: Reporter | None = None,
+    check: Callable[[], None] | None = None,
 ) -> None:
     spec = spec or ModelSpec()
     torch.manual_seed(spec.seed)
@@ -154,6 +158,7 @@ def train_demo_model(
         label="the demo model",
         marker={"version": DEMO_VERSION, "spec": asdict(spec)},
         refusal=spec.refusal,
+        check=check,
     )
 
 
@@ -169,10 +174,12 @@ def fit_and_save(
     marker: JsonDict,
     lr: float = 4e-3,
     refusal: str = REFUSAL,
+    check: Callable[[], None] | None = None,
 ) -> None:
     """Train `model` on the demo conversations (refuse the harmful verbs with `refusal`, answer
     the rest) and save it with the tokenizer; any causal LM built on `build_tokenizer()` can be
-    trained so. Frozen parameters (requires_grad False) stay as they are."""
+    trained so. Frozen parameters (requires_grad False) stay as they are. `check()` runs before
+    every step and may raise to stop the training (a stop request); nothing is saved then."""
     reporter = reporter or NullReporter()
     rng = random.Random(seed)
     examples = _examples(tokenizer, refusal)
@@ -182,6 +189,8 @@ def fit_and_save(
     model.train()
     with reporter.task(f"training {label}", steps) as advance:
         for _ in range(steps):
+            if check is not None:
+                check()
             ids, mask, labels = _batch(rng.sample(examples, 64), tokenizer.pad_token_id)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
@@ -200,16 +209,24 @@ def fit_and_save(
     )
 
 
-def ensure_demo_model(reporter: Reporter | None = None) -> Path:
-    """Path of the cached demo model, training it first if needed (once, under a file lock)."""
-    return ensure_model(demo_model_dir(), ModelSpec(), reporter)
+def ensure_demo_model(
+    reporter: Reporter | None = None, check: Callable[[], None] | None = None
+) -> Path:
+    """Path of the cached demo model, training it first if needed (once, under a file lock).
+    `check()` runs before every training step and may raise to stop it."""
+    return ensure_model(demo_model_dir(), ModelSpec(), reporter, check)
 
 
-def ensure_model(target: Path, spec: ModelSpec, reporter: Reporter | None = None) -> Path:
+def ensure_model(
+    target: Path,
+    spec: ModelSpec,
+    reporter: Reporter | None = None,
+    check: Callable[[], None] | None = None,
+) -> Path:
     """`target`, holding a demo-style model trained from `spec` (see `ensure_trained`)."""
 
     def train(folder: Path, reporter: Reporter | None = None) -> None:
-        train_demo_model(folder, spec=spec, reporter=reporter)
+        train_demo_model(folder, spec=spec, reporter=reporter, check=check)
 
     return ensure_trained(target, train, "the demo model", reporter)
 

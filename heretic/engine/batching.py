@@ -2,6 +2,8 @@
 
 The size that worked is kept in the `Batcher`, so later passes start from it rather than
 rediscovering it. Only when a single item does not fit is `OutOfMemoryError` raised.
+A `check` callback, when given, is called before every batch: it raises to stop a long pass
+between batches (a stop request during the residual pass or the verification).
 """
 
 from __future__ import annotations
@@ -23,21 +25,29 @@ def _free_cache() -> None:
 
 
 class Batcher:
-    def __init__(self, batch_size: int, what: str = "batch") -> None:
+    def __init__(
+        self, batch_size: int, what: str = "batch", check: Callable[[], None] | None = None
+    ) -> None:
         self.batch_size = max(1, batch_size)
         self.what = what
         self.halvings = 0
+        self.check = check  # called before every batch of every pass (see `run`)
 
     def run(
         self,
         items: Sequence[T],
         fn: Callable[[Sequence[T], int], R],
         on_batch: Callable[[int], None] | None = None,
+        check: Callable[[], None] | None = None,
     ) -> list[R]:
-        """fn(batch, start_index) for consecutive batches; results in order."""
+        """fn(batch, start_index) for consecutive batches; results in order. `check` (else
+        the Batcher's own) is called before each batch and may raise to stop the pass."""
+        check = check or self.check
         results: list[R] = []
         start = 0
         while start < len(items):
+            if check is not None:
+                check()
             size = min(self.batch_size, len(items) - start)
             try:
                 results.append(fn(items[start : start + size], start))

@@ -85,6 +85,7 @@ class RefusalResult:
     total: int
     responses: list[str]
     flags: list[bool]
+    marker_count: int | None = None  # set when a judge made `count` (judge_in_search)
 
 
 class Evaluator:

@@ -8,7 +8,9 @@ has a pad token.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +20,12 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from heretic.config.settings import Settings
 from heretic.engine.architecture import tensor_attr
-from heretic.errors import ConfigError, ModelNotFoundError, OutOfMemoryError
+from heretic.errors import (
+    ConfigError,
+    ModelNotFoundError,
+    OutOfMemoryError,
+    UnsupportedArchitectureError,
+)
 from heretic.progress import NullReporter, Reporter
 
 if TYPE_CHECKING:
@@ -50,12 +57,17 @@ class LoadedModel:
         return tensor_attr(self.model.get_input_embeddings(), "weight").device
 
 
-def resolve_model_source(settings: Settings, reporter: Reporter | None = None) -> tuple[str, str]:
-    """(name for reports, loadable path or id). The demo model is trained here if needed."""
+def resolve_model_source(
+    settings: Settings,
+    reporter: Reporter | None = None,
+    check: Callable[[], None] | None = None,
+) -> tuple[str, str]:
+    """(name for reports, loadable path or id). The demo model is trained here if needed
+    (`check()` before every training step may raise to stop it)."""
     if settings.is_demo:
         from heretic.demo.model import ensure_demo_model
 
-        return "heretic-demo", str(ensure_demo_model(reporter))
+        return "heretic-demo", str(ensure_demo_model(reporter, check))
     return str(settings.model), str(settings.model)
 
 
@@ -72,6 +84,7 @@ def check_model_exists(path: str, settings: Settings) -> None:
                 f"Model folder {path} has no config.json.",
                 "Pass a folder written by save_pretrained.",
             )
+        _check_local_config(Path(path).expanduser(), settings)
         return
     try:
         AutoConfig.from_pretrained(
@@ -85,6 +98,32 @@ def check_model_exists(path: str, settings: Settings) -> None:
             + f": {str(exc).splitlines()[0]}",
             "Check the id and revision, your HF_TOKEN for gated models, or pass a local path.",
         ) from exc
+
+
+def _check_local_config(folder: Path, settings: Settings) -> None:
+    """A local config.json is read now, so a damaged one fails in milliseconds (exit 5, or 6
+    for one transformers cannot read) even with --skip-preflight, not as a crash on load."""
+    config = folder / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelNotFoundError(
+            f"The model's {config} cannot be read as JSON: {exc}.",
+            "Restore the file (copy it again or re-download the model), then run again.",
+        ) from None
+    if not isinstance(data, dict):
+        raise ModelNotFoundError(
+            f"The model's {config} is not a JSON object.",
+            "Restore the file (copy it again or re-download the model), then run again.",
+        )
+    try:
+        AutoConfig.from_pretrained(folder, trust_remote_code=settings.trust_remote_code)
+    except (ValueError, KeyError, OSError) as exc:
+        raise UnsupportedArchitectureError(
+            f"The config.json of {folder} is not one transformers can read: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.",
+            "Update transformers, or pass --trust-remote-code for models that ship their code.",
+        ) from None
 
 
 def _dtype_candidates(settings: Settings) -> list[str]:
@@ -138,9 +177,13 @@ def _refuse_offload(model: PreTrainedModel, settings: Settings, source: str) -> 
     )
 
 
-def load_model(settings: Settings, reporter: Reporter | None = None) -> LoadedModel:
+def load_model(
+    settings: Settings,
+    reporter: Reporter | None = None,
+    check: Callable[[], None] | None = None,
+) -> LoadedModel:
     reporter = reporter or NullReporter()
-    source, path = resolve_model_source(settings, reporter)
+    source, path = resolve_model_source(settings, reporter, check)
     check_model_exists(path, settings)
     tokenizer = load_tokenizer(path, settings)
     errors: list[str] = []

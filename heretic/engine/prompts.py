@@ -76,13 +76,39 @@ def _load_file(spec: str) -> list[str]:
             f"Prompt file {path} does not exist.", "Check the path, or use hub:DATASET_ID."
         )
     if path.suffix.lower() in (".txt", ""):
-        return path.read_text(encoding="utf-8").splitlines()
+        return _text_lines(path)
     try:
         return _pick_column(read_table(path), column or None, spec)
     except (json.JSONDecodeError, UnicodeDecodeError, csv.Error, OSError) as exc:
         raise PromptSourceError(
             f"Could not read prompt file {path}: {exc}.", "Fix the file."
         ) from exc
+
+
+def _text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a BOM is dropped); PromptSourceError for a file that
+    is binary or in another encoding, before any model loads."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PromptSourceError(
+            f"Could not read prompt file {path}: {exc.strerror or exc}.",
+            "Check the path and its permissions.",
+        ) from None
+    if b"\x00" in data:
+        raise PromptSourceError(
+            f"Prompt file {path} is binary (it holds NUL bytes), not text with one prompt a line.",
+            "Give a UTF-8 text file with one prompt per line (or a .jsonl/.csv/.parquet file "
+            "with a text column).",
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PromptSourceError(
+            f"Prompt file {path} is not UTF-8 text (byte {exc.start} cannot be decoded).",
+            f"Convert it to UTF-8, e.g. `iconv -f latin1 -t utf-8 {path} > prompts.txt`.",
+        ) from None
+    return text.splitlines()
 
 
 _HUB = re.compile(

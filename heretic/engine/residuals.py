@@ -8,7 +8,7 @@ limited to one position, so no full-vocabulary tensor per token is built either.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -80,8 +80,10 @@ def collect_residuals(
     chat: ChatFormat | None = None,
     reporter: Reporter | None = None,
     label: str = "residuals",
+    check: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """(n_prompts, L+1, hidden) float32 on the CPU."""
+    """(n_prompts, L+1, hidden) float32 on the CPU. `check()` runs before every batch and may
+    raise to stop the pass (a stop request): a 10k-prompt pass stops within one batch."""
     reporter = reporter or NullReporter()
     model, tokenizer = loaded.model, loaded.tokenizer
     chat = chat or ChatFormat()
@@ -93,5 +95,5 @@ def collect_residuals(
             return tap.take()
 
     with reporter.task(label, len(prompts)) as advance:
-        parts = batcher.run(prompts, run_batch, on_batch=advance)
+        parts = batcher.run(prompts, run_batch, on_batch=advance, check=check)
     return torch.cat(parts, dim=0)

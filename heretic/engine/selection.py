@@ -22,10 +22,12 @@ class TrialScore:
 
 
 def score(trial: FrozenTrial) -> TrialScore:
-    """The trial's refusals and its REAL KL: the objective value may be shaped (raised to the
-    KL target), the recorded attribute never is."""
+    """The trial's refusals and its REAL damage (`kl`: the answer KL or, in older studies and
+    with damage_metric=first_token, the first-token KL): the objective value may be shaped
+    (raised to the target), the recorded attribute never is."""
     refusals, kl = trial.values
-    recorded = TrialRecord.read(trial).kl_divergence
+    record = TrialRecord.read(trial)
+    recorded = record.damage if record.damage is not None else record.kl_divergence
     if recorded is not None:
         kl = recorded
     return TrialScore(trial.number, int(refusals), float(kl))

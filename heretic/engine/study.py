@@ -24,7 +24,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import threading
@@ -42,6 +41,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from heretic.errors import InterruptedRun
+from heretic.statefiles import held_lock
 
 OWNER_KEY = "heretic_owner"
 RERUN_KEY = "heretic_rerun_of"
@@ -148,13 +148,9 @@ def count(study: optuna.Study, *states: TrialState) -> int:
 @contextmanager
 def _claim_lock(study: optuna.Study, study_dir: Path) -> Iterator[None]:
     study_dir.mkdir(parents=True, exist_ok=True)
-    with open(study_dir / ".claim.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            with _database_lock(study):
-                yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    # Never through a link and never truncating: a planted link cannot choose a victim file.
+    with held_lock(study_dir / ".claim.lock"), _database_lock(study):
+        yield
 
 
 @contextmanager
@@ -210,9 +206,11 @@ def run_trials(
     should_stop: Callable[[], bool] = lambda: False,
     on_complete: Callable[[FrozenTrial], None] = lambda t: None,
     done_early: Callable[[], str | None] = lambda: None,
+    before_claim: Callable[[], None] = lambda: None,
 ) -> int:
     """Run trials until the study holds n_trials COMPLETE ones, or until `done_early` gives a
-    reason (patience; checked before each claim). Returns trials run here."""
+    reason (patience; checked before each claim). `before_claim` may raise to stop the search
+    before a trial starts (a filling disk). Returns trials run here."""
     ran = 0
     while True:
         if should_stop():
@@ -222,6 +220,7 @@ def run_trials(
             )
         if done_early() is not None:
             return ran
+        before_claim()
         trial = claim_trial(study, study_dir, n_trials)
         if trial is None:
             if not _others_still_running(study, n_trials):

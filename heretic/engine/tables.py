@@ -15,9 +15,17 @@ def read_table(path: Path) -> dict[str, list[object]]:
     it does not read or JSON that is not a list of objects."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
+        import pyarrow
         import pyarrow.parquet as pq
 
-        table: dict[str, list[object]] = pq.read_table(path).to_pydict()  # pyarrow has no types
+        try:
+            table: dict[str, list[object]] = pq.read_table(path).to_pydict()  # untyped
+        except (pyarrow.ArrowException, OSError) as exc:
+            raise PromptSourceError(
+                f"{path} is not a readable parquet file ({str(exc).splitlines()[0]}).",
+                "Replace it with a valid parquet file (a download may have been cut off), or "
+                "give the prompts as .txt, .jsonl or .csv.",
+            ) from None
         return table
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:

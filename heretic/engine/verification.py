@@ -57,6 +57,9 @@ class Verified:
     n_harmless: int
     harmful_examples: list[Example] = field(default_factory=list)
     harmless_examples: list[Example] = field(default_factory=list)
+    # every answer, in prompt order: what a judge reads (heretic.run.judge_phase)
+    harmful_answers: list[str] = field(default_factory=list)
+    harmless_answers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -73,15 +76,19 @@ class Verifier:
     """Measures edits on the verification prompts; `evaluator` holds them and the base KL
     reference (its harmless prompts are the verification harmless prompts)."""
 
-    def __init__(self, evaluator: Evaluator, *, compare_tokens: int) -> None:
+    def __init__(
+        self, evaluator: Evaluator, *, compare_tokens: int, full_answers: bool = False
+    ) -> None:
         self.evaluator = evaluator
         self.compare_tokens = compare_tokens
+        # A judge reads what follows a marker (a disclaimer, then help): answers run on.
+        self.full_answers = full_answers
         self._base: _Answers | None = None
 
     def _answers(self) -> _Answers:
         ev = self.evaluator
         return _Answers(
-            harmful=ev.generate(ev.harmful),
+            harmful=ev.generate(ev.harmful, stop_at_markers=not self.full_answers),
             harmless=ev.generate(ev.harmless, self.compare_tokens, stop_at_markers=False),
         )
 
@@ -116,6 +123,8 @@ class Verifier:
             n_harmless=len(answers.harmless),
             harmful_examples=_examples(ev.harmful, base.harmful, answers.harmful),
             harmless_examples=_examples(ev.harmless, base.harmless, answers.harmless),
+            harmful_answers=answers.harmful,
+            harmless_answers=answers.harmless,
         )
 
 

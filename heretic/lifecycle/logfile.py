@@ -8,7 +8,10 @@ Guaranteed: lines pass through `redact` before they are written; the file rotate
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +21,7 @@ from pathlib import Path
 from heretic.lifecycle.state import LOG_FILE
 from heretic.progress import Advance, Reporter
 from heretic.secrets import redact
+from heretic.statefiles import append_text
 
 LOGGER_NAME = "heretic"
 
@@ -31,12 +35,29 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class _NoFollowHandler(RotatingFileHandler):
+    """A rotating log whose file is opened without following a link (heretic.statefiles):
+    a link planted as heretic.log is refused instead of appended to."""
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = append_text(Path(self.baseFilename))
+        return open(fd, "a", encoding=self.encoding, errors=self.errors, closefd=True)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        # A full disk: the line is lost from the file (the terminal still shows it) and the
+        # run stops cleanly on its own (exit 15); no traceback per line on stderr.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return
+        super().handleError(record)
+
+
 def attach_log_file(study_dir: Path, level: int = logging.INFO) -> logging.Handler:
     """Send the "heretic" logger's records to STUDY/heretic.log; returns the handler (detach
     it with `logging.getLogger("heretic").removeHandler(h); h.close()`)."""
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
-    handler = RotatingFileHandler(
+    handler = _NoFollowHandler(
         study_dir / LOG_FILE, maxBytes=20 * 2**20, backupCount=2, encoding="utf-8"
     )
     handler.setFormatter(

@@ -1,18 +1,19 @@
 """What happens to the rented machine when a run fails for good: `--on-failure keep|stop|destroy`.
 
-RunPod restarts an exited container for ever, billing the GPU each time, and a Vast instance
-that is not destroyed keeps billing its disk. A failure that a restart cannot fix (bad settings,
-a missing model, no acceptable trial, the restart-loop guard) therefore ends the rental:
+Vast.ai never restarts an exited container (its contract, GPU included, bills on until it is
+stopped or destroyed) and RunPod restarts one for ever. So every failure ends the rental once
+the in-container retries (heretic/lifecycle/retry.py) are spent, on every provider:
 - stop (default): the instance stops; its volume, with the study, progress.json and the log,
   is kept (RunPod bills only the disk, Vast the disk), so the cause can be read and the run
   resumed after a fix;
 - destroy: the instance and its disk are deleted (nothing bills; the study is gone unless it
   lives on a network volume or a database);
-- keep: nothing happens (for debugging in the machine).
-Interruptions (exit 75) and failures a restart may cure (out of memory, an upload or network
-error, an internal error) are not terminal: they count towards the restart-loop guard, whose
-own failure (exit 14) is terminal, so a loop ends after a few starts.
-Only acts inside a Vast.ai or RunPod container; elsewhere it does nothing and says nothing.
+- keep: nothing happens (for debugging in the machine; the SkyPilot recipe sets it).
+Never: a held lock (exit 8, another run owns the study) and an interruption (exit 75).
+An upload that ran out its deadline (upload_deadline_s) ends the rental at once, without
+retries: a retry would only wait as long again.
+Only acts inside a Vast.ai or RunPod container that heretic launched (HERETIC_LAUNCHED_BY);
+elsewhere it does nothing and says nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Literal, get_args
 import httpx
 
 from heretic.errors import ExitCode
+from heretic.lifecycle.retry import ends_rental
 from heretic.lifecycle.shutdown import ShutdownResult, end_self, provider_of
 from heretic.progress import NullReporter, Reporter
 
@@ -48,6 +50,7 @@ TERMINAL = frozenset(
 
 
 def is_terminal(exit_code: int) -> bool:
+    """A failure no retry can cure (ends the rental at once, without in-container retries)."""
     return exit_code in TERMINAL
 
 
@@ -80,13 +83,17 @@ def apply_policy(
     reporter: Reporter | None = None,
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] | None = None,
+    terminal: bool | None = None,
 ) -> ShutdownResult | None:
-    """After a failure with `exit_code`: stop, destroy or keep this instance. None when
-    nothing applies (not terminal, or not on a provider). Never raises."""
+    """After a failure with `exit_code` whose retries are spent: stop, destroy or keep this
+    instance. None when nothing applies (a lock, an interruption, or not on a provider).
+    `terminal` overrides what the exit code says (an upload past its deadline ends the run).
+    Never raises."""
     environ = os.environ if environ is None else environ
     reporter = reporter or NullReporter()
     provider = provider_of(environ)
-    if provider is None or not is_terminal(int(exit_code)):
+    ends = ends_rental(int(exit_code)) if terminal is None else terminal
+    if provider is None or not ends:
         return None
     if policy == "keep":
         result = ShutdownResult(
@@ -96,7 +103,8 @@ def apply_policy(
         )
         reporter.warn(result.message)
         return result
-    reporter.warn(f"The run failed for good (exit {int(exit_code)}); --on-failure {policy}.")
+    kind = "failed for good" if is_terminal(int(exit_code)) else "failed after its retries"
+    reporter.warn(f"The run {kind} (exit {int(exit_code)}); --on-failure {policy}.")
     kwargs: dict[str, Any] = {"reporter": reporter, "transport": transport}
     if sleep is not None:
         kwargs["sleep"] = sleep

@@ -19,21 +19,25 @@ machine is only ended once the model is on the Hub and the record is on disk.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from heretic.config.hub_names import check_repo_id, hub_token
 from heretic.config.settings import Settings
 from heretic.errors import ExitCode, HereticError, StudyError
 from heretic.lifecycle.logfile import LoggedReporter, attach_log_file, detach_log_file
 from heretic.lifecycle.notification import build_payload, send_notification
+from heretic.lifecycle.retry import backoff, keep_trying
 from heretic.lifecycle.shutdown import ShutdownResult, end_self, shutdown_self
 from heretic.lifecycle.signals import GracefulStop
 from heretic.lifecycle.state import BestSoFar, RunState, guard_restart_loop
-from heretic.lifecycle.upload import check_repo_id, resolve_token, upload_output
+from heretic.lifecycle.upload import upload_output
 from heretic.progress import NullReporter, Reporter
 
 RESTART_LIMIT = 3
@@ -42,6 +46,8 @@ RESTART_LIMIT = 3
 def exit_code_of(exc: BaseException) -> int:
     if isinstance(exc, HereticError):
         return int(exc.exit_code)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return int(ExitCode.DISK_FULL)
     if isinstance(exc, KeyboardInterrupt):
         return int(ExitCode.INTERRUPTED)
     return int(ExitCode.INTERNAL)
@@ -75,13 +81,18 @@ class RunLifecycle:
         *,
         environ: Mapping[str, str] | None = None,
         restart_limit: int = RESTART_LIMIT,
+        sleep: Callable[[float], None] = time.sleep,
+        shutdown_tries: int | None = None,
     ) -> None:
         self.settings = settings
         self.environ = os.environ if environ is None else environ
         self.state = RunState(settings.resolved_study_dir)
         self.reporter = LoggedReporter(reporter or NullReporter())
-        self.stop = GracefulStop()
+        self.stop = GracefulStop(phase="start")
         self.restart_limit = restart_limit
+        self._sleep = sleep
+        # None: a refused self-termination is retried for as long as the process lives.
+        self.shutdown_tries = shutdown_tries
         self.already_done = False
         self._handler: logging.Handler | None = None
 
@@ -112,7 +123,7 @@ class RunLifecycle:
         repo = self.settings.upload
         if repo:  # fail in seconds, not after the search
             check_repo_id(repo)
-            resolve_token()
+            hub_token()  # from os.environ, where the upload reads it
         attempt = self.state.begin_attempt()
         if attempt > 1:
             self.reporter.info(f"Start {attempt} on {self.state.study_dir}: resuming.")
@@ -147,6 +158,7 @@ class RunLifecycle:
 
     # --- callbacks matching heretic.run.RunHooks ------------------------------------------
     def on_phase(self, phase: str) -> None:
+        self.stop.phase = phase  # so a signal's message says what it will do now
         self.state.set_phase(phase)
 
     def on_trial(
@@ -169,10 +181,17 @@ class RunLifecycle:
                 info[key] = str(Path(info[key]).resolve())
         repo = self.settings.upload
         if repo:
+            self.stop.check()  # a stop asked for during the export: no upload is started
+            self.stop.phase = "upload"
             self.state.set_phase("upload", repo)
             info["repo_id"] = repo
             info["upload_url"] = upload_output(
-                self.settings.output, repo, private=not self.settings.public, reporter=self.reporter
+                self.settings.output,
+                repo,
+                private=not self.settings.public,
+                reporter=self.reporter,
+                deadline_s=self.settings.upload_deadline_s,
+                should_stop=self.should_stop,
             )
         self.state.mark_done(info)
         where = info.get("upload_url") or info["output_dir"]
@@ -182,16 +201,40 @@ class RunLifecycle:
         return info
 
     def _shutdown(self, info: dict[str, Any]) -> dict[str, Any]:
+        """End the machine; when the provider refuses, say so once (notification and
+        DONE.json) and keep trying with back-off in this process: exiting would only start
+        the provider's restart loop (RunPod restarts an exited container at once, for ever),
+        and `heretic cloud watch` or the console can still end it from outside."""
         if not info.get("upload_url"):
             self.reporter.warn(
                 "--shutdown-after needs a confirmed --upload: without it the "
                 "results exist only on this machine, so it is left running."
             )
             return info
-        result = self._end_after_refusal(shutdown_self(self.environ, reporter=self.reporter))
+        state = {"info": info}
+
+        def refused(tries: int, result: ShutdownResult) -> None:
+            state["info"] = self._record_shutdown(state["info"], result)
+            self.reporter.warn(
+                f"Self-termination refused (try {tries}); trying again in "
+                f"{backoff(tries, self.settings.retry_backoff_s):.0f} s rather than exiting "
+                "into a restart loop."
+            )
+
+        result = keep_trying(
+            lambda: self._end_after_refusal(shutdown_self(self.environ, reporter=self.reporter)),
+            lambda r: r.ok or r.provider is None or r.not_ours,
+            base_s=self.settings.retry_backoff_s,
+            sleep=self._sleep,
+            on_failure=refused,
+            max_tries=self.shutdown_tries,
+        )
+        return self._record_shutdown(state["info"], result)
+
+    def _record_shutdown(self, info: dict[str, Any], result: ShutdownResult) -> dict[str, Any]:
         notified = bool((info.get("shutdown") or {}).get("notified"))
-        if not result.ok and result.provider is not None and not notified:
-            # The model is safe, but the machine bills on: say so once, not on every restart.
+        if not result.ok and result.provider is not None and not result.not_ours and not notified:
+            # The model is safe, but the machine bills on: say so once, not on every try.
             notified = self.notify(
                 "shutdown-failed",
                 "The run finished, but this machine "

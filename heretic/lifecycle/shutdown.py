@@ -6,15 +6,17 @@ The requests, their endpoints and their retries are the provider clients' own
 (`heretic.cloud.vast.VastClient` and `heretic.cloud.runpod.RunPodClient`: `stop` and
 `terminate`); this module only finds the instance and the scoped key in the environment:
 - Vast.ai: CONTAINER_ID + CONTAINER_API_KEY (HERETIC_VAST_API_URL overrides the base URL).
-- RunPod: RUNPOD_POD_ID + RUNPOD_API_KEY (HERETIC_RUNPOD_API_URL overrides the base URL). A pod
-  with a network volume can only be terminated; RunPod then refuses the stop (409) and this
-  says so.
+- RunPod: RUNPOD_POD_ID + RUNPOD_API_KEY (HERETIC_RUNPOD_API_URL overrides the base URL). A 409
+  means the action is not valid for the pod's current status (REST v2 OpenAPI 2.0.0).
   RunPod documents RUNPOD_API_KEY only as a "pod-scoped API key": that it may end its own
   pod through REST v2 is unverified. When a DELETE is refused with 401/403 the documented route
   is tried instead, `runpodctl pod delete $RUNPOD_POD_ID` (RunPod's "Manage Pods" page), when
   runpodctl is on the PATH (RunPod's own images ship it; heretic's does not); otherwise the
   refusal is returned (the lifecycle logs and notifies it, once).
 - Anywhere else: does nothing and says so; the machine keeps running (and billing).
+- A machine heretic did not launch (no HERETIC_LAUNCHED_BY, which `heretic cloud launch` and
+  scripts/launch_*.sh set): does nothing and says so, whatever provider variables it sees;
+  SkyPilot owns its machines and relaunches a job whose cluster vanished.
 Guaranteed: never raises, never shows a key; 429/5xx/connection failures are retried a few
 times. Not guaranteed: that the machine is gone when this returns (the provider acts later).
 """
@@ -34,6 +36,7 @@ import httpx
 from heretic.cloud import runpod, vast
 from heretic.cloud.http import ApiStatusError
 from heretic.errors import CloudError
+from heretic.lifecycle.retry import LAUNCHED_BY_ENV, launched_by_heretic
 from heretic.progress import NullReporter, Reporter
 from heretic.secrets import redact
 
@@ -46,6 +49,7 @@ class ShutdownResult:
     ok: bool
     message: str
     status: int | None = None  # the provider's HTTP status when it refused
+    not_ours: bool = False  # not launched by heretic: nothing was (or may be) attempted
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,17 @@ def _target(environ: Mapping[str, str]) -> _Target | ShutdownResult:
         instance = environ.get(p.id_env, "").strip()
         if not instance:
             continue
+        if not launched_by_heretic(environ):
+            # SkyPilot (or a console template) owns this machine: stopping it behind its back
+            # makes SkyPilot relaunch the job, and a deterministic failure rents again.
+            return ShutdownResult(
+                p.name,
+                False,
+                f"This {p.noun} was not launched by heretic ({LAUNCHED_BY_ENV} is not set), "
+                "so heretic leaves ending it to whoever launched it (SkyPilot, a template, "
+                "the console).",
+                not_ours=True,
+            )
         key = environ.get(p.key_env, "").strip()
         if not key:
             return ShutdownResult(
@@ -240,3 +255,65 @@ def end_self(
             )
     (reporter.info if result.ok else reporter.warn)(result.message)
     return result
+
+
+@dataclass(frozen=True)
+class RouteCheck:
+    """Can this machine end itself? For the preflight table (status OK, WARN)."""
+
+    status: Literal["OK", "WARN"]
+    measured: str
+    detail: str = ""
+
+
+def check_route(
+    environ: Mapping[str, str] | None = None,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RouteCheck | None:
+    """Before hours of GPU time: read this instance with the key the shutdown will use (an
+    authenticated GET of its own instance), and list the fallbacks. None off a provider.
+    Never raises. A read does not prove that a stop or delete will be allowed (RunPod does
+    not document what its pod-scoped key may do), so a refused end is still handled later."""
+    environ = os.environ if environ is None else environ
+    target = _target(environ)
+    if isinstance(target, ShutdownResult):
+        if target.provider is None:
+            return None
+        if target.not_ours:
+            return RouteCheck("OK", "not launched by heretic: its launcher ends it")
+        return RouteCheck("WARN", "no scoped key", target.message)
+    runpodctl = shutil.which("runpodctl", path=environ.get("PATH"))
+    fallbacks = []
+    if target.provider == "runpod":
+        fallbacks.append(f"runpodctl at {runpodctl}" if runpodctl else "no runpodctl")
+    fallbacks.append("`heretic cloud watch` from your machine")
+    client = target.provider_info.client(
+        target.key, base_url=target.base_url, sleep=sleep, retries=1, transport=transport
+    )
+    try:
+        found = client.status(target.instance)
+    except CloudError as exc:
+        said = redact(exc.message, (target.key,))
+        return RouteCheck(
+            "WARN",
+            f"{target.provider_info.key_env} cannot read {target.what}: {said[:160]}",
+            "the finished run may not be able to end this machine; fallbacks: "
+            + ", ".join(fallbacks),
+        )
+    except Exception as exc:  # noqa: BLE001 - a check must never stop the run by itself
+        return RouteCheck("WARN", f"check failed: {type(exc).__name__}", ", ".join(fallbacks))
+    finally:
+        client.close()
+    if found.state == "not_found":
+        return RouteCheck(
+            "WARN",
+            f"{target.what} not found with {target.provider_info.key_env}",
+            "fallbacks: " + ", ".join(fallbacks),
+        )
+    return RouteCheck(
+        "OK",
+        f"{target.provider_info.key_env} reads {target.what} ({found.status}); fallbacks: "
+        + ", ".join(fallbacks),
+    )

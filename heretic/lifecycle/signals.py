@@ -1,8 +1,10 @@
 """Graceful stop on SIGTERM/SIGINT: docker stop, a provider's preemption notice, or Ctrl-C.
 
-First signal: set a flag; the run finishes (or abandons) the current trial, the journal is
-flushed by Optuna as usual, and `check()` raises InterruptedRun (exit 75) so the next start
-resumes. Second signal: abandon now by raising KeyboardInterrupt in the main thread.
+First signal: set a flag; the run stops at the next safe point of its current phase (the
+current trial, batch of the residual pass or of the verification, training step of the demo
+model, the upload at once: `WHAT_HAPPENS`, which the message quotes), the journal is flushed by
+Optuna as usual, and `check()` raises InterruptedRun (exit 75) so the next start resumes.
+Second signal: abandon now by raising KeyboardInterrupt in the main thread.
 Listeners (`subscribe`) hear every stop request as it happens, with abandon=True for the
 second: the run forwards them to its worker processes, which run in their own process group so
 that a group-wide signal (tini -g, Ctrl-C) reaches each worker exactly once, through this.
@@ -27,6 +29,28 @@ from heretic.errors import InterruptedRun
 log = logging.getLogger("heretic.lifecycle")
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
+# What a first SIGTERM/SIGINT does in each phase (the lifecycle sets `phase`); docs/run.md
+# ("Stopping a run") shows the same table.
+WHAT_HAPPENS: dict[str, str] = {
+    "start": "stopping before the model loads",
+    "prompts": "stopping before the model loads",
+    "load": "stopping once the model has loaded (training the demo model stops at its next "
+    "step; nothing half-trained is kept)",
+    "residuals": "stopping after the current batch of the residual pass (the next start "
+    "computes the directions again)",
+    "base evaluation": "stopping after the base model's evaluation, before the first trial",
+    "search": "stopping after the current trial (send it again to abandon the trial now); "
+    "the next start resumes the study",
+    "select": "stopping after the current batch of the verification; the search is saved and "
+    "the next start verifies and exports again",
+    "verify": "stopping after the current batch of the verification; the search is saved and "
+    "the next start verifies and exports again",
+    "export": "stopping once the export is written (a half-written model is never left); an "
+    "--upload is not started",
+    "upload": "stopping the upload now; the local output is kept, and `heretic upload` (or the "
+    "same command) uploads it again",
+}
+
 
 def _say(message: str) -> None:
     """To the terminal at once (os.write: no buffered stream to re-enter) and to the log."""
@@ -38,7 +62,8 @@ def _say(message: str) -> None:
 class GracefulStop:
     """Context manager: `with GracefulStop() as stop: ... stop.check()` between trials."""
 
-    def __init__(self) -> None:
+    def __init__(self, phase: str = "search") -> None:
+        self.phase = phase  # what is running now: a key of WHAT_HAPPENS
         self._event = threading.Event()
         self._previous: dict[int, Any] = {}
         self._listeners: list[Callable[[bool], None]] = []
@@ -76,14 +101,15 @@ class GracefulStop:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.requested:
-            _say(f"Second {name}: abandoning the current trial now.")
+            _say(f"Second {name}: stopping now (a trial under way is abandoned and re-run).")
             self._tell(abandon=True)
             raise KeyboardInterrupt
         self.request(name)
-        _say(
-            f"{name} received: stopping after the current trial (send it again to abandon "
-            "the trial now)."
-        )
+        _say(f"{name} received: {self.what_happens()}.")
+
+    def what_happens(self) -> str:
+        """What a first stop request does now, in words (for the message and the log)."""
+        return WHAT_HAPPENS.get(self.phase, "stopping at the next safe point")
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is not threading.main_thread():

@@ -1,8 +1,10 @@
 """`heretic status`: find a run's state from an output or study folder and describe it.
 
 Guaranteed: read-only (except `clear_failures`), works while the run is going (files are
-replaced atomically) and after it ended. Whether the recorded process is still alive is only
-a hint: inside containers PIDs are reused across restarts.
+replaced atomically) and after it ended. Liveness comes from the study lock, not from PIDs
+(reused across container restarts) or the age of progress.json: a run holds the lock's flock
+for its whole life and the kernel drops it when the process dies, SIGKILL included, so a run
+that is not done, failed or interrupted and whose lock nobody holds was killed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from heretic.errors import ExitCode, StudyError
 from heretic.lifecycle.state import DONE_FILE, PROGRESS_FILE, RunState
+from heretic.statefiles import STUDY_LOCK, lock_is_held
 
 STALE_AFTER_S = 15 * 60
 
@@ -59,21 +62,26 @@ def summary(state: RunState, log_lines: int = 5) -> dict[str, Any]:
     progress = data["progress"]
     updated = progress.get("updated_ts")
     data["age_s"] = None if updated is None else round(time.time() - float(updated), 1)
-    data["state"] = _verdict(data)
+    data["lock_held"] = lock_is_held(state.study_dir / STUDY_LOCK)
+    data["state"] = _verdict(data, (state.study_dir / STUDY_LOCK).is_file())
     data["log_file"] = str(state.log_path)
     data["log_tail"] = tail(state.log_path, log_lines)
     return data
 
 
-def _verdict(data: dict[str, Any]) -> str:
+def _verdict(data: dict[str, Any], has_lock: bool) -> str:
     if data["done"] is not None:
         return "done"
     phase = str(data["progress"].get("phase", "unknown"))
     if phase in ("failed", "interrupted"):
         return phase
+    if has_lock and not data["lock_held"]:
+        return (
+            "stopped (no process holds the study lock: the run was killed or its machine went away)"
+        )
     age = data.get("age_s")
     if age is not None and age > STALE_AFTER_S:
-        return "stalled or stopped (no update for " + _fmt_duration(age) + ")"
+        return "stalled (no update for " + _fmt_duration(age) + ")"
     return "running"
 
 

@@ -8,19 +8,26 @@ The repo is created private unless asked otherwise (an existing repo keeps its v
 public one is reported). Transient failures (connection, 408/425/429/5xx) are retried with
 exponential back-off, permanent ones (other 4xx) fail at once. Success means every planned file
 is listed in the repo with its local size. The local output is never touched.
+Deadlines: every request has a connect and a read timeout, and the whole upload (every attempt
+and back-off) one overall deadline, `deadline_s` (the `upload_deadline_s` setting); past it the
+upload is abandoned with UploadDeadlineError (exit 10). A stop request (SIGTERM/SIGINT) while
+it runs abandons it with InterruptedRun (exit 75); either way the next upload starts afresh and
+verifies what is on the Hub.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from heretic.errors import ConfigError, TokenError, UploadError
+from heretic.config.hub_names import check_repo_id, hub_token
+from heretic.config.settings import Settings
+from heretic.errors import InterruptedRun, UploadDeadlineError, UploadError
+from heretic.hub_client import DeadlineExceeded, Stopped, Timeouts, hub_timeouts, run_with_deadline
 from heretic.progress import NullReporter, Reporter
 from heretic.secrets import redact
 
@@ -47,8 +54,7 @@ SCANNED_SUFFIXES = frozenset(
         ".tiktoken",
     }
 )
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
-_TOKEN = re.compile(r"^[\x21-\x7e]{8,}$")
+DEFAULT_DEADLINE_S = float(Settings.model_fields["upload_deadline_s"].default)
 
 
 @dataclass(frozen=True)
@@ -62,32 +68,9 @@ class _Transient(Exception):
 
 
 def resolve_token(token: str | None = None) -> str:
-    """The Hub token: `token`, else HF_TOKEN. Raises TokenError when missing or malformed."""
-    value = token if token is not None else os.environ.get("HF_TOKEN")
-    if value is None or not value.strip():
-        raise TokenError(
-            "No Hugging Face token: HF_TOKEN is not set.",
-            "Create a token with write access at https://huggingface.co/settings/tokens and "
-            "pass it as the HF_TOKEN environment variable (heretic never stores it).",
-        )
-    value = value.strip()
-    if not _TOKEN.match(value):
-        raise TokenError(
-            "HF_TOKEN is malformed (too short, or it contains spaces or non-ASCII characters).",
-            "Copy the token again from https://huggingface.co/settings/tokens (it looks like "
-            "hf_...).",
-        )
-    return value
-
-
-def check_repo_id(repo_id: str) -> str:
-    if not _REPO_ID.match(repo_id or "") or ".." in repo_id or "--" in repo_id:
-        raise ConfigError(
-            f"'{repo_id}' is not a Hub repository id.",
-            "Write it as NAMESPACE/NAME, e.g. your-user/Qwen3-4B-heretic (letters, digits, "
-            "'-', '_', '.').",
-        )
-    return repo_id
+    """The Hub token: `token`, else HF_TOKEN, by the one rule `heretic run` checks too
+    (heretic.config.hub_names). Raises TokenError when missing or malformed."""
+    return hub_token(token)
 
 
 def plan_files(output_dir: Path) -> list[PlannedFile]:
@@ -211,9 +194,13 @@ def upload_output(
     reporter: Reporter | None = None,
     backoff_s: float = 5.0,
     sleep: Callable[[float], None] = time.sleep,
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    timeouts: Timeouts | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> str:
     """Upload `output_dir` to `repo_id`; returns the repo URL. Raises TokenError, ConfigError
-    (bad repo id), UploadError (not an output folder, permanent refusal, retries spent)."""
+    (bad repo id), UploadError (not an output folder, permanent refusal, retries spent),
+    UploadDeadlineError (not done within `deadline_s`), InterruptedRun (`should_stop`)."""
     reporter = reporter or NullReporter()
     token = resolve_token(token)
     check_repo_id(repo_id)
@@ -226,11 +213,51 @@ def upload_output(
     visibility = "private" if private else "public"
     reporter.info(
         f"Uploading {len(plan)} files ({total / 2**30:.2f} GiB) to {visibility} "
-        f"repository {repo_id}."
+        f"repository {repo_id} (deadline {deadline_s:.0f} s)."
     )
+
+    def attempts() -> str:
+        return _with_retries(
+            api, repo_id, private, plan, reporter, token, retries, backoff_s, sleep
+        )
+
+    with hub_timeouts(timeouts):
+        try:
+            url = run_with_deadline(attempts, deadline_s, should_stop=should_stop)
+        except DeadlineExceeded:
+            raise UploadDeadlineError(
+                f"The upload to {repo_id} did not finish within its deadline of "
+                f"{deadline_s:.0f} s (upload_deadline_s) and was abandoned; the Hub may hold "
+                "part of it.",
+                "The local output is intact: run `heretic upload OUTPUT REPO_ID` when the Hub "
+                "answers again (it verifies what is there), or raise upload_deadline_s for a "
+                "slow link.",
+            ) from None
+        except Stopped:
+            raise InterruptedRun(
+                f"The upload to {repo_id} was stopped on request before it was confirmed.",
+                "The local output is intact: run `heretic upload OUTPUT REPO_ID` (or the same "
+                "`heretic run` command) again to upload it.",
+            ) from None
+    reporter.info(f"Uploaded and verified: {url}")
+    return url
+
+
+def _with_retries(
+    api: HfApi,
+    repo_id: str,
+    private: bool,
+    plan: list[PlannedFile],
+    reporter: Reporter,
+    token: str,
+    retries: int,
+    backoff_s: float,
+    sleep: Callable[[float], None],
+) -> str:
+    """Attempts with exponential back-off between transient failures; the URL or UploadError."""
     for attempt in range(retries + 1):
         try:
-            url = _attempt(api, repo_id, private, plan, reporter)
+            return _attempt(api, repo_id, private, plan, reporter)
         except Exception as exc:  # every Hub/transport failure is classified below
             failure = exc if isinstance(exc, _Transient) else _classify(exc, token)
             if isinstance(failure, UploadError):
@@ -245,9 +272,6 @@ def upload_output(
                 f"Upload attempt {attempt + 1} failed ({failure}); retrying in {delay:.0f} s."
             )
             sleep(delay)
-        else:
-            reporter.info(f"Uploaded and verified: {url}")
-            return url
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
@@ -258,12 +282,24 @@ def upload_finished_run(
     private: bool = True,
     retries: int = 5,
     reporter: Reporter | None = None,
+    deadline_s: float = DEFAULT_DEADLINE_S,
 ) -> str:
     """`heretic upload`: upload a finished output folder, then record the upload in its study's
-    done marker, so `heretic status` and a restart know the model is on the Hub."""
+    done marker, so `heretic status` and a restart know the model is on the Hub. SIGTERM or
+    SIGINT while it runs ends it with InterruptedRun (exit 75), the local output intact."""
+    from heretic.lifecycle.signals import GracefulStop
     from heretic.lifecycle.state import RunState
 
-    url = upload_output(output_dir, repo_id, private=private, retries=retries, reporter=reporter)
+    with GracefulStop(phase="upload") as stop:
+        url = upload_output(
+            output_dir,
+            repo_id,
+            private=private,
+            retries=retries,
+            reporter=reporter,
+            deadline_s=deadline_s,
+            should_stop=lambda: stop.requested,
+        )
     study = output_dir / "study"
     if study.is_dir():
         state = RunState(study)

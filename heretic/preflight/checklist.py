@@ -19,6 +19,7 @@ from heretic.preflight.checks_host import (
     check_stale,
     check_study_lock,
 )
+from heretic.preflight.checks_judge import check_judge
 from heretic.preflight.checks_model import (
     check_batch,
     check_device_map,
@@ -77,4 +78,5 @@ def run_preflight(
     checks.append(check_disk(settings, count, planned=inventory.driver == "planned"))
     checks.append(check_token(settings, environ))
     checks.append(storage_check_row(settings.storage))
+    checks.append(check_judge(settings, mem, gpus, inventory))
     return report

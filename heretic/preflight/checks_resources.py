@@ -7,18 +7,17 @@ and whether its form is valid.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+from heretic.config.hub_names import TOKEN_ENV, token_problem
 from heretic.config.settings import Settings
 from heretic.preflight.fit import HEADROOM_FRACTION, PYTHON_OVERHEAD_BYTES, gib
 from heretic.preflight.inventory import GIB, GpuInventory
 from heretic.preflight.memory import ParamCount, weight_bytes
 from heretic.preflight.report import Check, Status
 
-TOKEN_FORM = re.compile(r"^hf_[A-Za-z0-9]{30,}$")
 DEMO_BYTES = 64 * 1024**2  # generous for the demo model's weights
 
 
@@ -110,24 +109,14 @@ def check_disk(settings: Settings, count: ParamCount | None, planned: bool = Fal
     return Check("disk", Status.OK, "; ".join(measured), need)
 
 
-def _token(environ: Mapping[str, str]) -> tuple[str | None, str]:
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        if environ.get(name):
-            return environ[name].strip(), name
-    from huggingface_hub import constants
-
-    path = Path(constants.HF_TOKEN_PATH)
-    if path.is_file():
-        return path.read_text(encoding="utf-8").strip(), str(path)
-    return None, ""
-
-
 def check_token(settings: Settings, environ: Mapping[str, str]) -> Check:
     if not settings.upload:
         return Check("HF token", Status.OK, "not needed (no --upload)", "-")
-    token, source = _token(environ)
+    # The one rule `heretic run` and `heretic upload` apply too (heretic.config.hub_names).
+    token, source = environ.get(TOKEN_ENV), TOKEN_ENV
+    problem = token_problem(token)
     need = "a write token (hf_...) in HF_TOKEN"
-    if token is None:
+    if problem == "missing":
         return Check(
             "HF token",
             Status.FAIL,
@@ -135,7 +124,7 @@ def check_token(settings: Settings, environ: Mapping[str, str]) -> Check:
             need,
             "set HF_TOKEN to a write token from huggingface.co/settings/tokens",
         )
-    if not TOKEN_FORM.match(token):
+    if problem is not None:
         return Check(
             "HF token",
             Status.FAIL,

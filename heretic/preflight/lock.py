@@ -18,7 +18,6 @@ second run fails within a fraction of a second.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -33,8 +32,9 @@ from typing import Self
 
 from heretic.errors import LockedError
 from heretic.secrets import safe_cmdline
+from heretic.statefiles import STUDY_LOCK, lock_file, lock_is_held, private_dir, read_text
 
-LOCK_NAME = ".heretic.lock"
+LOCK_NAME = STUDY_LOCK
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,10 @@ class LockHolder:
 
 
 def machine_lock_dir() -> Path:
-    """Per-user folder for machine-wide locks and the process registry (mode 0700)."""
+    """Per-user folder for machine-wide locks and the process registry: created 0700, refused
+    when it is a link or another user's (anyone can create /tmp/heretic-UID first)."""
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return Path(base) / f"heretic-{os.getuid()}"
+    return private_dir(Path(base) / f"heretic-{os.getuid()}")
 
 
 def _holder_record() -> str:
@@ -71,7 +72,7 @@ def _holder_record() -> str:
 
 def read_holder(path: Path) -> LockHolder:
     try:
-        data = json.loads(path.read_text(encoding="utf-8") or "{}")
+        data = json.loads(read_text(path) or "{}")
     except (OSError, ValueError):
         data = {}
     pid = data.get("pid") if isinstance(data, dict) else None
@@ -83,19 +84,12 @@ def read_holder(path: Path) -> LockHolder:
 
 
 def _try_flock(path: Path) -> int | None:
-    """Open and lock `path`; the fd on success, None when another open file holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return None
-        raise
-    return fd
+    """Open (never through a link) and lock `path`; the fd, or None when another holds it."""
+    return lock_file(path, block=False)
 
 
-def _write_holder(fd: int) -> None:
+def write_holder(fd: int) -> None:
+    """Replace a held lock file's content with this process's record (for messages)."""
     os.ftruncate(fd, 0)
     os.pwrite(fd, _holder_record().encode("utf-8"), 0)
 
@@ -149,7 +143,7 @@ def acquire_run_lock(study_dir: Path) -> RunLock:
             "Wait for that run to finish, use another --output/--study-dir, or, if it is a "
             "stale heretic process of yours, end it with --kill-stale.",
         )
-    _write_holder(fd)
+    write_holder(fd)
     return RunLock([(path, fd)])
 
 
@@ -159,21 +153,7 @@ def probe_lock(path: Path) -> LockHolder | None:
     A lock held by this very process (through another descriptor) also counts as held;
     compare `holder.pid` with `os.getpid()` to tell.
     """
-    if not path.is_file():
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return read_holder(path)
-        raise
-    finally:
-        os.close(fd)  # closing drops the probe's own shared lock at once
-    return None
+    return read_holder(path) if lock_is_held(path) else None
 
 
 def gpu_lock_path(gpu_key: str, lock_dir: Path | None = None) -> Path:
@@ -190,7 +170,10 @@ def acquire_gpu_locks(gpu_keys: Iterable[str], lock_dir: Path | None = None) -> 
     lock = RunLock(held)
     for key in sorted(set(gpu_keys)):
         path = gpu_lock_path(key, lock_dir)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if lock_dir is None:
+            private_dir(path.parent)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = _try_flock(path)
         if fd is None:
             lock.release()
@@ -199,6 +182,6 @@ def acquire_gpu_locks(gpu_keys: Iterable[str], lock_dir: Path | None = None) -> 
                 "Wait for that run, pick other GPUs with CUDA_VISIBLE_DEVICES, or end a "
                 "stale heretic process of yours with --kill-stale.",
             )
-        _write_holder(fd)
+        write_holder(fd)
         held.append((path, fd))
     return lock

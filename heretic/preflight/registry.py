@@ -30,6 +30,7 @@ import psutil
 from heretic.atomic import write_json
 from heretic.preflight.lock import LOCK_NAME, machine_lock_dir, probe_lock
 from heretic.secrets import safe_cmdline
+from heretic.statefiles import private_dir, read_text
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,7 @@ def register_process(study_dir: Path, registry: Path | None = None) -> Path:
     Written atomically (heretic.atomic). Records of dead processes are harmless and
     are removed by the next scan.
     """
-    registry = registry or registry_dir()
-    registry.mkdir(parents=True, exist_ok=True, mode=0o700)
+    registry = private_dir(registry or registry_dir())
     me = psutil.Process()
     record = {
         "pid": me.pid,
@@ -79,7 +79,7 @@ def register_process(study_dir: Path, registry: Path | None = None) -> Path:
 
 def _load(path: Path) -> ProcessRecord | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))  # a planted link is no record
         return ProcessRecord(
             pid=int(data["pid"]),
             create_time=float(data["create_time"]),

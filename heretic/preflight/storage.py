@@ -71,8 +71,23 @@ def _engine(url: str) -> sqlalchemy.Engine:
             f"needs a Python database driver that is not installed ({exc}).",
             f"Install it: {DRIVER_HINT.get(family, 'pip install the driver')}.",
         ) from None
+    if family == "sqlite" and (parsed.username or parsed.password or parsed.host):
+        raise _fail(
+            url,
+            "is a SQLite URL with a login or a host, which SQLite (a local file) does not have.",
+            "Write it as sqlite:///relative/path.db or sqlite:////absolute/path.db, or use "
+            "postgresql://USER:PASSWORD@HOST:5432/DB to share a study between machines.",
+        )
     connect_args = {} if family == "sqlite" else {"connect_timeout": CONNECT_TIMEOUT_S}
-    return sqlalchemy.create_engine(parsed, poolclass=NullPool, connect_args=connect_args)
+    try:
+        return sqlalchemy.create_engine(parsed, poolclass=NullPool, connect_args=connect_args)
+    except (ArgumentError, ValueError, TypeError) as exc:
+        raise _fail(
+            url,
+            f"is not a URL its database accepts ({redact(str(exc).splitlines()[0])}).",
+            "Write it as postgresql://USER:PASSWORD@HOST:5432/DB (or sqlite:///PATH for one "
+            "machine).",
+        ) from None
 
 
 def check_storage(url: str) -> str:

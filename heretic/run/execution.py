@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +26,11 @@ from heretic.progress import Reporter, default_reporter
 from heretic.run.report_types import RunReport
 
 if TYPE_CHECKING:  # imported where used: `heretic run` starts before torch is imported
+    from heretic.lifecycle.on_failure import Policy
+    from heretic.lifecycle.retry import Deadline, RetryPlan
     from heretic.lifecycle.session import RunLifecycle
     from heretic.preflight.inventory import GpuInventory
+    from heretic.preflight.report import Check
 
 
 @dataclass
@@ -75,6 +79,7 @@ def _preflight(settings: Settings, inventory: GpuInventory, reporter: Reporter) 
     from heretic.preflight.checklist import run_preflight
 
     report = run_preflight(settings, inventory=inventory, for_run=True)
+    report.checks.append(_self_termination_check())
     for check in report.checks:
         reporter.info(
             f"preflight {getattr(check.status, 'value', check.status):<4} {check.name}: {check.measured}"
@@ -88,6 +93,32 @@ def _preflight(settings: Settings, inventory: GpuInventory, reporter: Reporter) 
         )
 
 
+def _self_termination_check() -> Check:
+    """The route by which this machine ends itself, tried before the GPU hours start."""
+    from heretic.lifecycle.shutdown import check_route
+    from heretic.preflight.report import Check, Status
+
+    route = check_route()
+    if route is None:
+        return Check("self-termination", Status.OK, "not on Vast.ai or RunPod", "-")
+    return Check("self-termination", Status(route.status), route.measured, "-", route.detail)
+
+
+def _check_judge_and_benchmarks(settings: Settings, reporter: Reporter) -> None:
+    """Before the search, even with skip_preflight: the judge answers one request (exit 17
+    when it cannot), and lm-eval knows every --benchmarks task (exit 3)."""
+    from heretic.judging.factory import probe_judge, run_device
+
+    probe = probe_judge(settings, device=run_device(settings))
+    if probe is not None:
+        reporter.info(probe.line())
+    if settings.benchmarks:
+        from heretic.engine.benchmarks import check_benchmarks
+
+        plan = check_benchmarks(settings.benchmarks)
+        reporter.info(f"Benchmarks after the search: {', '.join(plan.names)}.")
+
+
 def execute(
     cli: Mapping[str, Any],
     *,
@@ -95,19 +126,56 @@ def execute(
     assignments: list[str] | None = None,
     environ: Mapping[str, str] | None = None,
     reporter: Reporter | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Outcome:
-    """Run, then apply --on-failure to a terminal failure (raised or returned): the one place
-    every way out of a run passes, settings errors and the restart-loop guard included."""
+    """Run, retrying in this process what a retry may cure (heretic/lifecycle/retry.py), then
+    apply --on-failure to the failure that remains (raised or returned): the one place every
+    way out of a run passes, settings errors and the restart-loop guard included. Before and
+    during the run the --max-hours deadline is watched."""
+    from heretic.lifecycle.deadline import deadline_watch
+
     request = _Request(cli, config_path, assignments, environ)
     reporter = reporter or default_reporter()
-    try:
-        outcome = _execute(request, reporter)
-    except HereticError as exc:
-        _after_failure(int(exc.exit_code), request, reporter)
-        raise
-    if outcome.exit_code:
-        _after_failure(outcome.exit_code, request, reporter)
+    plan, deadline = _retry_plan(request)
+    overrides: dict[str, Any] = {}
+    retried = 0
+    with deadline_watch(deadline, request.policy(), request.env(), reporter):
+        while True:
+            try:
+                outcome, error = _execute(request.with_cli(overrides), reporter), None
+                code = outcome.exit_code
+            except HereticError as exc:
+                outcome, error, code = None, exc, int(exc.exit_code)
+            ends_run = error is not None and error.ends_run
+            if ends_run or not plan.should_retry(code, retried) or deadline.expired():
+                break
+            retried += 1
+            overrides = plan.overrides(code, overrides)
+            wait = plan.delay(retried)
+            reporter.warn(
+                f"The run failed with exit {code}; retry {retried} of {plan.retries} in "
+                f"{wait:.0f} s" + (f" with {overrides}." if overrides else ".")
+            )
+            sleep(wait)
+    if code:
+        _after_failure(code, request, reporter, ends_run=ends_run)
+    if error is not None:
+        raise error
+    assert outcome is not None
     return outcome
+
+
+def _retry_plan(request: _Request) -> tuple[RetryPlan, Deadline]:
+    """Retries and deadline from the settings; none when the settings cannot be read (the
+    failure that follows is a settings error, which no retry cures)."""
+    from heretic.lifecycle.retry import Deadline, RetryPlan
+
+    try:
+        probe = merge_layers(*request.upper_layers())
+    except (HereticError, ValueError):
+        return RetryPlan(0, 0.0), Deadline(None)
+    plan = RetryPlan(probe.retries, probe.retry_backoff_s, probe.batch_size, probe.max_batch_size)
+    return plan, Deadline.of(probe.max_hours, request.env())
 
 
 @dataclass(frozen=True)
@@ -118,6 +186,20 @@ class _Request:
     config_path: Path | None
     assignments: list[str] | None
     environ: Mapping[str, str] | None
+
+    def with_cli(self, overrides: Mapping[str, Any]) -> _Request:
+        return replace(self, cli={**self.cli, **overrides}) if overrides else self
+
+    def env(self) -> Mapping[str, str]:
+        return os.environ if self.environ is None else self.environ
+
+    def policy(self) -> Policy:
+        from heretic.lifecycle.on_failure import raw_policy
+
+        try:
+            return merge_layers(*self.upper_layers()).on_failure
+        except (HereticError, ValueError):
+            return raw_policy(self.cli.get("on_failure"), self.env())
 
     def upper_layers(self) -> list[dict[str, Any]]:
         from heretic.preflight.resolve import upper_layers
@@ -130,11 +212,14 @@ class _Request:
         )
 
 
-def _after_failure(code: int, request: _Request, reporter: Reporter) -> None:
-    from heretic.lifecycle.on_failure import apply_policy, describe, is_terminal, raw_policy
+def _after_failure(
+    code: int, request: _Request, reporter: Reporter, *, ends_run: bool = False
+) -> None:
+    from heretic.lifecycle.on_failure import apply_policy, describe, raw_policy
+    from heretic.lifecycle.retry import ends_rental
     from heretic.lifecycle.state import RunState
 
-    if not is_terminal(code):
+    if not (ends_run or ends_rental(code)):
         return
     env = os.environ if request.environ is None else request.environ
     try:  # the settings may be what failed: then the flag or variable alone decides
@@ -142,7 +227,7 @@ def _after_failure(code: int, request: _Request, reporter: Reporter) -> None:
         policy, study_dir = probe.on_failure, probe.resolved_study_dir
     except (HereticError, ValueError):
         policy, study_dir = raw_policy(request.cli.get("on_failure"), env), None
-    result = apply_policy(policy, code, env, reporter=reporter)
+    result = apply_policy(policy, code, env, reporter=reporter, terminal=ends_run or None)
     if result is not None and study_dir is not None:
         RunState(study_dir).record_after_failure(describe(policy, result))
 
@@ -150,15 +235,33 @@ def _after_failure(code: int, request: _Request, reporter: Reporter) -> None:
 def _execute(request: _Request, reporter: Reporter) -> Outcome:
     from heretic.preflight.lock import acquire_run_lock
     from heretic.preflight.registry import register_process
+    from heretic.run.output_folder import STUDY_TEMP_TARGETS, claim_output, remove_temp_files
 
     upper = request.upper_layers()
     probe = merge_layers(*upper)
     probe = merge_layers(DEMO_LAYER if probe.is_demo else {}, *upper)
+    from heretic.secrets import add_secret
+
+    add_secret(probe.notify)  # from a config file too: masked in every line written from now
     if probe.kill_stale and not probe.skip_preflight:
         _end_stale_first(probe, reporter)
-    with acquire_run_lock(probe.resolved_study_dir):
+    _check_writable(probe)
+    # The output first: the study lock creates OUTPUT/study, which must not make a folder of
+    # someone else's files look like heretic's.
+    with claim_output(probe.output), acquire_run_lock(probe.resolved_study_dir):
+        remove_temp_files(probe.resolved_study_dir, STUDY_TEMP_TARGETS)
         register_process(probe.resolved_study_dir)
         return _locked(request, reporter)
+
+
+def _check_writable(settings: Settings) -> None:
+    """Both folders writable, before the lock and any weight (a read-only --output must not
+    cost the whole search); a search-only run writes no output."""
+    from heretic.preflight.writable import check_writable
+
+    check_writable(settings.resolved_study_dir, "study folder", "--study-dir (or --output)")
+    if not settings.search_only:
+        check_writable(settings.output, "output folder", "--output")
 
 
 def _locked(request: _Request, reporter: Reporter) -> Outcome:
@@ -196,6 +299,7 @@ def _locked(request: _Request, reporter: Reporter) -> Outcome:
             _validate_inputs(settings, life.reporter)
             if not settings.skip_preflight:
                 _preflight(settings, inventory, life.reporter)
+            _check_judge_and_benchmarks(settings, life.reporter)
             return _engine(settings, life)
 
 
@@ -235,12 +339,13 @@ def export_from_study(
     """`heretic export --trial N`: write trial N of a finished study as a model with its own
     report, under the study's run lock, running no trial."""
     from heretic.preflight.lock import acquire_run_lock
+    from heretic.run.output_folder import claim_output
     from heretic.run.recipe import export_trial
     from heretic.run.study_files import settings_of_study
 
     reporter = reporter or default_reporter()
     settings = settings_of_study(output, storage=storage)
     dest = dest or output / f"trial-{trial}"
-    with acquire_run_lock(settings.resolved_study_dir):
+    with acquire_run_lock(settings.resolved_study_dir), claim_output(dest):
         result = export_trial(settings, trial, dest, reporter)
     return Outcome(int(ExitCode.OK), result.report, model_dir=result.model_dir)

@@ -8,6 +8,7 @@ import json
 
 from huggingface_hub import ModelCardData
 
+from heretic.run.judge_card import judge_sections
 from heretic.run.report_types import ExampleSets, RunReport
 
 
@@ -197,6 +198,7 @@ optimistic; the verification below is not. Refusals here are counted in greedy c
 up to {s.get("max_response_tokens", "?")} tokens.
 
 {_verification(report)}
+{judge_sections(report)}
 {_samples(report)}
 {_limits(report)}
 {_layer_profile(report)}## Selected parameters

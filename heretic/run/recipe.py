@@ -8,7 +8,6 @@ resumes where the last run stopped.
 
 from __future__ import annotations
 
-import fcntl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,12 +18,15 @@ import optuna
 
 from heretic.config.settings import Settings
 from heretic.engine.ablation import Ablator
+from heretic.engine.answer_kl import REFERENCE_FILE, AnswerKL
 from heretic.engine.architecture import Architecture, describe
 from heretic.engine.batching import Batcher
 from heretic.engine.chat import ChatFormat
 from heretic.engine.directions import Directions, compute_directions
 from heretic.engine.evaluation import Evaluator, RefusalResult
 from heretic.engine.export import export_model
+from heretic.engine.journal import journal_damage, repair_journal
+from heretic.engine.judge import CachedJudge, JudgedEvaluator
 from heretic.engine.layer_profile import (
     LayerPrior,
     LayerProfile,
@@ -44,9 +46,18 @@ from heretic.engine.study import completed_trials, count, open_study, run_trials
 from heretic.engine.trial_record import TrialRecord
 from heretic.engine.verification import Verified, Verifier
 from heretic.errors import InterruptedRun, NoAcceptableTrialError, StudyError
+from heretic.jsontypes import JsonDict
 from heretic.lifecycle.state import BestSoFar
 from heretic.progress import NullReporter, Reporter
 from heretic.run import worker_pool
+from heretic.run.disk_space import SpaceGuard, no_space_is_exit_15, weights_bytes
+from heretic.run.judge_phase import (
+    benchmark_record,
+    judge_summary,
+    judge_verification,
+    open_judge,
+    over_refusal,
+)
 from heretic.run.report import RunRecord, Verification, write_run_files
 from heretic.run.report_types import RunReport
 from heretic.run.study_files import (
@@ -58,6 +69,7 @@ from heretic.run.study_files import (
     save_layer_profile,
     study_prior,
 )
+from heretic.statefiles import held_lock
 
 
 @dataclass
@@ -97,12 +109,14 @@ def phase_directions(
     batcher: Batcher,
     study_dir: Path,
     reporter: Reporter,
+    check: Callable[[], None] | None = None,
 ) -> tuple[Directions, LayerProfile | None]:
     """The refusal directions and the per-layer separation profile (both from the residuals,
-    both saved in the study folder; a study from before profiles has none)."""
+    both saved in the study folder; a study from before profiles has none). `check()` runs
+    between batches of the residual pass: a stop request ends it within one batch."""
     path = study_dir / "directions.safetensors"
-    with open(study_dir / ".directions.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker computes; the others wait and load
+    # One worker computes; the others wait and load. Never through a planted link.
+    with held_lock(study_dir / ".directions.lock"):
         cached = load_directions(path)
         if cached is not None:
             reporter.info("Loaded the refusal directions saved in the study folder.")
@@ -116,6 +130,7 @@ def phase_directions(
             chat=chat,
             reporter=reporter,
             label="residuals (harmful)",
+            check=check,
         )
         harmless = collect_residuals(
             loaded,
@@ -125,6 +140,7 @@ def phase_directions(
             chat=chat,
             reporter=reporter,
             label="residuals (harmless)",
+            check=check,
         )
         directions = compute_directions(
             harmful,
@@ -137,6 +153,36 @@ def phase_directions(
         save_layer_profile(study_dir, profile)
         save_directions(path, directions)  # last: its presence means both are complete
         return directions, profile
+
+
+def phase_base_answers(
+    loaded: LoadedModel,
+    prompts: PromptSets,
+    settings: Settings,
+    batcher: Batcher,
+    study_dir: Path,
+    reporter: Reporter,
+) -> AnswerKL | None:
+    """The base model's answers to the harmless search prompts, which the answer damage is
+    measured along (built once, kept in the study folder); None with damage_metric=first_token."""
+    if settings.damage_metric != "answer":
+        return None
+    measure = AnswerKL(
+        loaded,
+        prompts.harmless_eval,
+        chat=chat_format(settings),
+        batcher=batcher,
+        tokens=settings.damage_tokens,
+    )
+    reused = (study_dir / REFERENCE_FILE).exists()
+    ref = measure.prepare(study_dir)
+    mean_len = float(ref.answer_len.float().mean()) if len(ref.answer_len) else 0.0
+    reporter.info(
+        f"{'Loaded' if reused else 'Generated'} the base model's answers to "
+        f"{len(measure.prompts)} harmless prompts (up to {settings.damage_tokens} tokens, "
+        f"{mean_len:.1f} on average): each trial's damage is measured along them."
+    )
+    return measure
 
 
 def phase_base(evaluator: Evaluator, reporter: Reporter) -> RefusalResult:
@@ -186,6 +232,7 @@ def phase_search(
     hooks: RunHooks,
     reporter: Reporter,
     stop_rule: StopRule | None = None,
+    space: SpaceGuard | None = None,
 ) -> None:
     total = settings.trials
     already = count(study, optuna.trial.TrialState.COMPLETE)
@@ -216,6 +263,8 @@ def phase_search(
             eta = (time.monotonic() - started) / max(done - already, 1) * max(total - done, 0)
             hooks.on_trial(done, total, eta, best_so_far(finished, settings))
             advance(1)
+            if space is not None:
+                space.trial_done()
 
         run_trials(
             study,
@@ -225,6 +274,7 @@ def phase_search(
             should_stop=hooks.should_stop,
             on_complete=on_complete,
             done_early=done_early,
+            before_claim=space.check if space is not None else lambda: None,
         )
     why = done_early()
     if why is not None:
@@ -247,6 +297,7 @@ class Prepared:
     profile: LayerProfile | None = None
     prior: LayerPrior | None = None
     stop_rule: StopRule | None = None
+    judge: CachedJudge | None = None  # opened for the search (judge_in_search) or verification
 
 
 def _enter(hooks: RunHooks, phase: str) -> None:
@@ -257,6 +308,18 @@ def _enter(hooks: RunHooks, phase: str) -> None:
             "Run the same command again to resume.",
         )
     hooks.on_phase(phase)
+
+
+def stop_check(hooks: RunHooks, during: str, then: str) -> Callable[[], None]:
+    """A `check` for long passes (residuals, verification, demo training): raises
+    InterruptedRun (exit 75) between batches once a stop was requested; `then` says what the
+    next start does."""
+
+    def check() -> None:
+        if hooks.should_stop():
+            raise InterruptedRun(f"Stopped on request during {during}; the study is saved.", then)
+
+    return check
 
 
 def _evaluator(
@@ -275,18 +338,30 @@ def _evaluator(
     )
 
 
-def _open_study(settings: Settings, worker_index: int) -> optuna.Study:
-    """The run's Optuna study (created, resumed or joined), checked against these settings."""
-    study = open_study(
-        settings.resolved_study_dir,
-        name=settings.study_name,
-        storage_url=settings.storage,
-        seed=settings.seed,
-        startup_trials=min(settings.startup_trials, settings.trials // 3),
-        worker_index=worker_index,
-        heartbeat_s=settings.heartbeat_interval_s,
-        grace_s=settings.heartbeat_grace_s,
-    )
+def _open_study(settings: Settings, worker_index: int, reporter: Reporter) -> optuna.Study:
+    """The run's Optuna study (created, resumed or joined), checked against these settings.
+    The first process repairs a torn journal first (workers start after it: their writes in
+    progress must not look torn to anyone)."""
+    study_dir = settings.resolved_study_dir
+    if not settings.storage and worker_index == 0:
+        repaired = repair_journal(study_dir)
+        if repaired is not None:
+            reporter.warn(repaired.describe())
+    try:
+        study = open_study(
+            study_dir,
+            name=settings.study_name,
+            storage_url=settings.storage,
+            seed=settings.seed,
+            startup_trials=min(settings.startup_trials, settings.trials // 3),
+            worker_index=worker_index,
+            heartbeat_s=settings.heartbeat_interval_s,
+            grace_s=settings.heartbeat_grace_s,
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        if settings.storage:
+            raise
+        raise journal_damage(study_dir, exc) from exc
     check_or_record_in_study(study, settings)
     return study
 
@@ -308,35 +383,62 @@ def prepare(
 
     _enter(hooks, "load")
     t = time.monotonic()
-    loaded = load_model(settings, reporter)
+    training = stop_check(
+        hooks,
+        "the demo model's training",
+        "Nothing half-trained is kept: run the same command again and the training starts over.",
+    )
+    loaded = load_model(settings, reporter, training)
     arch = describe(loaded.model, list(settings.components))
     _timed(timings, "load", t)
 
     batcher = Batcher(settings.batch_size or settings.max_batch_size, "the forward passes")
     _enter(hooks, "residuals")
     t = time.monotonic()
+    residuals = stop_check(
+        hooks,
+        "the residual pass",
+        "Run the same command again: it computes the directions again, then searches.",
+    )
     directions, profile = phase_directions(
-        loaded, arch, prompts, settings, batcher, study_dir, reporter
+        loaded, arch, prompts, settings, batcher, study_dir, reporter, residuals
     )
     _timed(timings, "residuals", t)
 
     evaluator = _evaluator(loaded, prompts, settings, batcher)
+    judge = open_judge(settings, str(loaded.device)) if settings.judge_in_search else None
+    if judge is not None:  # the judge reads every trial's answers, beside the model
+        evaluator = JudgedEvaluator.wrapping(evaluator, judge)
     _enter(hooks, "base evaluation")
     base: RefusalResult | None = None
     if worker_index == 0:
         base = phase_base(evaluator, reporter)
     else:
         evaluator.compute_base()
+    t = time.monotonic()
+    answers = phase_base_answers(loaded, prompts, settings, batcher, study_dir, reporter)
+    _timed(timings, "base_answers", t)
     ablator = Ablator(arch, directions, settings.ablation).install()
-    study = _open_study(settings, worker_index)
+    study = _open_study(settings, worker_index, reporter)
     prior = study_prior(study, derive_prior(profile) if profile is not None else None)
     space = SearchSpace(settings, arch.num_layers, prior)
     if worker_index == 0 and profile is not None and prior is not None:
         reporter.info(_space_line(profile, prior, space, settings))
-    objective = TrialObjective(ablator, evaluator, space, settings.kl_target)
+    objective = TrialObjective(ablator, evaluator, space, settings.kl_target, answers)
     rule = StopRule.from_settings(settings, len(prompts.harmful_eval))
     return Prepared(
-        loaded, arch, prompts, directions, evaluator, study, objective, base, profile, prior, rule
+        loaded,
+        arch,
+        prompts,
+        directions,
+        evaluator,
+        study,
+        objective,
+        base,
+        profile,
+        prior,
+        rule,
+        judge,
     )
 
 
@@ -351,7 +453,12 @@ def _space_line(
 def run(
     settings: Settings, reporter: Reporter | None = None, hooks: RunHooks | None = None
 ) -> RunResult:
-    reporter, hooks = reporter or NullReporter(), hooks or RunHooks()
+    """The whole run; a full disk anywhere in it is exit 15 (DiskFullError), never a crash."""
+    with no_space_is_exit_15(settings.resolved_study_dir):
+        return _run(settings, reporter or NullReporter(), hooks or RunHooks())
+
+
+def _run(settings: Settings, reporter: Reporter, hooks: RunHooks) -> RunResult:
     timings: dict[str, float] = {}
     t_all = time.monotonic()
     settings.resolved_study_dir.mkdir(parents=True, exist_ok=True)
@@ -362,6 +469,7 @@ def run(
         )
     settings = worker_pool.parent_device_map(settings)
     prep = prepare(settings, reporter, hooks, timings)
+    space = SpaceGuard(settings.resolved_study_dir, settings.output, _export_bytes(prep.loaded))
 
     _enter(hooks, "search")
     t = time.monotonic()
@@ -372,13 +480,20 @@ def run(
     study_dir = settings.resolved_study_dir
     try:
         phase_search(
-            prep.study, prep.objective, settings, study_dir, hooks, reporter, prep.stop_rule
+            prep.study, prep.objective, settings, study_dir, hooks, reporter, prep.stop_rule, space
         )
         worker_pool.wait_workers(group.procs)
         if group.procs and count(prep.study, optuna.trial.TrialState.COMPLETE) < settings.trials:
             # A worker that died mid-trial left its trial to be re-run: finish what is missing.
             phase_search(
-                prep.study, prep.objective, settings, study_dir, hooks, reporter, prep.stop_rule
+                prep.study,
+                prep.objective,
+                settings,
+                study_dir,
+                hooks,
+                reporter,
+                prep.stop_rule,
+                space,
             )
     finally:
         unsubscribe()
@@ -392,9 +507,20 @@ def run(
     return _finish(settings, prep, timings, t_all, hooks, reporter)
 
 
-def verification_evaluator(prep: Prepared, settings: Settings) -> Evaluator | None:
+def _export_bytes(loaded: LoadedModel) -> int:
+    """What the export will write: the checkpoint's weight files, else the loaded tensors."""
+    on_disk = weights_bytes(loaded.path)
+    if on_disk:
+        return on_disk
+    return sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+
+
+def verification_evaluator(
+    prep: Prepared, settings: Settings, check: Callable[[], None] | None = None
+) -> Evaluator | None:
     """An evaluator over the verification split (the evaluation sets when there is none), with
-    the longer verification budget; None when verification is switched off."""
+    the longer verification budget; None when verification is switched off. Its own batcher
+    (starting at the size the search found) calls `check()` before every batch."""
     budget = settings.verify_response_tokens
     if budget is None:
         budget = 4 * settings.max_response_tokens
@@ -409,7 +535,7 @@ def verification_evaluator(prep: Prepared, settings: Settings) -> Evaluator | No
         markers=settings.refusal_markers,
         max_new_tokens=budget,
         chat=chat_format(settings),
-        batcher=prep.evaluator.batcher,
+        batcher=Batcher(prep.evaluator.batcher.batch_size, "the verification", check),
         strip_thinking=settings.strip_thinking,
     )
 
@@ -420,13 +546,19 @@ def phase_verify(
     chosen: optuna.trial.FrozenTrial,
     settings: Settings,
     reporter: Reporter,
+    check: Callable[[], None] | None = None,
 ) -> Verification | None:
     """Measure the chosen edit and its Pareto-front neighbours on prompts the search never
-    scored, against the base model, with a longer token budget than the search's."""
-    evaluator = verification_evaluator(prep, settings)
+    scored, against the base model, with a longer token budget than the search's. `check()`
+    between batches may stop it (nothing is written then: the next start verifies again)."""
+    evaluator = verification_evaluator(prep, settings, check)
     if evaluator is None:
         return None
-    verifier = Verifier(evaluator, compare_tokens=settings.verify_compare_tokens)
+    verifier = Verifier(
+        evaluator,
+        compare_tokens=settings.verify_compare_tokens,
+        full_answers=settings.judge != "markers",
+    )
     by_number = {t.number: t for t in trials} | {chosen.number: chosen}
     neighbours = front_neighbours(
         list(by_number.values()), chosen.number, settings.verify_alternatives
@@ -451,6 +583,62 @@ def phase_verify(
     )
     reporter.info(result.summary())
     return result
+
+
+def phase_judge(prep: Prepared, record: RunRecord, settings: Settings, reporter: Reporter) -> None:
+    """The verification's answers read by the judge (opened now unless the search had it),
+    and the over-refusal share; the judge's memory is freed before the export."""
+    v = record.verification
+    if v is None:
+        return
+    judge = prep.judge or open_judge(settings, str(prep.loaded.device))
+    evaluator = verification_evaluator(prep, settings)
+    assert evaluator is not None  # a verification exists, so it was not switched off
+    try:
+        if judge is not None:
+            record.judging = judge_verification(
+                settings,
+                judge,
+                evaluator.harmful,
+                v.base,
+                v.selected,
+                [a for a, _ in v.alternatives],
+            )
+            reporter.info(judge_summary(record.judging))
+        record.over_refusal = over_refusal(settings, evaluator.harmless, v.base, v.selected, judge)
+    finally:
+        if judge is not None:
+            judge.close()
+            prep.judge = None
+
+
+def phase_benchmarks(
+    prep: Prepared,
+    params: AblationParams,
+    settings: Settings,
+    timings: dict[str, float],
+    reporter: Reporter,
+) -> JsonDict | None:
+    """lm-eval on the base model and on the edit, hooked (before the export removes the hooks)."""
+    if not settings.benchmarks:
+        return None
+    from heretic.engine.benchmarks import compare, plan_tasks
+
+    t = time.monotonic()
+    rows = compare(
+        prep.loaded,
+        plan_tasks(settings.benchmarks),
+        lambda: prep.objective.ablator.applied(params),
+        limit=settings.benchmark_limit,
+        batch_size=settings.benchmark_batch_size,
+        seed=settings.seed,
+    )
+    _timed(timings, "benchmarks", t)
+    reporter.info(
+        "Benchmarks: "
+        + "; ".join(f"{r.task} {r.metric} {r.base:.3g} -> {r.edited:.3g}" for r in rows)
+    )
+    return benchmark_record(rows, settings, time.monotonic() - t)
 
 
 def _finish(
@@ -482,7 +670,16 @@ def _finish(
     if selected is not None:
         params = AblationParams.from_dict(TrialRecord.read(selected).required_parameters())
         hooks.on_phase("verify")
-        record.verification = phase_verify(prep, trials, selected, settings, reporter)
+        verifying = stop_check(
+            hooks,
+            "the verification",
+            "The search is complete: run the same command again; it verifies the chosen "
+            "trial again and exports it (no trial is re-run).",
+        )
+        record.verification = phase_verify(prep, trials, selected, settings, reporter, verifying)
+        phase_judge(prep, record, settings, reporter)
+        hooks.on_phase("benchmarks")
+        record.benchmarks = phase_benchmarks(prep, params, settings, timings, reporter)
         _enter(hooks, "export")
         t = time.monotonic()
         prep.objective.ablator.remove()

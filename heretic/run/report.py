@@ -118,6 +118,9 @@ class RunRecord:
     chosen_by: str = ""  # the selection policy, or "manual" for heretic export --trial N
     stop_reason: str = ""
     layer_profile: JsonDict | None = None
+    judging: JsonDict | None = None  # run/judge_phase.py
+    over_refusal: JsonDict | None = None
+    benchmarks: JsonDict | None = None
 
 
 def trial_row(t: FrozenTrial) -> TrialRow:
@@ -178,6 +181,9 @@ def build_report(rec: RunRecord) -> RunReport:
             "stop_reason": rec.stop_reason,
         },
         "layer_profile": rec.layer_profile,
+        "judge": rec.judging,
+        "over_refusal": rec.over_refusal,
+        "benchmarks": rec.benchmarks,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "settings": rec.settings,
     }

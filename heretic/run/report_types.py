@@ -117,6 +117,10 @@ class RunReport(TypedDict):
     pareto_front: list[FrontRow]
     trials: TrialCounts
     layer_profile: JsonDict | None
+    # run/judge_phase.py: measured only when asked (--judge, --benchmarks), else None
+    judge: JsonDict | None
+    over_refusal: JsonDict | None
+    benchmarks: JsonDict | None
     timings_s: dict[str, float]
     settings: JsonDict
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import optuna
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from heretic.atomic import write_atomic
+from heretic.atomic import write_atomic, write_with
 from heretic.config.settings import Settings
 from heretic.engine.directions import Directions
 from heretic.engine.layer_profile import LayerPrior, LayerProfile
@@ -44,14 +45,44 @@ STUDY_KEYS = (
     "quantization",
     "study_name",
     "kl_target",
+    "damage_metric",
+    "damage_tokens",
     # The split decides which evaluation prompts the trials are scored on.
     "verify_split",
     "verify_harmful_prompts",
     "verify_harmless_prompts",
 )
 # What a study recorded before a key existed ran with: heretic 0.1 scored trials on the whole
-# evaluation sets (verify_split=0) and scored the sampler on the raw KL (kl_target=0).
-BEFORE_KEY_EXISTED: dict[str, Any] = {"verify_split": 0.0, "kl_target": 0.0}
+# evaluation sets (verify_split=0) and scored the sampler on the raw KL (kl_target=0); before
+# issue 18 the damage was the first-token KL (damage_tokens was not read).
+BEFORE_KEY_EXISTED: dict[str, Any] = {
+    "verify_split": 0.0,
+    "kl_target": 0.0,
+    "damage_metric": "first_token",
+    "damage_tokens": 32,
+}
+
+
+def unreadable(path: Path, exc: Exception) -> StudyError:
+    """The one message for a study file that does not parse (exit 14, naming the file)."""
+    return StudyError(
+        f"The study file {path} cannot be read ({type(exc).__name__}: {exc}); it is damaged or "
+        "was not written by heretic.",
+        f"Restore it from a copy, delete it if heretic can recreate it ({path.name} is "
+        "recreated when missing, except settings.json of a study with trials), or start a fresh "
+        "study with another --study-dir.",
+    )
+
+
+def read_study_json(path: Path) -> dict[str, Any]:
+    """The JSON object in a study file; StudyError naming the file when it does not parse."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise unreadable(path, exc) from exc
+    if not isinstance(data, dict):
+        raise unreadable(path, ValueError("not a JSON object"))
+    return data
 
 
 def study_identity(settings: Settings) -> dict[str, Any]:
@@ -77,7 +108,7 @@ def check_or_record_settings(study_dir: Path, settings: Settings) -> None:
     path = study_dir / "settings.json"
     identity = study_identity(settings)
     if path.is_file():
-        recorded = json.loads(path.read_text(encoding="utf-8")).get("identity", {})
+        recorded = read_study_json(path).get("identity", {})
         _require_same(
             recorded,
             identity,
@@ -98,7 +129,7 @@ def settings_of_study(output: Path, *, storage: str | None = None) -> Settings:
             f"{output} holds no study ({path} is missing).",
             "Give the output folder of a heretic run (the folder with report.json and study/).",
         )
-    resolved = dict(json.loads(path.read_text(encoding="utf-8")).get("resolved") or {})
+    resolved = dict(read_study_json(path).get("resolved") or {})
     resolved.update(
         output=str(output),
         study_dir=None,
@@ -135,27 +166,29 @@ def check_or_record_in_study(study: optuna.Study, settings: Settings) -> None:
 
 
 def save_directions(path: Path, directions: Directions) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(
-        {
-            "basis": directions.basis.contiguous(),
-            "harmful_mean": directions.harmful_mean.contiguous(),
-            "harmless_mean": directions.harmless_mean.contiguous(),
-        },
-        str(tmp),
-    )
-    tmp.replace(path)
+    tensors = {
+        "basis": directions.basis.contiguous(),
+        "harmful_mean": directions.harmful_mean.contiguous(),
+        "harmless_mean": directions.harmless_mean.contiguous(),
+    }
+    # A fresh temp file (O_EXCL), never a fixed name a planted link could sit on.
+    write_with(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
 def load_directions(path: Path) -> Directions | None:
     if not path.is_file():
         return None
-    tensors = load_file(str(path))
-    return Directions(
-        basis=tensors["basis"].to(torch.float32),
-        harmful_mean=tensors["harmful_mean"],
-        harmless_mean=tensors["harmless_mean"],
-    )
+    try:
+        tensors = load_file(str(path))
+        return Directions(
+            basis=tensors["basis"].to(torch.float32),
+            harmful_mean=tensors["harmful_mean"],
+            harmless_mean=tensors["harmless_mean"],
+        )
+    except (SafetensorError, KeyError, OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # a read error of the disk, not a damaged file
+        raise unreadable(path, exc) from exc
 
 
 PROFILE_FILE = "layer_profile.json"
@@ -170,7 +203,10 @@ def load_layer_profile(study_dir: Path) -> LayerProfile | None:
     path = study_dir / PROFILE_FILE
     if not path.is_file():
         return None
-    return LayerProfile.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    try:
+        return LayerProfile.from_dict(read_study_json(path))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise unreadable(path, exc) from exc
 
 
 def study_prior(study: optuna.Study, derived: LayerPrior | None) -> LayerPrior | None:

@@ -12,6 +12,7 @@
 
 vast_offer_filter() {
     jq -n --arg max "$1" --argjson disk "$2" --arg cuda "$3" '{
+        external: {eq: false}, rented: {eq: false},
         gpu_name: {in: ["A100 SXM4", "A100 PCIE", "A100X"]}, gpu_ram: {gte: 79000},
         num_gpus: {eq: 1}, rentable: {eq: true}, verified: {eq: true},
         reliability: {gt: 0.98}, cuda_max_good: {gte: ($cuda | tonumber)},

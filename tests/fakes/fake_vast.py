@@ -103,9 +103,10 @@ class LoopbackServer(Loopback):
                     self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if self.command != "HEAD":  # a HEAD answer has headers only
+                    self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
         self._serve(Handler)
 
@@ -203,6 +204,10 @@ class FakeVast(LoopbackServer):
         if path.startswith("/instances/"):
             iid = path.strip("/").split("/")[-1]
             if r.method == "GET":
+                # An id this account does not hold (destroyed, or never was) answers with no
+                # instance, as the API does.
+                if int(iid) not in (self.instance["id"], *self.created):
+                    return Reply(200, {"instances": None})
                 return Reply(200, {"instances": {**self.instance, "id": int(iid)}})
             if r.method == "DELETE":
                 return Reply(200, {"success": True})

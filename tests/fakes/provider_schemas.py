@@ -297,6 +297,13 @@ VAST_REQUEST_LOGS = {
     },
 }
 
+VAST_SHOW_INSTANCE_QUERY = {  # vast-cli `show instance`: GET /instances/{id}/?owner=me
+    "type": "object",
+    "required": ["owner"],
+    "additionalProperties": False,
+    "properties": {"owner": {"const": "me"}},
+}
+
 # (provider, method, path regex) -> (what is checked, schema)
 ENDPOINTS: list[tuple[str, str, str, str, dict[str, Any]]] = [
     ("runpod", "POST", r"^/v2/pods$", "body", RUNPOD_CREATE_POD),
@@ -306,6 +313,7 @@ ENDPOINTS: list[tuple[str, str, str, str, dict[str, Any]]] = [
     ("vast", "POST", r"^/api/v0/bundles/$", "body", VAST_SEARCH),
     ("vast", "PUT", r"^/api/v0/asks/[0-9]+/$", "body", VAST_CREATE),
     ("vast", "PUT", r"^/api/v0/instances/request_logs/[0-9]+/$", "body", VAST_REQUEST_LOGS),
+    ("vast", "GET", r"^/api/v0/instances/[0-9]+/$", "query", VAST_SHOW_INSTANCE_QUERY),
 ]
 
 
