@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "install_check": {"__init__", "cuda_libraries", "image"},
     "config": {"errors", "jsontypes", "secrets"},
     "demo": {"jsontypes", "progress"},
-    "engine": {"config", "demo", "errors", "jsontypes", "progress", "statefiles"},
+    "engine": {"atomic", "config", "demo", "errors", "jsontypes", "progress", "statefiles"},
     "judging": {"config", "engine", "errors", "jsontypes", "secrets"},
     "preflight": {
         "atomic",
