@@ -23,7 +23,8 @@
 # Usage (as root): bash scripts/test_image.sh [--line cpu|cu130] [--build-only]
 # Installs buildah and mmdebstrap with apt-get when missing. The host's pip settings (index,
 # certificate bundle, local wheel folders) are passed into the build, so a machine whose pip
-# reaches its registry through them builds the same way. Env: TEST_IMAGE_TRIALS (default 12),
+# reaches its registry through them builds the same way. Env: TEST_IMAGE_TRIALS (default 40),
+# TEST_IMAGE_MEASURE=0 skips the cu130 size measurement (8 min on 2 shared cores),
 # TEST_IMAGE_KEEP_CACHE=1 keeps the layer cache (faster reruns; otherwise untagged images are
 # pruned at the end, so repeated runs do not fill the disk), TEST_IMAGE_THREADS=N sets
 # OMP_NUM_THREADS in the containers (1 on a shared machine), TEST_IMAGE_DEMO_CACHE=DIR copies
@@ -50,7 +51,9 @@ base=localhost/heretic-test-base:bookworm
 image=localhost/heretic:test-$line
 # The stand-in base's python3 (Debian bookworm): the lock's markers are read for it.
 python=3.11
-trials=${TEST_IMAGE_TRIALS:-12}
+# 40: with 12, main's selection policy (refusal cap 5) found no acceptable trial of the demo
+# on 2026-12-02 (exit 9, here and on the host); the trials take 0.1 s each in the container.
+trials=${TEST_IMAGE_TRIALS:-40}
 work=$(mktemp -d /tmp/heretic-image-test.XXXXXX)
 ctr=""
 bg_pid=""
@@ -445,7 +448,7 @@ build
 ctr=$(buildah from --pull-never "$image")
 load_entrypoint
 check_image_config
-if [ "$line" = cu130 ]; then
+if [ "$line" = cu130 ] && [ "${TEST_IMAGE_MEASURE:-1}" != 0 ]; then
     measure_sizes
 fi
 check_demo_and_restart
