@@ -148,7 +148,7 @@ def run_hllm_export(
     exe: str, args: list[str], save_to: Path, *, timeout_s: float = 3600
 ) -> HllmExport:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(COLAB_GPU="1", HF_HUB_OFFLINE="1", NO_COLOR="1", COLUMNS="200")
+    env.update(COLAB_GPU="1", HF_HUB_OFFLINE="1", NO_COLOR="1", COLUMNS="200", PYTHONUNBUFFERED="1")
     start = time.monotonic()
     deadline = start + timeout_s
     proc = subprocess.Popen(

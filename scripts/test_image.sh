@@ -25,7 +25,8 @@
 # certificate bundle, local wheel folders) are passed into the build, so a machine whose pip
 # reaches its registry through them builds the same way. Env: TEST_IMAGE_TRIALS (default 12),
 # TEST_IMAGE_KEEP_CACHE=1 keeps the layer cache (faster reruns; otherwise untagged images are
-# pruned at the end, so repeated runs do not fill the disk), TEST_IMAGE_DEMO_CACHE=DIR copies
+# pruned at the end, so repeated runs do not fill the disk), TEST_IMAGE_THREADS=N sets
+# OMP_NUM_THREADS in the containers (1 on a shared machine), TEST_IMAGE_DEMO_CACHE=DIR copies
 # DIR/demo-model-v2 (a HERETIC_CACHE with the trained demo model) instead of training it.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -152,10 +153,14 @@ run_entry() {
 # /cache. buildah 1.28 quirk: a lone -v on the image's VOLUME path is silently replaced by the
 # container's own anonymous volume; with a second -v both bind mounts apply.
 in_ctr() {
-    local vol=$1
+    local vol=$1 threads=()
     shift
     mkdir -p "$vol" "$work/cache"
-    buildah run --isolation chroot -v "$vol:/workspace" -v "$work/cache:/cache" "$@"
+    # TEST_IMAGE_THREADS=1 on a machine whose cores other jobs share: torch's OpenMP threads
+    # spin-wait for each other, and with the cores oversubscribed a 2-thread matmul ran 20x
+    # slower than a 1-thread one in the cu130 image here (load average 19 on 2 cores).
+    [ -z "${TEST_IMAGE_THREADS:-}" ] || threads=(-e "OMP_NUM_THREADS=$TEST_IMAGE_THREADS")
+    buildah run --isolation chroot -v "$vol:/workspace" -v "$work/cache:/cache" "${threads[@]}" "$@"
 }
 
 # In the background; sets bg_pid (the `buildah run` process, ours).
@@ -326,7 +331,9 @@ for i, layer in enumerate(manifest["layers"]):
     total_c += compressed
     total_u += uncompressed
     step = created[i] if i < len(created) else ""
-    step = " ".join(step.replace("/bin/bash -o pipefail -c", "").split())[:70]
+    # "|2 CUDA_LINE=... /bin/sh -c CMD" (a RUN) or "/bin/sh -c #(nop) COPY ..." -> the step
+    step = step.split("/bin/sh -c ", 1)[-1].replace("#(nop) ", "")
+    step = " ".join(step.split())[:60]
     rows.append(f"layer {i}: {compressed / 1e6:8.1f} MB compressed {uncompressed / 1e6:8.1f} MB uncompressed  {step}")
 print("\n".join(rows))
 print(f"sizes: {total_c / 1e9:.2f} GB compressed (gzip, as pushed), {total_u / 1e9:.2f} GB uncompressed, {len(rows)} layers")
