@@ -346,7 +346,8 @@ def test_run_with_a_local_judge_in_the_search(cli_env: dict[str, str], tmp_path:
     assert done
     for t in done:  # the judge refuses everything: the trial's count is all, the markers' beside
         assert t.user_attrs["refusals"] == t.user_attrs["n_harmful"]
-        assert 0 < t.user_attrs["marker_refusals"] <= t.user_attrs["refusals"]
+        # an edit may remove every marker (0); the judge still counts every answer refused
+        assert 0 <= t.user_attrs["marker_refusals"] <= t.user_attrs["refusals"]
     report = json.loads((out / "report.json").read_text())
     for row in report["judge"]["counts"]:
         assert row["judge"] == row["n_harmful"]
