@@ -64,7 +64,8 @@ def test_default_space_finds_early_refusal_patience_stops_and_resume_completes(
     assert (out / "study" / "layer_profile.json").is_file()
     assert "layer_profile.png" in (out / "README.md").read_text()
     # Patience: stopped once no refusal was left and six trials brought nothing better.
-    assert report["selected"]["refusals"] == 0
+    # (gentlest: the lowest damage among trials at or below refusal_target, 5%)
+    assert report["selected"]["refusals"] <= 0.05 * report["base"]["n_harmful"]
     completed = report["trials"]["completed"]
     assert completed < 40, report["trials"]
     assert report["trials"]["stop_reason"].startswith("patience")

@@ -49,6 +49,7 @@ def test_cloud_launch_dry_run_masks_the_notify_url() -> None:
         gpu=gpu_kind("A100-80GB"),
         model="meta-llama/Llama-3.1-8B-Instruct",
         settings={"notify": SET_HOOK},
+        allow_plain_secrets=True,  # without it the launch refuses a plain notify URL (exit 3)
     )
     shown = plan_launch(opts, client, n_params=None, hf_token=None, dry_run=True).describe(client)
     assert "AnotherSecretKey987" not in str(shown)
