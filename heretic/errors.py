@@ -118,6 +118,14 @@ class StorageError(HereticError):
     exit_code = ExitCode.STORAGE
 
 
+class StorageRefusedError(StorageError):
+    """A storage problem no retry can cure (a bad URL, a missing driver, a refused login, no
+    such database): exit 16 at once, without in-container retries; an unreachable server stays
+    a plain StorageError (retried: it may come back)."""
+
+    ends_run = True
+
+
 class JudgeError(HereticError):
     """The refusal judge (--judge) cannot be used: a model that does not load, an endpoint that
     does not answer, or answers that are not a verdict."""

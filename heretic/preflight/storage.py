@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from heretic.errors import StorageError
+from heretic.errors import StorageError, StorageRefusedError
 from heretic.preflight.report import Check, Status
 from heretic.secrets import mask_url_password, redact, url_password
 
@@ -35,8 +35,9 @@ _CREDENTIALS = re.compile(
 _NO_DATABASE = re.compile(r"database \S+ does not exist|unknown database", re.I)
 
 
-def _fail(url: str, what: str, hint: str) -> StorageError:
-    return StorageError(f"The study storage {mask_url_password(url)} {what}", hint)
+def _fail(url: str, what: str, hint: str, *, permanent: bool = True) -> StorageError:
+    kind = StorageRefusedError if permanent else StorageError
+    return kind(f"The study storage {mask_url_password(url)} {what}", hint)
 
 
 def _engine(url: str) -> sqlalchemy.Engine:
@@ -127,6 +128,7 @@ def _classify(url: str, said: str) -> StorageError:
         f"cannot be reached within {CONNECT_TIMEOUT_S} s: {said}",
         "Check host and port, that the server runs and accepts connections from "
         "this machine (firewall, listen_addresses, pg_hba.conf).",
+        permanent=False,
     )
 
 
