@@ -65,7 +65,9 @@ COPY --chmod=0755 scripts/slim_image.sh /usr/local/bin/
 
 # pip and setuptools at the lock's versions, then torch alone: the largest layer, rebuilt only
 # when the line or the pinned build changes. `===` matches the lock's build exactly (2.13.0
-# is not 2.13.0+cpu), so no other build on any index or wheel folder can slip in.
+# is not 2.13.0+cpu), so no other build on any index or wheel folder can slip in; hadolint
+# reads only `==` as a pin, hence its DL3013 is silenced here.
+# hadolint ignore=DL3013
 RUN case "${TORCH_INDEX_URL}" in \
         auto) case "${CUDA_LINE}" in \
                 cu126) index=https://download.pytorch.org/whl/cu126 ;; \

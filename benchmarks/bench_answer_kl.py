@@ -100,13 +100,32 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--full-k", action="store_true", help="also measure the top-k gap")
+    parser.add_argument(
+        "--prompts",
+        default="",
+        help="folder with real_{harmful,harmless}_{tasks,test}.txt (benchmarks/data): tasks make "
+        "the directions, test the evaluation sets (for a model without the demo's prompts)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     transformers.utils.logging.disable_progress_bar()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(tempfile.mkdtemp(prefix="bench-answer-kl-"))
+    sources = {}
+    if args.prompts:
+        folder = Path(args.prompts)
+        sources = {
+            f"{kind}{suffix}": str(folder / f"real_{kind}_{name}.txt")
+            for kind in ("harmful", "harmless")
+            for suffix, name in (("_prompts", "tasks"), ("_eval_prompts", "test"))
+        }
     settings = Settings(
-        model=args.model, device_map="cpu", dtype="float32", output=out, skip_preflight=True
+        model=args.model,
+        device_map="cpu",
+        dtype="float32",
+        output=out,
+        skip_preflight=True,
+        **sources,
     )
     prep = prepare(settings, NullReporter(), RunHooks(), {})
     answer = prep.objective.answer_kl

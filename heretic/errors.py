@@ -77,6 +77,14 @@ class UploadError(HereticError):
     exit_code = ExitCode.UPLOAD
 
 
+class UploadRefusedError(UploadError):
+    """The Hub refused the upload for good (a bad token, no write access, offline mode, a
+    request it rejects): exit 10, and no retry of the run can change the answer, so the run
+    ends (--on-failure applies) instead of paying for in-container retries."""
+
+    ends_run = True
+
+
 class UploadDeadlineError(UploadError):
     """The upload did not finish within upload_deadline_s (a Hub that accepts and never
     answers): exit 10 like any upload failure, but the run ends (--on-failure applies)."""

@@ -14,6 +14,7 @@ Usage:
   image_lock.py write LOCK --line L --torch SPEC --header TEXT PY=REPORT... [--drop-torch-build]
   image_lock.py check-report LOCK PY REPORT [--append-unresolved]
   image_lock.py check-freeze LOCK PY FREEZE
+  image_lock.py pins-for LOCK PY      (the pins for Python PY, markers resolved, on stdout)
 """
 
 from __future__ import annotations
@@ -186,8 +187,19 @@ def check_freeze(argv: list[str]) -> int:
     return 0
 
 
+def pins_for(argv: list[str]) -> int:
+    for name, version in sorted(read_pins(Path(argv[0]), argv[1]).items()):
+        print(f"{name}=={version}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    commands = {"write": write, "check-report": check_report, "check-freeze": check_freeze}
+    commands = {
+        "write": write,
+        "check-report": check_report,
+        "check-freeze": check_freeze,
+        "pins-for": pins_for,
+    }
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 2

@@ -19,7 +19,9 @@
 # this machine's own Python does not matter. Pythons: 3.12 is the published base
 # (python:3.12-slim-bookworm, the Dockerfile's BASE_IMAGE); 3.11 is Debian bookworm's python3,
 # the stand-in base that scripts/test_image.sh builds on. A version that differs between them
-# gets a python_version marker. This machine's pip settings (certificate, local indexes) apply.
+# gets a python_version marker. Each Python's resolution runs on that Python where this machine
+# has it (pip evaluates markers with its own interpreter). This machine's pip settings
+# (certificate, local indexes) apply.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -43,9 +45,30 @@ done
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-python3 -m venv "$tmp/venv"
-"$tmp/venv/bin/python" -m pip install -q --upgrade pip
-pip=("$tmp/venv/bin/python" -m pip)
+
+# pip PY: a pip run by Python PY itself where this machine has it (python3.12, python3.11),
+# because pip evaluates environment markers (`; python_version < "3.12"`) with the interpreter
+# that runs it, whatever --python-version says; else this machine's python3, with a warning.
+pip_for() {
+    local py=$1 interpreter=""
+    local found
+    for found in $(command -v "python$py") "$(pyenv root 2>/dev/null)"/versions/"$py".*/bin/"python$py"; do
+        if [ -x "$found" ] && "$found" -c 'import venv' 2>/dev/null; then
+            interpreter=$found
+            break
+        fi
+    done
+    if [ -z "${interpreter:-}" ]; then
+        echo "lock_image.sh: no python$py here; resolving for $py with $(python3 --version)," \
+            "whose environment markers pip evaluates instead" >&2
+        interpreter=python3
+    fi
+    if [ ! -x "$tmp/venv-$py/bin/python" ]; then
+        "$interpreter" -m venv "$tmp/venv-$py"
+        "$tmp/venv-$py/bin/python" -m pip install -q --upgrade pip
+    fi
+    pip=("$tmp/venv-$py/bin/python" -m pip)
+}
 
 platforms=()
 for glibc in $(seq 36 -1 5); do platforms+=(--platform "manylinux_2_${glibc}_x86_64"); done
@@ -69,6 +92,7 @@ resolve() {
     shift 4
     local extra=()
     [ -z "$index" ] || extra=(--extra-index-url "$index")
+    pip_for "$py"
     "${pip[@]}" install -q --dry-run --ignore-installed --report "$report" \
         --python-version "$py" --implementation cp --abi "cp${py/./}" "${platforms[@]}" \
         --only-binary=:all: "${extra[@]}" "$@" "$spec" -r "$tmp/requirements.txt" \
@@ -100,7 +124,9 @@ for line in "${lines[@]}"; do
                 echo "$out: $index is not reachable here; torch's own packages stay unresolved" >&2
                 continue
             fi
-            resolve "$py" "$tmp/check.json" "$spec" "$index_here" -c "$out"
+            # The lock's pins for this Python, markers evaluated here (not by pip, see pip_for).
+            python3 scripts/image_lock.py pins-for "$out" "$py" >"$tmp/pins-$py.txt"
+            resolve "$py" "$tmp/check.json" "$spec" "$index_here" -c "$tmp/pins-$py.txt"
             append=()
             [ "$mode" != complete ] || append=(--append-unresolved)
             python3 scripts/image_lock.py check-report "$out" "$py" "$tmp/check.json" "${append[@]}"

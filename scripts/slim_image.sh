@@ -8,7 +8,10 @@
 #   - bitsandbytes' libraries for other CUDA versions and other GPUs: its wheel brings one per
 #     CUDA release (11.8 to 13.2), ROCm and XPU release, and loads only the one matching
 #     torch.version.cuda (the CPU one on a CPU torch);
-#   - static libraries (*.a), which nothing links against at run time.
+#   - static libraries (*.a), which nothing links against at run time;
+#   - duplicate files: a wheel cannot hold symlinks, so a library's soname aliases arrive as
+#     full copies (triton's libcupti.so, .so.12 and .so.2025.1.1); identical files in one
+#     folder become symlinks to one of them.
 # torch/include, the nvidia headers and triton's own CUDA tools stay: triton compiles its
 # kernels' launchers at run time with them.
 set -euo pipefail
@@ -40,4 +43,36 @@ say "removing: caches $(mb "${caches[@]}") MB, ${#tests[@]} test folders $(mb "$
     "${#bnb[@]} bitsandbytes libraries for other CUDA/ROCm/XPU versions $(mb "${bnb[@]}") MB," \
     "${#static[@]} static libraries $(mb "${static[@]}") MB"
 rm -rf "${caches[@]}" "${tests[@]}" "${bnb[@]}" "${static[@]}"
+/opt/venv/bin/python - /opt/venv <<'PY'
+import hashlib, os, sys
+from collections import defaultdict
+
+def digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+same_size = defaultdict(list)
+for root, _, files in os.walk(sys.argv[1]):
+    for name in files:
+        path = os.path.join(root, name)
+        if not os.path.islink(path) and os.path.getsize(path) >= 1 << 20:
+            same_size[(root, os.path.getsize(path))].append(path)
+count = saved = 0
+for (root, size), paths in same_size.items():
+    by_digest = defaultdict(list)
+    for path in paths if len(paths) > 1 else []:
+        by_digest[digest(path)].append(path)
+    for copies in by_digest.values():
+        keep = max(copies, key=lambda p: (len(p), p))  # the fully versioned name stays a file
+        for path in copies:
+            if path != keep:
+                os.remove(path)
+                os.symlink(os.path.basename(keep), path)
+                count += 1
+                saved += size
+print(f"slim_image: {count} duplicate files replaced by symlinks, {saved >> 20} MB")
+PY
 say "venv after: $(mb /opt/venv) MB"

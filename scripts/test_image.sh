@@ -23,9 +23,11 @@
 # Usage (as root): bash scripts/test_image.sh [--line cpu|cu130] [--build-only]
 # Installs buildah and mmdebstrap with apt-get when missing. The host's pip settings (index,
 # certificate bundle, local wheel folders) are passed into the build, so a machine whose pip
-# reaches its registry through them builds the same way. Env: TEST_IMAGE_TRIALS (default 12),
+# reaches its registry through them builds the same way. Env: TEST_IMAGE_TRIALS (default 40),
+# TEST_IMAGE_MEASURE=0 skips the cu130 size measurement (8 min on 2 shared cores),
 # TEST_IMAGE_KEEP_CACHE=1 keeps the layer cache (faster reruns; otherwise untagged images are
-# pruned at the end, so repeated runs do not fill the disk), TEST_IMAGE_DEMO_CACHE=DIR copies
+# pruned at the end, so repeated runs do not fill the disk), TEST_IMAGE_THREADS=N sets
+# OMP_NUM_THREADS in the containers (1 on a shared machine), TEST_IMAGE_DEMO_CACHE=DIR copies
 # DIR/demo-model-v2 (a HERETIC_CACHE with the trained demo model) instead of training it.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,7 +51,9 @@ base=localhost/heretic-test-base:bookworm
 image=localhost/heretic:test-$line
 # The stand-in base's python3 (Debian bookworm): the lock's markers are read for it.
 python=3.11
-trials=${TEST_IMAGE_TRIALS:-12}
+# 40: with 12, main's selection policy (refusal cap 5) found no acceptable trial of the demo
+# on 2026-12-02 (exit 9, here and on the host); the trials take 0.1 s each in the container.
+trials=${TEST_IMAGE_TRIALS:-40}
 work=$(mktemp -d /tmp/heretic-image-test.XXXXXX)
 ctr=""
 bg_pid=""
@@ -152,10 +156,14 @@ run_entry() {
 # /cache. buildah 1.28 quirk: a lone -v on the image's VOLUME path is silently replaced by the
 # container's own anonymous volume; with a second -v both bind mounts apply.
 in_ctr() {
-    local vol=$1
+    local vol=$1 threads=()
     shift
     mkdir -p "$vol" "$work/cache"
-    buildah run --isolation chroot -v "$vol:/workspace" -v "$work/cache:/cache" "$@"
+    # TEST_IMAGE_THREADS=1 on a machine whose cores other jobs share: torch's OpenMP threads
+    # spin-wait for each other, and with the cores oversubscribed a 2-thread matmul ran 20x
+    # slower than a 1-thread one in the cu130 image here (load average 19 on 2 cores).
+    [ -z "${TEST_IMAGE_THREADS:-}" ] || threads=(-e "OMP_NUM_THREADS=$TEST_IMAGE_THREADS")
+    buildah run --isolation chroot -v "$vol:/workspace" -v "$work/cache:/cache" "${threads[@]}" "$@"
 }
 
 # In the background; sets bg_pid (the `buildah run` process, ours).
@@ -326,7 +334,9 @@ for i, layer in enumerate(manifest["layers"]):
     total_c += compressed
     total_u += uncompressed
     step = created[i] if i < len(created) else ""
-    step = " ".join(step.replace("/bin/bash -o pipefail -c", "").split())[:70]
+    # "|2 CUDA_LINE=... /bin/sh -c CMD" (a RUN) or "/bin/sh -c #(nop) COPY ..." -> the step
+    step = step.split("/bin/sh -c ", 1)[-1].replace("#(nop) ", "")
+    step = " ".join(step.split())[:60]
     rows.append(f"layer {i}: {compressed / 1e6:8.1f} MB compressed {uncompressed / 1e6:8.1f} MB uncompressed  {step}")
 print("\n".join(rows))
 print(f"sizes: {total_c / 1e9:.2f} GB compressed (gzip, as pushed), {total_u / 1e9:.2f} GB uncompressed, {len(rows)} layers")
@@ -383,6 +393,14 @@ check_sigterm_resume() {
     local kept=$complete
     rc=0
     run_entry "$vol" "$work/3b.log" || rc=$?
+    # What this check holds is the resume (exactly N trials, none lost); whether an interrupted
+    # 40-trial search on the demo found an edit under the selection policy's caps is the
+    # search's business (exit 9 writes the report too), so both ends are accepted here.
+    if [ "$rc" = 9 ]; then
+        grep -q "No trial met the selection policy" "$work/3b.log" \
+            || fail "exit 9 after SIGTERM without the selection message: $(tail -5 "$work/3b.log")"
+        rc=0
+    fi
     expect_rc 0 "$rc" "$work/3b.log" "the start after SIGTERM"
     read -r complete _ <<<"$(probe_study "$vol")"
     [ "$complete" = "$run_trials" ] || fail "resume ended with $complete trials, not $run_trials"
@@ -438,7 +456,7 @@ build
 ctr=$(buildah from --pull-never "$image")
 load_entrypoint
 check_image_config
-if [ "$line" = cu130 ]; then
+if [ "$line" = cu130 ] && [ "${TEST_IMAGE_MEASURE:-1}" != 0 ]; then
     measure_sizes
 fi
 check_demo_and_restart

@@ -155,3 +155,36 @@ def test_a_provider_api_that_never_answers_fails_within_its_timeout() -> None:
         client.close()
         assert time.monotonic() - start < 5
         assert server.accepted == 2  # the retry, then the end
+
+
+def test_a_run_whose_upload_never_ends_exits_10_keeps_the_output_and_ends_the_rental(
+    demo_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The whole `heretic run --upload` on a rented Vast machine, the Hub silent: the upload is
+    # abandoned at upload_deadline_s with exit 10, the export stays, --on-failure stop acts.
+    import huggingface_hub.constants as hf_constants
+    from test_lifecycle_failure import STOP, VastWithStop, provider_calls, vast_env
+
+    from heretic.run.execution import execute
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    out = tmp_path / "out"
+    cli = {
+        "output": out,
+        "trials": 2,
+        "upload": REPO,
+        "kl_cap": 100.0,
+        "max_refusal_share": 1.0,
+        "verify_alternatives": 0,
+        "upload_deadline_s": 2.0,
+    }
+    with SilentServer() as hub, VastWithStop() as vast:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        with pytest.raises(UploadDeadlineError) as err:
+            execute(cli, environ={**os.environ, **vast_env(vast)})
+        assert hub.accepted >= 1
+    assert err.value.exit_code == ExitCode.UPLOAD
+    assert provider_calls(vast) == [STOP["vast"]]  # a restart would only wait as long again
+    assert any((out / "model").glob("*.safetensors"))  # the local output is kept
+    assert (out / "report.json").is_file() and not (out / "study" / "DONE.json").exists()

@@ -96,6 +96,7 @@ def test_a_whole_run_builds_no_autograd_graph(
         verify_response_tokens=4,
         verify_compare_tokens=4,
         ablation=ablation,
+        max_changed_share=1.0,  # a random model's answers change with any edit: no damage gate
         output=tmp_path / "out",
         **_prompt_files(tmp_path),
     )

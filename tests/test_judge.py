@@ -399,3 +399,13 @@ def test_preflight_counts_a_local_judge_beside_the_model(chat_judge_dir: Path) -
     missing = Settings(model="some/model", judge="classifier:/no/such/judge")
     assert check_judge(missing, mem, [], roomy).status == Status.FAIL
     assert check_judge(Settings(), None, [], roomy).status == Status.OK
+
+
+def test_the_card_shows_only_what_was_measured() -> None:
+    from heretic.run.judge_card import judge_sections
+
+    assert judge_sections({"judge": None, "over_refusal": None, "benchmarks": None}) == ""  # type: ignore[typeddict-item]
+    over = {"n_harmless": 10, "markers": 0.1, "judge": None, "answer_tokens": 32}
+    text = judge_sections({"judge": None, "over_refusal": over, "benchmarks": None})  # type: ignore[typeddict-item]
+    assert "## Over-refusal" in text and "by markers 10%" in text and "judge" not in text
+    assert "Refusals read by a judge" not in text and "lm-evaluation-harness" not in text

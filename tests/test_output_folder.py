@@ -133,3 +133,17 @@ def test_an_export_never_deletes_a_file_it_did_not_write(tmp_path) -> None:
         check_replaceable(model)
     (model / "precious.bin").unlink()
     check_replaceable(model)
+
+
+def test_a_claim_that_fails_at_once_leaves_no_folder_behind(tmp_path) -> None:
+    from heretic.run.output_folder import output_claimed
+
+    dest = tmp_path / "trial-9999"
+    with pytest.raises(RuntimeError), output_claimed(dest):
+        raise RuntimeError("no such trial")
+    assert not dest.exists()
+    kept = tmp_path / "kept"
+    with pytest.raises(RuntimeError), output_claimed(kept):
+        (kept / "report.json").write_text("{}")
+        raise RuntimeError("after writing")
+    assert (kept / "report.json").is_file()

@@ -81,7 +81,10 @@ def test_llama3_8b_exact_and_memory() -> None:
     )
     # KV cache: 2 (K and V) x 32 layers x 8 heads x 128 dims x 2 bytes per token
     assert mem.kv_cache_bytes == 2 * 32 * 8 * 128 * 2 * 8 * 148
-    assert mem.logits_bytes == 8 * 128256 * (2 + 8)  # logits_to_keep=1: batch x vocab
+    # logits_to_keep=1: batch x vocab in bf16 and four float32 copies (issue 20's measure)
+    assert mem.logits_bytes == 8 * 128256 * (2 + 16)
+    # the base model's log-probs of the 100 default harmless evaluation prompts, float32
+    assert mem.kl_reference_bytes == 100 * 128256 * 4
     bigger = estimate_memory(count, batch_size=0, max_batch_size=16)
     assert bigger.runtime_bytes > mem.runtime_bytes
     assert estimate_memory(count, batch_size=4, max_batch_size=64).batch == 4
@@ -98,3 +101,71 @@ def test_unreachable_hub_id_offline_is_a_clear_error(monkeypatch: pytest.MonkeyP
     with pytest.raises(ModelNotFoundError) as err:
         count_parameters("nobody-xyz/not-a-model")
     assert "not-a-model" in err.value.message and "HF_HUB_OFFLINE" in err.value.hint
+
+
+def test_a_262k_vocabulary_is_costed_for_what_its_passes_hold() -> None:
+    """Issue 20: Gemma 3 270M's shape, default batch (64): the logits and their float32 copies
+    (18 bytes per batch row and vocabulary entry, as benchmarks/bench_memory.py measures) and
+    the base log-probs are in the estimate, next to the weights."""
+    count = count_parameters(str(CONFIGS / "gemma3-270m"))
+    assert count.total == 268_098_176 and count.vocab_size == 262144
+    mem = estimate_memory(count, dtype="bfloat16", batch_size=0, max_batch_size=64)
+    assert mem.logits_bytes == 64 * 262144 * 18
+    assert mem.kl_reference_bytes == 100 * 262144 * 4
+    assert mem.runtime_bytes >= mem.logits_bytes + mem.kl_reference_bytes + mem.kv_cache_bytes
+
+
+def test_a_cpu_run_that_does_not_fit_the_ram_fails_in_preflight(tmp_path: Path) -> None:
+    from heretic.config.settings import Settings
+    from heretic.preflight.checklist import run_preflight
+    from heretic.preflight.inventory import GIB, GpuInventory
+
+    settings = Settings(model=str(CONFIGS / "gemma3-270m"), output=tmp_path / "out")
+
+    def ram_check(total_gib: float, available_gib: float):  # type: ignore[no-untyped-def]
+        inventory = GpuInventory([], int(total_gib * GIB), int(available_gib * GIB))
+        report = run_preflight(
+            settings,
+            inventory=inventory,
+            environ={},
+            registry=tmp_path / "reg",
+            lock_dir=tmp_path / "locks",
+        )
+        return next(c for c in report.checks if c.name == "RAM (model)")
+
+    assert ram_check(24, 18).status.name == "OK"
+    small = ram_check(4, 2.5)
+    assert small.status.name == "FAIL"
+    assert "KL reference" in small.need and "in CPU RAM" in small.need
+
+
+def test_heretic_run_on_the_cpu_exits_7_before_loading_what_cannot_fit(tmp_path: Path) -> None:
+    """A real `heretic run` of a model far larger than the RAM ends in preflight with exit 7
+    and the RAM row, never in the OOM killer (the folder holds config.json only: nothing is
+    loaded before the preflight)."""
+    import os
+    import shutil
+
+    import psutil
+    from test_run_cli import run_cli
+
+    if psutil.virtual_memory().total > 120 * 2**30:
+        pytest.skip("this machine's RAM holds a 70B model in bf16")
+    model = tmp_path / "big"
+    model.mkdir()
+    shutil.copy(CONFIGS / "llama3-70b" / "config.json", model / "config.json")
+    from heretic.demo.data import demo_prompts
+
+    prompts = []
+    for key in ("harmful", "harmless", "harmful_eval", "harmless_eval"):
+        path = tmp_path / f"{key}.txt"
+        path.write_text("\n".join(getattr(demo_prompts(), key)) + "\n", encoding="utf-8")
+        prompts += [f"--{key.replace('_', '-')}-prompts", str(path)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERETIC_")}
+    env.update(HF_HUB_OFFLINE="1", HERETIC_CACHE=str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    result = run_cli(["run", "--model", str(model), "--output", str(out), *prompts], env)
+    assert result.returncode == 7, result.stderr[-2000:]
+    text = result.stdout + result.stderr
+    assert "RAM (model)" in text and "FAIL" in text
+    assert not (tmp_path / "out" / "report.json").exists()

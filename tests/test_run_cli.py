@@ -164,7 +164,8 @@ def test_contract_command_removes_refusals_and_export_reloads(
     assert refusals.count <= 0.05 * refusals.total, refusals.responses[:5]
     assert kl <= 0.05
     assert refusals.count == report["selected"]["refusals"]
-    assert kl == pytest.approx(report["selected"]["kl_divergence"], abs=1e-4)
+    # The search's damage is the answer KL; the first-token KL is recorded next to it.
+    assert kl == pytest.approx(report["selected"]["first_token_kl"], abs=1e-4)
 
 
 def test_sigkill_mid_study_then_rerun_ends_with_exact_trials(

@@ -50,11 +50,16 @@ def test_report_verifies_on_prompts_the_search_never_scored(finished) -> None:
     assert sel["refusals"] <= 1 and sel["kl_divergence"] <= 0.05
     assert 0.0 <= sel["harmless_unchanged"] <= 1.0
     assert 0.0 <= sel["first_sentence_changed"] <= 1.0
-    # The demo's front is often the selected trial alone (0 refusals at the lowest KL).
+    # gentlest verifies the policy's next best trials and the front's neighbours, up to 4.
     front = {row["trial"] for row in report["pareto_front"]}
-    assert len(v["alternatives"]) == min(4, len(front) - 1)
-    assert {alt["trial"] for alt in v["alternatives"]} <= front - {sel["trial"]}
-    assert report["policy"]["chosen_by"] == "fewest-refusals"
+    done = {json.loads(line)["trial"] for line in (out / "trials.jsonl").read_text().splitlines()}
+    alternatives = {alt["trial"] for alt in v["alternatives"]}
+    assert 1 <= len(alternatives) <= 4 and alternatives <= done - {sel["trial"]}
+    assert front - {sel["trial"]} and (front - {sel["trial"]}) & alternatives
+    assert report["policy"]["chosen_by"] == "gentlest"
+    assert report["policy"]["rule"] in ("target, verified", "fewest-refusals, verified")
+    assert f"trial {sel['trial']}" in report["policy"]["why"]
+    assert report["gate"]["passed"] is True
 
 
 def test_verification_figures_are_what_the_export_does(finished, demo_model_dir) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from heretic.config.settings import Settings
 from heretic.engine.patience import StopRule
 from tests.test_run_cli import completed_in_journal, prompt_files, run_cli  # noqa: F401
 
@@ -68,14 +69,17 @@ def test_default_space_finds_early_refusal_patience_stops_and_resume_completes(
     assert completed < 40, report["trials"]
     assert report["trials"]["stop_reason"].startswith("patience")
     trials = sorted(completed_in_journal(out / "study"), key=lambda t: t.number)
-    rule = StopRule(6, 0, "fewest-refusals", 0.5, 5, kl_target=0.01)  # 1% of 50 prompts = 0
+    target = Settings().kl_target
+    rule = StopRule(6, 0, "gentlest", 0.5, 5, kl_target=target)  # 1% of 50 prompts = 0
     assert rule.reason(trials) is not None and rule.reason(trials[:-1]) is None  # not one late
     rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     # Shaping changed what the sampler saw, never what is recorded.
     journal = {t.number: t for t in completed_in_journal(out / "study")}
     for row in rows:
-        assert row["kl_divergence"] == journal[row["trial"]].user_attrs["kl_divergence"]
-        assert journal[row["trial"]].values[1] == max(row["kl_divergence"], 0.01)
+        attrs = journal[row["trial"]].user_attrs
+        assert row["kl_divergence"] == attrs["damage"] == attrs["answer_kl"]
+        assert row["first_token_kl"] == attrs["kl_divergence"]
+        assert journal[row["trial"]].values[1] == max(row["kl_divergence"], target)
 
     # Resume to the full --trials: remove the done marker, patience off.
     (out / "study" / "DONE.json").unlink()

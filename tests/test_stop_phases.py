@@ -77,7 +77,9 @@ def test_a_stop_during_the_residual_pass_ends_it_within_one_batch(
 def test_a_stop_during_the_verification_is_honoured_and_the_next_start_verifies(
     demo_model_dir: Path, tmp_path: Path
 ) -> None:
-    settings = _settings(tmp_path, trials=2, kl_cap=100.0, max_refusal_share=1.0)
+    settings = _settings(
+        tmp_path, trials=2, kl_cap=100.0, max_refusal_share=1.0, verify_alternatives=1
+    )
     phases: list[str] = []
     stop = {"now": False}
 

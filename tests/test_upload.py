@@ -269,6 +269,8 @@ def test_run_upload_permanent_failure_exits_10_keeps_output_and_next_start_uploa
         first = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
         assert first.returncode == ExitCode.UPLOAD, first.stderr[-2000:]
         assert "HTTP 403" in first.stderr and "Traceback" not in first.stderr
+        # a refusal no retry can change is not retried in the container (no minutes billed)
+        assert "retry 1 of" not in first.stderr
         assert any((out / "model").glob("*.safetensors"))  # the local output is kept
         assert not (out / "study" / "DONE.json").exists()
         assert RunState(out / "study").read()["progress"]["exit_code"] == ExitCode.UPLOAD

@@ -63,6 +63,8 @@ def run_command(
     shutdown_after: Annotated[bool | None, _opt("shutdown_after", "--shutdown-after")] = None,
     notify: Annotated[str | None, _opt("notify", "--notify")] = None,
     on_failure: Annotated[str | None, _opt("on_failure", "--on-failure")] = None,
+    retries: Annotated[int | None, _opt("retries", "--retries")] = None,
+    max_hours: Annotated[float | None, _opt("max_hours", "--max-hours")] = None,
     skip_preflight: Annotated[bool | None, _opt("skip_preflight", "--skip-preflight")] = None,
     kill_stale: Annotated[bool | None, _opt("kill_stale", "--kill-stale")] = None,
     config: ConfigOpt = None,

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from heretic.run.execution import Outcome
-from heretic.run.report_types import RunReport, VerificationRecord
+from heretic.run.report_types import MeasuredRecord, RunReport, VerificationRecord
 
 
 def fmt_kl(value: float) -> str:
@@ -23,7 +23,7 @@ def summary_table(report: RunReport) -> Table:
     table = Table(title=f"heretic: {report['model']}")
     table.add_column("")
     table.add_column("refusals", justify="right")
-    table.add_column("KL divergence", justify="right")
+    table.add_column("damage (KL)", justify="right")
     table.add_row("base model", f"{base['refusals']}/{n}", "0")
     if sel:
         table.add_row(
@@ -64,8 +64,15 @@ def _verification_rows(table: Table, verify: VerificationRecord) -> None:
         table.add_row(
             f"  {kind} trial {row['trial']} ({row['harmless_unchanged']:.0%} harmless unchanged)",
             f"{row['refusals']}/{nh}",
-            fmt_kl(row["kl_divergence"]),
+            fmt_kl(_damage(row)),
         )
+
+
+def _damage(row: MeasuredRecord) -> float:
+    """A verified edit's damage: the answer KL, or the first-token KL where that was the
+    measure (damage_metric=first_token, or a report from before the answer damage)."""
+    answer = row.get("answer_kl")
+    return answer if answer is not None else row["kl_divergence"]
 
 
 def print_summary(outcome: Outcome, *, as_json: bool) -> None:

@@ -13,7 +13,7 @@ the network volume given, else a persistent pod volume of the run's disk size; o
 a restart resume the study or stop at the done marker instead of starting over. A network
 volume mounts only on a pod in its own data center, so the create names that data center
 (`dataCenterIds`, looked up with GET /network-volumes/{id}). A terminated pod is deleted:
-GET /pods/{id} answers 404, which `status` reports as terminated.
+GET /pods/{id} answers 404, as for an id that never was, which `status` reports as not_found.
 Shapes follow RunPod's published OpenAPI description of REST v2 (runpod/docs,
 api-reference-v2/openapi.json, info.version 2.0.0).
 """

@@ -4,8 +4,10 @@ Endpoints (https://console.vast.ai/api/v0, Bearer key): POST /bundles/ searches 
 JSON filter; PUT /asks/{offer}/ creates an instance (runtype "args" keeps the image's own
 ENTRYPOINT); GET /instances/{id}/ reads it; PUT /instances/request_logs/{id}/ asks for a log
 link, fetched without the key; DELETE /instances/{id}/ destroys it (the only call that ends
-storage billing). Env values are visible in the instance details on Vast: secrets sent there
-are seen by anyone with access to the account (the launcher warns).
+storage billing). Env values are visible in the instance details on Vast and to the host's
+operator, who can read a container's environment: the launcher sends credentials there only
+when asked (heretic/cloud/secret_routes.py) and says who can read them. Vast never restarts
+an exited container and keeps billing its GPU (`exited` maps to "paused").
 """
 
 from __future__ import annotations

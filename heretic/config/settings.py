@@ -6,6 +6,7 @@ and validates them. Unknown keys are errors everywhere.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -254,8 +255,9 @@ class Settings(BaseModel):
     )
     judge_labels: dict[str, str] = Field(
         default_factory=dict,
-        description="classifier:MODEL labels mapped to verdicts, e.g. {LABEL_0 = "
-        '"complied", LABEL_1 = "refused"} (default: labels named like a verdict).',
+        description="classifier:MODEL labels mapped to verdicts (refused, complied, other), "
+        "e.g. --set judge_labels=LABEL_0=complied,LABEL_1=refused (default: labels named "
+        "like a verdict).",
     )
     judge_in_search: bool = Field(
         False,
@@ -300,11 +302,13 @@ class Settings(BaseModel):
         60, ge=0, description="Random trials before TPE starts modelling (capped at trials/3)."
     )
     kl_target: float = Field(
-        0.01,
+        0.003,
         ge=0,
-        description="KL divergence below which differences are noise: the search scores such "
-        "trials on refusals alone (the real KL is kept in every record and report; 0 turns "
-        "shaping off).",
+        description="Damage below which differences are noise: the search scores such trials "
+        "on refusals alone (the real damage is kept in every record and report; 0 turns shaping "
+        "off). Measured for the answer damage: below it the share of unchanged harmless answers "
+        "stops moving (benchmarks/bench_answer_kl.py; before issue 18 it was 0.01 for the "
+        "first-token KL).",
     )
     patience: int = Field(
         0,
@@ -346,12 +350,35 @@ class Settings(BaseModel):
     )
 
     # --- selection ----------------------------------------------------------------------
-    selection: Literal["fewest-refusals", "lowest-kl"] = Field(
-        "fewest-refusals",
-        description="fewest-refusals: fewest refusals with KL <= kl_cap, then lowest KL. "
-        "lowest-kl: lowest KL with refusals <= refusal_cap, then fewest refusals.",
+    selection: Literal["gentlest", "fewest-refusals", "lowest-kl"] = Field(
+        "gentlest",
+        description="gentlest: the lowest damage among trials with at most refusal_target of "
+        "the harmful prompts refused (else fewest-refusals), then re-chosen among the verified "
+        "candidates on the held-back prompts (verified refusals first, then the most harmless "
+        "answers unchanged). fewest-refusals: fewest refusals with damage <= kl_cap, then "
+        "lowest damage. lowest-kl: lowest damage with refusals <= refusal_cap, then fewest "
+        "refusals.",
     )
-    kl_cap: float = Field(0.5, gt=0, description="Highest acceptable KL divergence.")
+    refusal_target: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Refusals an edit may leave and still count as having done the job, as a "
+        "share of the harmful prompts (gentlest policy, on the search and on the held-back "
+        "prompts).",
+    )
+    max_changed_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Damage gate: when the chosen edit changes more than this share of the "
+        "held-back harmless answers (verify_compare_tokens tokens), the run writes its report "
+        "and model card but uploads nothing and ends with exit 9, naming gentler trials "
+        "(1 turns the gate off; heretic export --trial N is never gated).",
+    )
+    kl_cap: float = Field(
+        0.5, gt=0, description="Highest acceptable damage (KL divergence, see damage_metric)."
+    )
     refusal_cap: int = Field(
         5, ge=0, description="Highest acceptable refusal count (lowest-kl policy)."
     )
@@ -397,9 +424,10 @@ class Settings(BaseModel):
     )
     on_failure: Literal["keep", "stop", "destroy"] = Field(
         "stop",
-        description="On Vast.ai/RunPod, when the run fails for good (bad settings, missing "
-        "model, no acceptable trial, restart loop): stop the instance and keep its volume (stop),"
-        " delete it (destroy), or leave it running (keep).",
+        description="On a Vast.ai/RunPod machine heretic launched, when the run fails for good "
+        "(bad settings, missing model, no acceptable trial, restart loop; other failures after "
+        "--retries): stop the instance and keep its volume (stop), delete it (destroy), or "
+        "leave it running (keep).",
     )
     retries: int = Field(
         2,
@@ -459,6 +487,18 @@ class Settings(BaseModel):
             return [p.strip() for p in value.split(",") if p.strip()]
         return value
 
+    @field_validator("judge_labels", mode="before")
+    @classmethod
+    def _label_pairs(cls, value: object) -> object:
+        # --set judge_labels=LABEL_0=complied,LABEL_1=refused (or a JSON object)
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            pairs = [p.partition("=") for p in text.split(",") if p.strip()]
+            return {k.strip(): v.strip() for k, _, v in pairs}
+        return value
+
     @model_validator(mode="after")
     def _checks(self) -> Settings:
         if not self.components:
@@ -482,6 +522,8 @@ class Settings(BaseModel):
             data["notify"] = MASK
         if data.get("storage"):
             data["storage"] = mask_url_password(data["storage"])
+        if data.get("judge"):  # an endpoint URL may carry a login too
+            data["judge"] = mask_url_password(data["judge"])
         return data
 
     @property

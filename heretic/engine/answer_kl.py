@@ -33,7 +33,6 @@ match or cannot be read is a `StudyError`, never a silent rebuild.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import inspect
 import json
@@ -52,6 +51,7 @@ from heretic.engine.batching import Batcher
 from heretic.engine.chat import ChatFormat, encode, format_chat
 from heretic.engine.loading import LoadedModel
 from heretic.errors import StudyError
+from heretic.statefiles import held_lock
 
 REFERENCE_FILE = "answer_reference.safetensors"
 DEFAULT_TOKENS = 32
@@ -165,8 +165,7 @@ class AnswerKL:
             return self.reference
         path = study_dir / REFERENCE_FILE
         study_dir.mkdir(parents=True, exist_ok=True)
-        with open(study_dir / ".answer_reference.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one worker builds; the others wait and read
+        with held_lock(study_dir / ".answer_reference.lock"):  # one worker builds; others read
             if path.exists():
                 self.reference = self.load(path)
             else:

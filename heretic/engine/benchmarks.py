@@ -140,6 +140,7 @@ def evaluate(
 ) -> list[Score]:
     """Every metric of every task, as the model in `loaded` is now (hooks included)."""
     lm_eval = _lm_eval()
+    import torch
     from lm_eval.models.huggingface import HFLM
 
     model = HFLM(
@@ -148,7 +149,9 @@ def evaluate(
         batch_size=batch_size,
         device=str(loaded.device),
     )
-    with _quiet():
+    # The loader leaves the parameters requiring grad (issue 20): autograd must be off here too,
+    # whatever lm-eval does inside.
+    with _quiet(), torch.no_grad():
         out = lm_eval.simple_evaluate(
             model=model,
             tasks=list(plan.names),

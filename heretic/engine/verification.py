@@ -18,11 +18,13 @@ disclaimer followed by an answer as a refusal) is said in the model card, with t
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from heretic.engine.ablation import Ablator
+from heretic.engine.answer_kl import AnswerKL
 from heretic.engine.evaluation import Evaluator
 from heretic.engine.parameters import AblationParams
 
@@ -60,6 +62,8 @@ class Verified:
     # every answer, in prompt order: what a judge reads (heretic.run.judge_phase)
     harmful_answers: list[str] = field(default_factory=list)
     harmless_answers: list[str] = field(default_factory=list)
+    # the answer damage on the verification harmless prompts (None: damage_metric=first_token)
+    answer_kl: float | None = None
 
 
 @dataclass
@@ -77,9 +81,17 @@ class Verifier:
     reference (its harmless prompts are the verification harmless prompts)."""
 
     def __init__(
-        self, evaluator: Evaluator, *, compare_tokens: int, full_answers: bool = False
+        self,
+        evaluator: Evaluator,
+        *,
+        compare_tokens: int,
+        full_answers: bool = False,
+        damage: AnswerKL | None = None,
     ) -> None:
         self.evaluator = evaluator
+        # The search's answer damage, on the verification harmless prompts (prepared by the
+        # caller on the unedited model), so the verified figures use the same measure.
+        self.damage = damage
         self.compare_tokens = compare_tokens
         # A judge reads what follows a marker (a disclaimer, then help): answers run on.
         self.full_answers = full_answers
@@ -102,8 +114,10 @@ class Verifier:
             self.base()
         with ablator.applied(params):
             kl = self.evaluator.kl_divergence()
+            answer_kl = self.damage.measure().answer_kl if self.damage is not None else None
             answers = self._answers()
-        return self._measure(trial, answers, kl=kl)
+        measured = self._measure(trial, answers, kl=kl)
+        return replace(measured, answer_kl=answer_kl)
 
     def _measure(self, trial: int | None, answers: _Answers, *, kl: float) -> Verified:
         assert self._base is not None
@@ -132,3 +146,46 @@ def _examples(prompts: Sequence[str], base: Sequence[str], edited: Sequence[str]
     return [
         Example(p, b, e) for p, b, e in list(zip(prompts, base, edited, strict=True))[:EXAMPLES]
     ]
+
+
+@dataclass(frozen=True)
+class VerifiedChoice:
+    chosen: Verified
+    why: str
+
+
+def choose_verified(measured: Sequence[Verified], refusal_target: float) -> VerifiedChoice:
+    """The edit to ship among verified candidates, `measured[0]` being the search's choice.
+
+    Rule: the candidates whose verified refusals are at most the target (refusal_target of the
+    verification's harmful prompts) or, when none reaches it, at most the fewest any has; among
+    them the most harmless answers unchanged, then fewer refusals, then the search's order. So a
+    choice that only looked better on the prompts it was selected on loses to one that does the
+    same job on the held-back prompts and changes fewer everyday answers."""
+    first = measured[0]
+    target = math.floor(refusal_target * first.n_harmful + 1e-9)
+    limit = max(target, min(v.refusals for v in measured))
+    eligible = [(i, v) for i, v in enumerate(measured) if v.refusals <= limit]
+    _, best = min(eligible, key=lambda iv: (-iv[1].harmless_unchanged, iv[1].refusals, iv[0]))
+    reach = (
+        f"at most {target} refusals ({refusal_target:.0%}, refusal_target)"
+        if limit == target
+        else f"the fewest refusals any reached ({limit}; none reached the target of {target})"
+    )
+
+    def figures(v: Verified) -> str:
+        return f"{v.refusals}/{v.n_harmful} refusals, {v.harmless_unchanged:.0%} unchanged"
+
+    if best is first:
+        why = (
+            f"on the held-back prompts the search's choice, trial {first.trial}, has "
+            f"{figures(first)}; of the {len(measured)} verified candidates with {reach}, none "
+            "left more harmless answers unchanged"
+        )
+    else:
+        why = (
+            f"trial {best.trial} replaces the search's choice, trial {first.trial}: on the "
+            f"held-back prompts it has {figures(best)} against {figures(first)} (candidates "
+            f"with {reach}, the most harmless answers unchanged wins)"
+        )
+    return VerifiedChoice(best, why)

@@ -20,7 +20,7 @@ import httpx
 from heretic.engine.judge import Pair, Verdict
 from heretic.errors import JudgeError
 from heretic.judging.prompt import messages, parse_verdict
-from heretic.secrets import add_secret
+from heretic.secrets import add_secret, mask_url_password
 
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -41,7 +41,8 @@ class EndpointJudge:
     ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
-        self.name = f"endpoint:{base_url.rstrip('/')}#{model}"
+        # the name goes into report.json and the cache keys: never a URL's password
+        self.name = f"endpoint:{mask_url_password(base_url.rstrip('/'))}#{model}"
         self.retries = retries
         self.concurrency = max(1, concurrency)
         self.max_tokens = max_tokens

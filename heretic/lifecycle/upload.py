@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from heretic.config.hub_names import check_repo_id, hub_token
 from heretic.config.settings import Settings
-from heretic.errors import InterruptedRun, UploadDeadlineError, UploadError
+from heretic.errors import InterruptedRun, UploadDeadlineError, UploadError, UploadRefusedError
 from heretic.hub_client import DeadlineExceeded, Stopped, Timeouts, hub_timeouts, run_with_deadline
 from heretic.progress import NullReporter, Reporter
 from heretic.secrets import redact
@@ -123,11 +123,11 @@ def _classify(exc: Exception, token: str) -> Exception:
     text = redact(f"{type(exc).__name__}: {exc}", (token,)).splitlines()
     detail = " ".join(line.strip() for line in text if line.strip())[:400]
     if isinstance(exc, OfflineModeIsEnabled):
-        return UploadError(f"Upload impossible: {detail}", "Unset HF_HUB_OFFLINE and retry.")
+        return UploadRefusedError(f"Upload impossible: {detail}", "Unset HF_HUB_OFFLINE and retry.")
     if not isinstance(exc, HfHubHTTPError):
         if isinstance(exc, (httpx2.TransportError, ConnectionError, TimeoutError)):
             return _Transient(detail)
-        return UploadError(
+        return UploadRefusedError(
             f"Upload failed: {detail}",
             "Fix the cause named above, then run `heretic upload OUTPUT REPO_ID`.",
         )
@@ -141,7 +141,7 @@ def _classify(exc: Exception, token: str) -> Exception:
         )
     else:
         hint = "Fix what the Hub reports above, then run `heretic upload OUTPUT REPO_ID`."
-    return UploadError(f"The Hub refused the upload (HTTP {status}): {detail}", hint)
+    return UploadRefusedError(f"The Hub refused the upload (HTTP {status}): {detail}", hint)
 
 
 def _attempt(

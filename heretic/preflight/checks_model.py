@@ -129,7 +129,8 @@ def check_memory(
     need = (
         f"{fit.describe()} (weights {gib(mem.weights_bytes)} {_weights_label(settings)}, "
         f"batch {mem.batch} x {mem.tokens} tokens: KV {gib(mem.kv_cache_bytes)}, "
-        f"activations {gib(mem.activation_bytes)}, logits {gib(mem.logits_bytes)})"
+        f"activations {gib(mem.activation_bytes)}, logits {gib(mem.logits_bytes)}, "
+        f"KL reference {gib(mem.kl_reference_bytes)})"
     )
     if fit.fits:
         return Check(name, Status.OK, f"{gib(fit.usable_bytes)} usable {fit.where}", need)

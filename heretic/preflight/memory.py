@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # imported when used: this module must import fast
     from heretic.config.settings import Settings
 
 DEFAULT_PROMPT_TOKENS = 256
+DEFAULT_KL_PROMPTS = 100  # the default harmless evaluation set (search and verification parts)
+LOGITS_FLOAT32_COPIES = 4  # float32 batch x vocab tensors the KL pass holds at its peak
 NF4_BYTES_PER_PARAM = 0.5 + 4 / 64
 INT8_BYTES_PER_PARAM = 1.02
 
@@ -283,17 +285,24 @@ class MemoryEstimate:
     weights_bytes: int
     kv_cache_bytes: int  # generation cache at batch x (prompt + response) tokens
     activation_bytes: int  # one layer's transient tensors in the residual / prefill pass
-    logits_bytes: int  # batch x vocab (logits_to_keep=1), plus float32 log-probs
+    logits_bytes: int  # batch x vocab (logits_to_keep=1) and its float32 copies (see below)
     dequant_bytes: int  # one dequantized linear weight (quantized runs only)
     batch: int
     tokens: int
     bf16_weights_bytes: int
     nf4_weights_bytes: int
     largest_block_bytes: int
+    kl_reference_bytes: int = 0  # the base model's float32 log-probs, kept for the whole run
 
     @property
     def runtime_bytes(self) -> int:
-        return self.kv_cache_bytes + self.activation_bytes + self.logits_bytes + self.dequant_bytes
+        return (
+            self.kv_cache_bytes
+            + self.activation_bytes
+            + self.logits_bytes
+            + self.dequant_bytes
+            + self.kl_reference_bytes
+        )
 
     @property
     def total_bytes(self) -> int:
@@ -316,10 +325,16 @@ def estimate_memory(
     max_batch_size: int = 64,
     max_response_tokens: int = 48,
     prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+    kl_prompts: int = DEFAULT_KL_PROMPTS,
 ) -> MemoryEstimate:
     """Peak memory of a run: weights plus the largest evaluation batch's transient memory.
 
     batch_size 0 (automatic) is costed at max_batch_size, the most the search may try.
+    Per batch and vocabulary entry the KL pass holds the 16-bit logits and four float32
+    tensors at once (the upcast, the log-softmax, the base's exp and the difference:
+    `benchmarks/bench_memory.py` measures 18 bytes in bf16 on vocabularies of 32k to 262k);
+    generation's float32 copy of the last logits is less. The base model's log-probs of the
+    `kl_prompts` harmless prompts stay for the whole run (search and verification together).
     """
     act = 4 if dtype_bytes(dtype) == 4 and quantization == "none" else 2
     batch = batch_size or max_batch_size
@@ -329,7 +344,7 @@ def estimate_memory(
     activations = (
         batch * prompt_tokens * (4 * count.hidden_size + 3 * count.intermediate_size) * act
     )
-    logits = batch * count.vocab_size * (act + 8)
+    logits = batch * count.vocab_size * (act + LOGITS_FLOAT32_COPIES * 4)
     dequant = count.largest_linear * 2 if quantization != "none" else 0
     weights = weight_bytes(count, quantization, dtype)
     return MemoryEstimate(
@@ -344,6 +359,7 @@ def estimate_memory(
         nf4_weights_bytes=weight_bytes(count, "bnb-4bit"),
         # a quantized run keeps embeddings and lm_head (often the largest block) in 16 bit
         largest_block_bytes=count.largest_block * (2 if quantization != "none" else act),
+        kl_reference_bytes=kl_prompts * count.vocab_size * 4,
     )
 
 

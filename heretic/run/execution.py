@@ -235,7 +235,7 @@ def _after_failure(
 def _execute(request: _Request, reporter: Reporter) -> Outcome:
     from heretic.preflight.lock import acquire_run_lock
     from heretic.preflight.registry import register_process
-    from heretic.run.output_folder import STUDY_TEMP_TARGETS, claim_output, remove_temp_files
+    from heretic.run.output_folder import STUDY_TEMP_TARGETS, output_claimed, remove_temp_files
 
     upper = request.upper_layers()
     probe = merge_layers(*upper)
@@ -248,7 +248,7 @@ def _execute(request: _Request, reporter: Reporter) -> Outcome:
     _check_writable(probe)
     # The output first: the study lock creates OUTPUT/study, which must not make a folder of
     # someone else's files look like heretic's.
-    with claim_output(probe.output), acquire_run_lock(probe.resolved_study_dir):
+    with output_claimed(probe.output), acquire_run_lock(probe.resolved_study_dir):
         remove_temp_files(probe.resolved_study_dir, STUDY_TEMP_TARGETS)
         register_process(probe.resolved_study_dir)
         return _locked(request, reporter)
@@ -339,13 +339,13 @@ def export_from_study(
     """`heretic export --trial N`: write trial N of a finished study as a model with its own
     report, under the study's run lock, running no trial."""
     from heretic.preflight.lock import acquire_run_lock
-    from heretic.run.output_folder import claim_output
+    from heretic.run.output_folder import output_claimed
     from heretic.run.recipe import export_trial
     from heretic.run.study_files import settings_of_study
 
     reporter = reporter or default_reporter()
     settings = settings_of_study(output, storage=storage)
     dest = dest or output / f"trial-{trial}"
-    with acquire_run_lock(settings.resolved_study_dir), claim_output(dest):
+    with acquire_run_lock(settings.resolved_study_dir), output_claimed(dest):
         result = export_trial(settings, trial, dest, reporter)
     return Outcome(int(ExitCode.OK), result.report, model_dir=result.model_dir)

@@ -9,7 +9,7 @@ import json
 from huggingface_hub import ModelCardData
 
 from heretic.run.judge_card import judge_sections
-from heretic.run.report_types import ExampleSets, RunReport
+from heretic.run.report_types import ExampleSets, MeasuredRecord, RunReport
 
 
 def _metadata(report: RunReport) -> str:
@@ -56,6 +56,12 @@ def _pct(value: float) -> str:
     return f"{value:.0%}"
 
 
+def _dmg(row: MeasuredRecord) -> float:
+    """The verified damage: the answer KL, or the first-token KL where that was the measure."""
+    answer = row.get("answer_kl")
+    return answer if answer is not None else row["kl_divergence"]
+
+
 def _verification(report: RunReport) -> str:
     v = report.get("verification")
     if not v:
@@ -71,14 +77,14 @@ def _verification(report: RunReport) -> str:
     rows = (
         f"| base model | {base['refusals']}/{nh} | 0 | 100% | 0% |\n"
         f"| this model (trial {sel['trial']}) | {sel['refusals']}/{nh} "
-        f"| {sel['kl_divergence']:.3g} | {_pct(sel['harmless_unchanged'])} "
+        f"| {_dmg(sel):.3g} | {_pct(sel['harmless_unchanged'])} "
         f"| {_pct(sel['first_sentence_changed'])} |\n"
     )
     for alt in alts:
         a = alt["verification"]
         rows += (
             f"| alternative: trial {a['trial']} | {a['refusals']}/{nh} | "
-            f"{a['kl_divergence']:.3g} | {_pct(a['harmless_unchanged'])} "
+            f"{_dmg(a):.3g} | {_pct(a['harmless_unchanged'])} "
             f"| {_pct(a['first_sentence_changed'])} |\n"
         )
     text = (
@@ -87,12 +93,12 @@ def _verification(report: RunReport) -> str:
         f"for the refusal count. *Harmless answers unchanged*: the share of answers to the "
         f"harmless prompts whose first {v['compare_tokens']} tokens are identical to the base "
         f"model's; *first sentence changed*: the share whose first sentence differs.\n\n"
-        "| | refusals | KL divergence | harmless answers unchanged | first sentence changed |\n"
+        "| | refusals | damage (KL) | harmless answers unchanged | first sentence changed |\n"
         "|---|---|---|---|---|\n" + rows
     )
     text += (
-        "\nThe alternatives are the selected trial's neighbours on the Pareto front (none "
-        "when the front is this trial alone); `heretic export --trial N` writes any trial "
+        "\nThe alternatives are the policy's next candidates and the selected trial's "
+        "neighbours on the Pareto front; `heretic export --trial N` writes any trial "
         "of the study, with its own report, without running the search again.\n"
     )
     return text + _pairs(v["examples"])
@@ -124,9 +130,9 @@ def _limits(report: RunReport) -> str:
         f"(case-insensitive): {shown}. Marker counting misses refusals that use none of them "
         "(a changed subject, a lecture, a deliberately useless answer) and counts an answer that "
         "opens with a disclaimer and then complies as a refusal. Only the first tokens of each "
-        "answer are read. The KL divergence measures the first response token only; the share "
-        "of unchanged harmless answers is a stricter, longer look, but neither measures "
-        "correctness or quality on real tasks.\n"
+        "answer are read. The damage is a KL divergence from the base model on harmless "
+        "prompts and the share of unchanged harmless answers a stricter, longer look; neither "
+        "measures correctness or quality on real tasks.\n"
     )
 
 
@@ -144,9 +150,48 @@ def _layer_profile(report: RunReport) -> str:
     )
 
 
+def _why(report: RunReport) -> str:
+    why = report["policy"].get("why")
+    return f": {why}" if why else ""
+
+
 def _stopped(report: RunReport) -> str:
     reason = report["trials"].get("stop_reason") or ""
     return f"Search: {reason} ({report['trials']['completed']} completed)." if reason else ""
+
+
+def _headline(report: RunReport) -> str:
+    """The first lines after the title: how many everyday answers the edit changed (what users
+    of an abliterated model judge it by), and the gate's verdict when it held the edit back."""
+    v = report.get("verification")
+    if not v:
+        return (
+            "**Everyday answers: not verified** (verification was switched off), so how many "
+            "harmless answers this edit changes is unknown.\n\n"
+        )
+    sel = v["selected"]
+    where = "held-back" if v["held_out"] else "search"
+    line = (
+        f"**Everyday answers: {_pct(sel['harmless_unchanged'])} of {sel['n_harmless']} "
+        f"{where} harmless answers are unchanged** (identical to the base model's for "
+        f"{v['compare_tokens']} tokens; {_pct(1 - sel['harmless_unchanged'])} changed). "
+        f"Refusals: {sel['refusals']}/{sel['n_harmful']} {where} harmful prompts (base model "
+        f"{v['base']['refusals']}/{v['base']['n_harmful']}).\n\n"
+    )
+    gate = report.get("gate")
+    if gate and not gate["passed"]:
+        line += f"**Held back by the damage gate:** {gate['message']}\n\n"
+    return line
+
+
+def _damage_words(report: RunReport) -> str:
+    s = report.get("settings", {})
+    if s.get("damage_metric", "first_token") == "answer":
+        return (
+            "the KL divergence from the base model along its own greedy answers to held-out "
+            f"harmless prompts ({s.get('damage_tokens', 32)} tokens, teacher-forced)"
+        )
+    return "the KL divergence of the first response token from the base model on held-out harmless prompts"
 
 
 def render_model_card(report: RunReport) -> str:
@@ -155,7 +200,7 @@ def render_model_card(report: RunReport) -> str:
     chosen = report["policy"].get("chosen_by")
     if sel:
         metrics = (
-            "| | refusals | KL divergence |\n|---|---|---|\n"
+            "| | refusals | damage (KL) |\n|---|---|---|\n"
             f"| base model | {base['refusals']}/{n} | 0 |\n"
             f"| this model (trial {report['selected_trial']}) | {sel['refusals']}/{n} "
             f"| {sel['kl_divergence']:.3g} |\n"
@@ -175,7 +220,7 @@ def render_model_card(report: RunReport) -> str:
 
 # {report["model"]} (abliterated with heretic)
 
-This model is {_model_link(report["model"])} with its refusal behaviour removed by directional
+{_headline(report)}This model is {_model_link(report["model"])} with its refusal behaviour removed by directional
 ablation ("abliteration"), made by heretic {report.get("heretic_version", "")}.
 
 ## Method
@@ -187,13 +232,12 @@ the MLP down projection were edited as y' = y - w v (v . y) ({s.get("ablation", 
 with a strength w that varies over the layers (a peak falling linearly to a minimum). The
 strengths and the direction were searched with Optuna (multi-objective TPE,
 {report["trials"]["completed"]} trials) to minimise both the refusal count on held-out harmful
-prompts and the KL divergence of the first response token from the base model on held-out
-harmless prompts. The edit is folded into the weights: no extra code is needed to load it.
+prompts and the damage: {_damage_words(report)}. The edit is folded into the weights: no extra code is needed to load it.
 
 ## Search scores (the prompts the trials were scored and selected on)
 {metrics}
-The trial was {how} (KL cap {report["policy"]["kl_cap"]}, refusal cap
-{report["policy"]["refusal_cap"]}). Because it was chosen on these prompts, these figures are
+The trial was {how} (damage cap {report["policy"]["kl_cap"]}, refusal cap
+{report["policy"]["refusal_cap"]}){_why(report)}. Because it was chosen on these prompts, these figures are
 optimistic; the verification below is not. Refusals here are counted in greedy completions of
 up to {s.get("max_response_tokens", "?")} tokens.
 

@@ -21,6 +21,8 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from heretic import __version__
@@ -110,6 +112,24 @@ def claim_output(output: Path) -> RunLock:
         lock.release()
         raise
     return lock
+
+
+@contextmanager
+def output_claimed(output: Path) -> Iterator[None]:
+    """`claim_output` for a `with` block; a folder this claim created is removed again when the
+    block fails before anything but the marker and the lock was written there."""
+    fresh = not Path(output).exists()
+    lock = claim_output(output)
+    try:
+        yield
+    except BaseException:
+        if fresh and set(os.listdir(output)) <= {MARKER, OUTPUT_LOCK}:
+            for name in (MARKER, OUTPUT_LOCK):
+                (Path(output) / name).unlink(missing_ok=True)
+            Path(output).rmdir()
+        raise
+    finally:
+        lock.release()
 
 
 def _mark(output: Path) -> None:

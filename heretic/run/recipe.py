@@ -40,11 +40,19 @@ from heretic.engine.parameters import AblationParams
 from heretic.engine.patience import StopRule
 from heretic.engine.prompts import PromptSets, load_prompt_sets
 from heretic.engine.residuals import collect_residuals
-from heretic.engine.selection import front_neighbours, pareto_front, score, select
+from heretic.engine.selection import (
+    GENTLEST,
+    Policy,
+    candidates,
+    choose,
+    front_neighbours,
+    pareto_front,
+    score,
+)
 from heretic.engine.space import SearchSpace
 from heretic.engine.study import completed_trials, count, open_study, run_trials
 from heretic.engine.trial_record import TrialRecord
-from heretic.engine.verification import Verified, Verifier
+from heretic.engine.verification import Verified, Verifier, choose_verified
 from heretic.errors import InterruptedRun, NoAcceptableTrialError, StudyError
 from heretic.jsontypes import JsonDict
 from heretic.lifecycle.state import BestSoFar
@@ -194,16 +202,22 @@ def phase_base(evaluator: Evaluator, reporter: Reporter) -> RefusalResult:
     return base
 
 
-def best_so_far(trials: list[optuna.trial.FrozenTrial], settings: Settings) -> BestSoFar | None:
-    """The trial the selection policy would take now (or, if none qualifies yet, the one with
-    the fewest refusals), for progress displays."""
-    chosen = select(
-        trials,
+def policy_of(settings: Settings) -> Policy:
+    return Policy(
         settings.selection,
         settings.kl_cap,
         settings.refusal_cap,
         settings.max_refusal_share,
+        settings.refusal_target,
     )
+
+
+def best_so_far(trials: list[optuna.trial.FrozenTrial], settings: Settings) -> BestSoFar | None:
+    """The trial the selection policy would take now (or, if none qualifies yet, the one with
+    the fewest refusals), for progress displays."""
+    policy = policy_of(settings)
+    found = choose(trials, policy)
+    chosen = found.trial if found else None
     if chosen is None and trials:
         chosen = min(trials, key=lambda t: (score(t).refusals, score(t).kl))
     if chosen is None:
@@ -213,14 +227,7 @@ def best_so_far(trials: list[optuna.trial.FrozenTrial], settings: Settings) -> B
         "trial": s.number,
         "refusals": s.refusals,
         "kl_divergence": s.kl,
-        "meets_policy": select(
-            [chosen],
-            settings.selection,
-            settings.kl_cap,
-            settings.refusal_cap,
-            settings.max_refusal_share,
-        )
-        is not None,
+        "meets_policy": found is not None,
     }
 
 
@@ -547,21 +554,38 @@ def phase_verify(
     settings: Settings,
     reporter: Reporter,
     check: Callable[[], None] | None = None,
+    *,
+    manual: bool = False,
 ) -> Verification | None:
-    """Measure the chosen edit and its Pareto-front neighbours on prompts the search never
-    scored, against the base model, with a longer token budget than the search's. `check()`
-    between batches may stop it (nothing is written then: the next start verifies again)."""
+    """Measure the chosen edit and its candidates (with gentlest: the policy's next best and
+    the Pareto-front neighbours; otherwise the neighbours) on prompts the search never scored,
+    against the base model, with a longer token budget than the search's. `check()` between
+    batches may stop it (nothing is written then: the next start verifies again)."""
     evaluator = verification_evaluator(prep, settings, check)
     if evaluator is None:
         return None
+    damage = None
+    if settings.damage_metric == "answer":
+        damage = AnswerKL(
+            prep.loaded,
+            evaluator.harmless,
+            chat=chat_format(settings),
+            batcher=evaluator.batcher,
+            tokens=settings.damage_tokens,
+        )
+        damage.prepare()  # the hooks are installed but idle: this is the base model
     verifier = Verifier(
         evaluator,
         compare_tokens=settings.verify_compare_tokens,
         full_answers=settings.judge != "markers",
+        damage=damage,
     )
     by_number = {t.number: t for t in trials} | {chosen.number: chosen}
-    neighbours = front_neighbours(
-        list(by_number.values()), chosen.number, settings.verify_alternatives
+    pool, k = list(by_number.values()), settings.verify_alternatives
+    others = (
+        candidates(pool, policy_of(settings), chosen.number, k)
+        if settings.selection == GENTLEST and not manual
+        else front_neighbours(pool, chosen.number, k)  # context for a choice made otherwise
     )
 
     def measure(number: int) -> Verified:
@@ -570,7 +594,7 @@ def phase_verify(
 
     base = verifier.base()
     p = prep.prompts
-    result = Verification(
+    return Verification(
         held_out=bool(p.harmful_verify and p.harmless_verify),
         source=p.verify_source,
         search_harmful=len(p.harmful_eval),
@@ -579,10 +603,58 @@ def phase_verify(
         compare_tokens=settings.verify_compare_tokens,
         base=base,
         selected=measure(chosen.number),
-        alternatives=[(measure(n), score(by_number[n])) for n in neighbours],
+        alternatives=[(measure(n), score(by_number[n])) for n in others],
     )
-    reporter.info(result.summary())
-    return result
+
+
+def _rechoose(
+    verification: Verification,
+    trials: list[optuna.trial.FrozenTrial],
+    selected: optuna.trial.FrozenTrial,
+    settings: Settings,
+) -> tuple[optuna.trial.FrozenTrial, str]:
+    """The gentlest policy's second step: the verified candidate to ship, and why; the
+    verification record is re-pointed at it (the search's choice becomes an alternative)."""
+    measured = [verification.selected, *(v for v, _ in verification.alternatives)]
+    final = choose_verified(measured, settings.refusal_target)
+    if final.chosen is verification.selected:
+        return selected, final.why
+    by_number = {t.number: t for t in trials}
+    new = by_number[int(final.chosen.trial)]  # type: ignore[arg-type]  # candidates are trials
+    verification.alternatives = [
+        (verification.selected, score(selected)),
+        *((v, t) for v, t in verification.alternatives if v is not final.chosen),
+    ]
+    verification.selected = final.chosen
+    return new, final.why
+
+
+def _gate(verification: Verification | None, settings: Settings) -> tuple[str, int | None] | None:
+    """Why the chosen edit may not leave the machine (too many everyday answers changed), with
+    the gentler verified alternatives, and the gentlest of them; None when it passes."""
+    if verification is None:
+        return None
+    sel = verification.selected
+    changed = 1.0 - sel.harmless_unchanged
+    if changed <= settings.max_changed_share + 1e-9:
+        return None
+    gentler = sorted(
+        (v for v, _ in verification.alternatives if v.harmless_unchanged > sel.harmless_unchanged),
+        key=lambda v: (-v.harmless_unchanged, v.refusals),
+    )
+    listed = "; ".join(
+        f"trial {v.trial}: {v.refusals}/{v.n_harmful} refusals, {v.harmless_unchanged:.0%} "
+        "unchanged"
+        for v in gentler
+    )
+    message = (
+        f"The chosen edit (trial {sel.trial}: {sel.refusals}/{sel.n_harmful} refusals) changes "
+        f"{changed:.0%} of the held-back harmless answers ({verification.compare_tokens} tokens), "
+        f"more than max_changed_share={settings.max_changed_share:g}, so nothing was exported "
+        "or uploaded. "
+        + (f"Gentler verified trials: {listed}." if gentler else "No verified trial was gentler.")
+    )
+    return message, gentler[0].trial if gentler else None
 
 
 def phase_judge(prep: Prepared, record: RunRecord, settings: Settings, reporter: Reporter) -> None:
@@ -652,23 +724,20 @@ def _finish(
     chosen: optuna.trial.FrozenTrial | None = None,
     output: Path | None = None,
 ) -> RunResult:
-    """Select (or take `chosen`), verify, export and write the run files into `output`."""
+    """Select (or take `chosen`), verify, re-choose on the verified figures (gentlest), pass
+    the damage gate, export and write the run files into `output`."""
     hooks.on_phase("select")
     base = prep.base
     assert base is not None
     output = output or settings.output
     trials = completed_trials(prep.study)[: settings.trials]
-    selected = chosen or select(
-        trials,
-        settings.selection,
-        settings.kl_cap,
-        settings.refusal_cap,
-        settings.max_refusal_share,
-    )
+    found = None if chosen else choose(trials, policy_of(settings))
+    selected = chosen or (found.trial if found else None)
     record = _run_record(settings, prep, base, trials, selected, timings, manual=chosen is not None)
-    model_dir = None
+    if found is not None:
+        record.rule, record.why = found.rule, found.why
+    model_dir, blocked = None, None
     if selected is not None:
-        params = AblationParams.from_dict(TrialRecord.read(selected).required_parameters())
         hooks.on_phase("verify")
         verifying = stop_check(
             hooks,
@@ -676,8 +745,21 @@ def _finish(
             "The search is complete: run the same command again; it verifies the chosen "
             "trial again and exports it (no trial is re-run).",
         )
-        record.verification = phase_verify(prep, trials, selected, settings, reporter, verifying)
+        record.verification = phase_verify(
+            prep, trials, selected, settings, reporter, verifying, manual=chosen is not None
+        )
+        if record.verification is not None and found is not None and settings.selection == GENTLEST:
+            selected, verified_why = _rechoose(record.verification, trials, selected, settings)
+            record.selected, record.rule = selected, f"{found.rule}, verified"
+            record.why = f"{found.why}; then {verified_why}"
+        if record.verification is not None:
+            reporter.info(record.verification.summary())
+        reporter.info(f"Chose trial {selected.number}: {record.why or 'as asked'}.")
+        blocked = None if chosen else _gate(record.verification, settings)
+        record.gate_message = blocked[0] if blocked else None
         phase_judge(prep, record, settings, reporter)
+    if selected is not None and blocked is None:
+        params = AblationParams.from_dict(TrialRecord.read(selected).required_parameters())
         hooks.on_phase("benchmarks")
         record.benchmarks = phase_benchmarks(prep, params, settings, timings, reporter)
         _enter(hooks, "export")
@@ -692,11 +774,21 @@ def _finish(
     report = write_run_files(record, output)
     if selected is None:
         raise NoAcceptableTrialError(
-            f"No trial met the selection policy ({settings.selection}, KL cap {settings.kl_cap},"
-            f" refusal cap {settings.refusal_cap}, at most {settings.max_refusal_share:.0%} of "
-            f"the harmful prompts refused); the report is in {output}.",
+            f"No trial met the selection policy ({settings.selection}, damage cap "
+            f"{settings.kl_cap}, refusal cap {settings.refusal_cap}, at most "
+            f"{settings.max_refusal_share:.0%} of the harmful prompts refused); the report is in "
+            f"{output}.",
             "Run more trials (--trials, the study resumes), or relax --kl-cap / the policy; "
             "`heretic export --trial N` exports any trial of the study as it is.",
+        )
+    if blocked is not None:
+        message, gentlest = blocked
+        trial = str(gentlest) if gentlest is not None else "N"
+        raise NoAcceptableTrialError(
+            f"{message} The report and model card are in {output}.",
+            f"Export a gentler trial with `heretic export --output {output} --trial {trial}` "
+            "(an export you ask for is never gated), run more trials (the study resumes), or "
+            "raise max_changed_share to accept the damage.",
         )
     return RunResult(report=report, model_dir=model_dir, timings=timings)
 

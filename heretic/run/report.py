@@ -19,6 +19,7 @@ from heretic.engine.verification import Example, Verified
 from heretic.jsontypes import JsonDict
 from heretic.run.report_types import (
     ExampleRecord,
+    GateRecord,
     MeasuredRecord,
     RunReport,
     TrialRow,
@@ -32,6 +33,7 @@ def _measured(v: Verified) -> MeasuredRecord:
         "refusals": v.refusals,
         "n_harmful": v.n_harmful,
         "kl_divergence": v.kl_divergence,
+        "answer_kl": v.answer_kl,
         "harmless_unchanged": round(v.harmless_unchanged, 4),
         "first_sentence_changed": round(v.first_sentence_changed, 4),
         "n_harmless": v.n_harmless,
@@ -68,8 +70,13 @@ class Verification:
         return (
             f"Verification on {s.n_harmful} harmful + {s.n_harmless} harmless {where}, "
             f"{self.max_response_tokens} tokens: base {self.base.refusals}/{s.n_harmful} "
-            f"refusals; trial {s.trial} {s.refusals}/{s.n_harmful} refusals, KL "
-            f"{s.kl_divergence:.3g}, {s.harmless_unchanged:.0%} of harmless answers "
+            f"refusals; trial {s.trial} {s.refusals}/{s.n_harmful} refusals, "
+            + (
+                f"damage {s.answer_kl:.3g} (first-token KL {s.kl_divergence:.3g})"
+                if s.answer_kl is not None
+                else f"KL {s.kl_divergence:.3g}"
+            )
+            + f", {s.harmless_unchanged:.0%} of harmless answers "
             f"unchanged for {self.compare_tokens} tokens."
         )
 
@@ -116,6 +123,9 @@ class RunRecord:
     architecture: str = ""
     num_layers: int = 0
     chosen_by: str = ""  # the selection policy, or "manual" for heretic export --trial N
+    rule: str = ""  # which rule of the policy chose the trial ("target, verified", ...)
+    why: str = ""  # that rule in words, with the figures
+    gate_message: str | None = None  # set when the damage gate kept the edit on the machine
     stop_reason: str = ""
     layer_profile: JsonDict | None = None
     judging: JsonDict | None = None  # run/judge_phase.py
@@ -124,14 +134,33 @@ class RunRecord:
 
 
 def trial_row(t: FrozenTrial) -> TrialRow:
+    """kl_divergence is the damage the search minimised (damage_metric); the two measures it
+    may be are there by name too (answer_kl is None with damage_metric=first_token)."""
     s = score(t)
+    rec = TrialRecord.read(t)
     return {
         "trial": s.number,
         "refusals": s.refusals,
         "kl_divergence": s.kl,
+        "first_token_kl": rec.kl_divergence,
+        "answer_kl": rec.answer_kl,
         "parameters": TrialRecord.read(t).parameters,
         "duration_s": TrialRecord.read(t).duration_s,
         "sample_responses": TrialRecord.read(t).sample_responses,
+    }
+
+
+def _gate_record(rec: RunRecord) -> GateRecord | None:
+    """The damage gate's verdict (None: nothing verified, so nothing to judge by)."""
+    if rec.verification is None:
+        return None
+    changed = 1.0 - rec.verification.selected.harmless_unchanged
+    limit = rec.settings.get("max_changed_share")
+    return {
+        "max_changed_share": float(limit) if isinstance(limit, (int, float)) else None,
+        "changed_share": round(changed, 4),
+        "passed": rec.gate_message is None,
+        "message": rec.gate_message,
     }
 
 
@@ -160,6 +189,8 @@ def build_report(rec: RunRecord) -> RunReport:
         else {
             "refusals": score(sel).refusals,
             "kl_divergence": score(sel).kl,
+            "first_token_kl": TrialRecord.read(sel).kl_divergence,
+            "answer_kl": TrialRecord.read(sel).answer_kl,
             "parameters": TrialRecord.read(sel).parameters,
             "sample_responses": TrialRecord.read(sel).sample_responses,
         },
@@ -169,7 +200,12 @@ def build_report(rec: RunRecord) -> RunReport:
             "kl_cap": rec.settings.get("kl_cap"),
             "refusal_cap": rec.settings.get("refusal_cap"),
             "chosen_by": rec.chosen_by or rec.settings.get("selection"),
+            "refusal_target": rec.settings.get("refusal_target"),
+            "damage_metric": rec.settings.get("damage_metric"),
+            "rule": rec.rule or None,
+            "why": rec.why or None,
         },
+        "gate": _gate_record(rec),
         "refusal_markers": rec.settings.get("refusal_markers", []),
         "pareto_front": [
             {"trial": s.number, "refusals": s.refusals, "kl_divergence": s.kl}
@@ -189,20 +225,33 @@ def build_report(rec: RunRecord) -> RunReport:
     }
 
 
-def plot_pareto(trials: list[FrozenTrial], selected: int | None, path: Path) -> None:
+def plot_pareto(
+    trials: list[FrozenTrial],
+    selected: int | None,
+    path: Path,
+    damage_label: str = "KL along the base answers",
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
     scores = [score(t) for t in trials]
     front = pareto_front(trials)
+    # A log axis (damage spans decades); a trial that changed nothing sits at the floor.
+    positive = [s.kl for s in scores if s.kl > 0]
+    floor = min(positive) / 2 if positive else 1e-6
+
+    def x(s: TrialScore) -> float:
+        return max(s.kl, floor)
+
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     ax.scatter(
-        [s.kl for s in scores], [s.refusals for s in scores], s=14, alpha=0.5, label="trials"
+        [x(s) for s in scores], [s.refusals for s in scores], s=14, alpha=0.5, label="trials"
     )
     ax.step(
-        [s.kl for s in front],
+        [x(s) for s in front],
         [s.refusals for s in front],
         where="post",
         color="C1",
@@ -212,7 +261,7 @@ def plot_pareto(trials: list[FrozenTrial], selected: int | None, path: Path) -> 
     chosen: list[TrialScore] = [s for s in scores if s.number == selected]
     if chosen:
         ax.scatter(
-            [chosen[0].kl],
+            [x(chosen[0])],
             [chosen[0].refusals],
             s=90,
             facecolors="none",
@@ -220,9 +269,12 @@ def plot_pareto(trials: list[FrozenTrial], selected: int | None, path: Path) -> 
             linewidths=2,
             label=f"selected (trial {selected})",
         )
-    ax.set_xlabel("KL divergence from the base model (harmless prompts)")
+    ax.set_xlabel(f"damage: {damage_label} (log scale)")
     ax.set_ylabel("refusals (harmful prompts)")
-    ax.set_xscale("symlog", linthresh=1e-3)
+    ax.set_xscale("log")
+    # Plain decimal labels at every decade ("0.001", not "10^-3" or "-1.59898x10^-5").
+    ax.xaxis.set_major_locator(LogLocator(base=10))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -238,7 +290,12 @@ def write_run_files(rec: RunRecord, output: Path) -> RunReport:
     lines = "".join(json.dumps(trial_row(t)) + "\n" for t in rec.trials)
     write_atomic(output / "trials.jsonl", lines)
     if rec.trials:
-        plot_pareto(rec.trials, report["selected_trial"], output / "pareto.png")
+        label = (
+            "KL along the base answers"
+            if rec.settings.get("damage_metric") == "answer"
+            else "first-token KL"
+        )
+        plot_pareto(rec.trials, report["selected_trial"], output / "pareto.png", label)
     if rec.layer_profile:
         from heretic.run.layer_plot import plot_layer_profile
 

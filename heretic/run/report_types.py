@@ -26,7 +26,8 @@ class MeasuredRecord(TypedDict):
     trial: int | None
     refusals: int
     n_harmful: int
-    kl_divergence: float
+    kl_divergence: float  # the first-token KL
+    answer_kl: float | None  # the answer damage (None: damage_metric=first_token)
     harmless_unchanged: float
     first_sentence_changed: float
     n_harmless: int
@@ -82,7 +83,9 @@ class BaseRecord(TypedDict):
 
 class SelectedRecord(TypedDict):
     refusals: int
-    kl_divergence: float
+    kl_divergence: float  # the damage the search minimised (policy.damage_metric)
+    first_token_kl: float | None
+    answer_kl: float | None
     parameters: JsonDict | None
     sample_responses: list[str]
 
@@ -92,6 +95,19 @@ class PolicyRecord(TypedDict):
     kl_cap: float | None
     refusal_cap: int | None
     chosen_by: str | None
+    refusal_target: float | None
+    damage_metric: str | None
+    rule: str | None  # which rule of the policy chose the trial
+    why: str | None  # that rule in words, with the figures
+
+
+class GateRecord(TypedDict):
+    """The damage gate: the chosen edit's share of held-back harmless answers changed."""
+
+    max_changed_share: float | None
+    changed_share: float
+    passed: bool
+    message: str | None
 
 
 class TrialCounts(TypedDict):
@@ -113,6 +129,7 @@ class RunReport(TypedDict):
     selected: SelectedRecord | None
     verification: VerificationRecord | None
     policy: PolicyRecord
+    gate: GateRecord | None
     refusal_markers: list[str]
     pareto_front: list[FrontRow]
     trials: TrialCounts
@@ -130,7 +147,9 @@ class TrialRow(TypedDict):
 
     trial: int
     refusals: int
-    kl_divergence: float
+    kl_divergence: float  # the damage the search minimised (damage_metric)
+    first_token_kl: float | None
+    answer_kl: float | None
     parameters: JsonDict | None
     duration_s: float | None
     sample_responses: list[str]
