@@ -5,7 +5,8 @@ real shapes with vocabularies of 32k, 128k, 152k and 262k tokens (benchmarks/ran
         [--layers 4] [--frozen]
 
 Each shape runs in its own process: the model is built in bf16, then for each pass (the
-residual pass, the KL pass, the refusal check's generation) the peak resident memory is reset
+residual pass, the KL pass, the refusal check's generation, the answer damage's reference and
+its per-trial teacher-forced pass) the peak resident memory is reset
 (`/proc/self/clear_refs`) and read back (`VmHWM`); a figure is the peak above the process with
 its weights loaded (what earlier passes left, like the base log-probs, included): what the
 kernel's OOM killer sees. The estimate is
@@ -31,6 +32,7 @@ import torch
 from random_models import SHAPES, build_model, full_vocab_tokenizer, shape_config
 
 from heretic.demo.data import demo_prompts
+from heretic.engine.answer_kl import AnswerKL
 from heretic.engine.architecture import describe
 from heretic.engine.batching import Batcher
 from heretic.engine.chat import ChatFormat, encode
@@ -64,7 +66,13 @@ def repeat(items: list[str], n: int) -> list[str]:
 
 
 def measure(
-    shape: str, layers: int | None, batch: int, tokens: int, frozen: bool, kl_prompts: int
+    shape: str,
+    layers: int | None,
+    batch: int,
+    tokens: int,
+    frozen: bool,
+    kl_prompts: int,
+    damage_tokens: int,
 ) -> dict:
     config = shape_config(shape, layers)
     tokenizer = full_vocab_tokenizer(config.vocab_size)
@@ -97,6 +105,9 @@ def measure(
     row["kl_base"] = peak_growth(evaluator.compute_base, base)
     row["kl_trial"] = peak_growth(evaluator.kl_divergence, base)
     row["generation"] = peak_growth(evaluator.refusals, base)
+    damage = AnswerKL(loaded, harmless, chat=chat, batcher=Batcher(batch), tokens=damage_tokens)
+    row["answer_base"] = peak_growth(damage.prepare, base)  # generation + teacher-forced pass
+    row["answer_trial"] = peak_growth(damage.measure, base)  # what every trial runs
     if frozen:
         model.requires_grad_(False)
         row["residuals_frozen_b8"] = peak_growth(
@@ -111,6 +122,7 @@ def measure(
         max_response_tokens=tokens,
         prompt_tokens=prompt_tokens,
         kl_prompts=kl_prompts,
+        damage_tokens=damage_tokens,
     )
     row.update(
         parameters=count.total,
@@ -118,6 +130,7 @@ def measure(
         prompt_tokens=prompt_tokens,
         response_tokens=tokens,
         kl_prompts=kl_prompts,
+        damage_tokens=damage_tokens,
         weights_measured=weights,
         weights_estimated=est.weights_bytes,
         runtime_estimated=est.runtime_bytes,
@@ -129,13 +142,22 @@ def measure(
 
 
 def _print(row: dict) -> None:
-    passes = ["residuals", "kl_base", "kl_trial", "generation", "residuals_frozen_b8"]
+    passes = [
+        "residuals",
+        "kl_base",
+        "kl_trial",
+        "generation",
+        "answer_base",
+        "answer_trial",
+        "residuals_frozen_b8",
+    ]
     measured = {k: row[k] for k in passes if k in row}
     peak = max(v[0] for k, v in measured.items() if k != "residuals_frozen_b8")
     print(
         f"{row['shape']:>15} vocab {row['vocab']:>6}, {row['layers']:>2} layers, "
         f"{row['parameters'] / 1e6:.0f}M params; batch {row['batch']} x {row['prompt_tokens']} "
-        f"prompt tokens + {row['response_tokens']} new, KL on {row['kl_prompts']} prompts"
+        f"prompt tokens + {row['response_tokens']} new, KL on {row['kl_prompts']} prompts, "
+        f"answer damage over {row['damage_tokens']} tokens"
     )
     print(
         f"{'':>15} weights {row['weights_measured'] / MIB:.0f} MiB measured, "
@@ -159,6 +181,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4, help="decoder layers (0: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kl-prompts", type=int, default=100, help="harmless prompts of the KL")
+    parser.add_argument("--damage-tokens", type=int, default=32, help="answer damage positions")
     parser.add_argument("--frozen", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: one shape, JSON out
@@ -166,7 +189,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.one:
         layers = None if args.layers == 0 or args.one == "gemma3-270m" else args.layers
-        row = measure(args.one, layers, args.batch, args.tokens, args.frozen, args.kl_prompts)
+        row = measure(
+            args.one,
+            layers,
+            args.batch,
+            args.tokens,
+            args.frozen,
+            args.kl_prompts,
+            args.damage_tokens,
+        )
         print("ROW " + json.dumps(row))
         return
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.threads} threads")

@@ -104,8 +104,10 @@ RUN_SETTINGS = {
     "device_map": "cpu",
     "dtype": "float32",
     "max_response_tokens": 16,
-    "verify_response_tokens": 0,
 }
+# The previous objective: the first answer token's KL as the damage the search minimises
+# (selection, verification and the damage gate as in the defaults).
+OLD_OBJECTIVE = {"damage_metric": "first_token"}
 
 
 def build(case: Case) -> Path:
@@ -218,7 +220,9 @@ def heretic_once(
         ),
         None,
     )
+    verified = (report.get("verification") or {}).get("selected") or {}
     result = {
+        "verified_unchanged": verified.get("harmless_unchanged"),
         "trials": len(rows),
         "first_ok": first,
         "exit": code,
@@ -229,7 +233,9 @@ def heretic_once(
     }
     sel = report.get("selected")
     if sel:
-        result.update(refusals=sel["refusals"], kl=sel["kl_divergence"])
+        result.update(
+            refusals=sel["refusals"], kl=sel["kl_divergence"], trial=verified.get("trial", "?")
+        )
         result["test"] = test_check(settings, sel["parameters"], prompts)
     return result
 
@@ -271,11 +277,15 @@ def line(label: str, r: dict) -> str:
     if "refusals" not in r:
         return f"  {label:<16} no acceptable trial (exit {r['exit']}) after {r['trials']} trials"
     test = r["test"]
+    verified = r["verified_unchanged"]
+    gate = "exit 9 (damage gate)" if r["exit"] == 9 else f"exit {r['exit']}"
     return (
         f"  {label:<16} trials run {r['trials']:>3}, first <=5%: {str(r['first_ok']):>4}, "
-        f"selected {r['refusals']:>2}/{r['n']} KL {r['kl']:.2g}; test {test[0]}/{test[1]} "
-        f"KL {test[2]:.2g}, harmless unchanged ({COMPARE_TOKENS} tokens) {test[3]:.0%}; "
-        f"{r['wall_s']:.0f}s; stop: {r['stop']}"
+        f"selected trial {r['trial']} {r['refusals']:>2}/{r['n']} damage {r['kl']:.2g}; test "
+        f"{test[0]}/{test[1]} KL {test[2]:.2g}, harmless unchanged ({COMPARE_TOKENS} tokens) "
+        f"{test[3]:.0%}; verified unchanged "
+        f"{'-' if verified is None else f'{verified:.0%}'}; {gate}; {r['wall_s']:.0f}s; "
+        f"stop: {r['stop']}"
     )
 
 
@@ -292,6 +302,12 @@ def main() -> None:
     parser.add_argument("--patience-only", action="store_true")
     parser.add_argument("--hllm-trials", default="40", help="heretic-llm budgets")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--rows",
+        default="old-space",
+        help="extra 40-trial rows: old-space (the previous search space), old-objective "
+        "(damage_metric=first_token), comma-separated, or none",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     transformers.utils.logging.disable_progress_bar()
@@ -323,11 +339,11 @@ def main() -> None:
                 print(show_profile(model, prompts, work))
                 print(f"  base refusals {r['base']}/{r['n']}")
             print(line(f"heretic {trials}", r), flush=True)
-            if trials == 40:
-                print(
-                    line("old-space 40", heretic_once(model, prompts, 40, OLD_SPACE, work)),
-                    flush=True,
-                )
+            extra_rows = {"old-space": OLD_SPACE, "old-objective": OLD_OBJECTIVE}
+            for row in args.rows.split(",") if trials == 40 else []:
+                if row in extra_rows:
+                    r = heretic_once(model, prompts, 40, extra_rows[row], work)
+                    print(line(f"{row} 40", r), flush=True)
         if args.hllm:
             for trials in [int(t) for t in args.hllm_trials.split(",")]:
                 print(

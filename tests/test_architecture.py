@@ -16,6 +16,7 @@ ROOT = Path(heretic.__file__).parent
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "progress": set(),
+    "phases": set(),
     "secrets": set(),
     "atomic": set(),
     "statefiles": {"errors"},
@@ -47,6 +48,7 @@ ALLOWED: dict[str, set[str]] = {
         "config",
         "errors",
         "hub_client",
+        "phases",
         "progress",
         "secrets",
         "statefiles",
@@ -62,6 +64,7 @@ ALLOWED: dict[str, set[str]] = {
         "jsontypes",
         "judging",
         "lifecycle",
+        "phases",
         "preflight",
         "progress",
         "secrets",

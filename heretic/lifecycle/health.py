@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from heretic.lifecycle.state import PROGRESS_FILE, RunState
+from heretic.phases import Phase
 
 MIN_AGE_S = 30 * 60
 TRIAL_FACTOR = 3.0
-SEARCH_PHASE = "search"
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def check_health(
         return Health(True, f"no {PROGRESS_FILE} in {study_dir} yet: not started")
     progress = state.read()["progress"]
     phase = progress.get("phase", "unknown")
-    if phase != SEARCH_PHASE:
+    if phase != Phase.SEARCH:
         return Health(True, f"phase {phase}")
     updated = progress.get("updated_ts")
     if updated is None:

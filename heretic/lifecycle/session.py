@@ -38,6 +38,7 @@ from heretic.lifecycle.shutdown import ShutdownResult, end_self, shutdown_self
 from heretic.lifecycle.signals import GracefulStop
 from heretic.lifecycle.state import BestSoFar, RunState, guard_restart_loop
 from heretic.lifecycle.upload import upload_output
+from heretic.phases import Phase
 from heretic.progress import NullReporter, Reporter
 
 RESTART_LIMIT = 3
@@ -88,7 +89,7 @@ class RunLifecycle:
         self.environ = os.environ if environ is None else environ
         self.state = RunState(settings.resolved_study_dir)
         self.reporter = LoggedReporter(reporter or NullReporter())
-        self.stop = GracefulStop(phase="start")
+        self.stop = GracefulStop(phase=Phase.START)
         self.restart_limit = restart_limit
         self._sleep = sleep
         # None: a refused self-termination is retried for as long as the process lives.
@@ -157,7 +158,7 @@ class RunLifecycle:
             self.notify("interrupted" if interrupted else "failed", message, exit_code=exit_code)
 
     # --- callbacks matching heretic.run.RunHooks ------------------------------------------
-    def on_phase(self, phase: str) -> None:
+    def on_phase(self, phase: Phase) -> None:
         self.stop.phase = phase  # so a signal's message says what it will do now
         self.state.set_phase(phase)
 
@@ -182,8 +183,8 @@ class RunLifecycle:
         repo = self.settings.upload
         if repo:
             self.stop.check()  # a stop asked for during the export: no upload is started
-            self.stop.phase = "upload"
-            self.state.set_phase("upload", repo)
+            self.stop.phase = Phase.UPLOAD
+            self.state.set_phase(Phase.UPLOAD, repo)
             info["repo_id"] = repo
             info["upload_url"] = upload_output(
                 self.settings.output,

@@ -25,29 +25,30 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from heretic.errors import InterruptedRun
+from heretic.phases import Phase
 
 log = logging.getLogger("heretic.lifecycle")
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 # What a first SIGTERM/SIGINT does in each phase (the lifecycle sets `phase`); docs/run.md
 # ("Stopping a run") shows the same table.
-WHAT_HAPPENS: dict[str, str] = {
-    "start": "stopping before the model loads",
-    "prompts": "stopping before the model loads",
-    "load": "stopping once the model has loaded (training the demo model stops at its next "
+WHAT_HAPPENS: dict[Phase, str] = {
+    Phase.START: "stopping before the model loads",
+    Phase.PROMPTS: "stopping before the model loads",
+    Phase.LOAD: "stopping once the model has loaded (training the demo model stops at its next "
     "step; nothing half-trained is kept)",
-    "residuals": "stopping after the current batch of the residual pass (the next start "
+    Phase.RESIDUALS: "stopping after the current batch of the residual pass (the next start "
     "computes the directions again)",
-    "base evaluation": "stopping after the base model's evaluation, before the first trial",
-    "search": "stopping after the current trial (send it again to abandon the trial now); "
+    Phase.BASE_EVALUATION: "stopping after the base model's evaluation, before the first trial",
+    Phase.SEARCH: "stopping after the current trial (send it again to abandon the trial now); "
     "the next start resumes the study",
-    "select": "stopping after the current batch of the verification; the search is saved and "
+    Phase.SELECT: "stopping after the current batch of the verification; the search is saved and "
     "the next start verifies and exports again",
-    "verify": "stopping after the current batch of the verification; the search is saved and "
+    Phase.VERIFY: "stopping after the current batch of the verification; the search is saved and "
     "the next start verifies and exports again",
-    "export": "stopping once the export is written (a half-written model is never left); an "
+    Phase.EXPORT: "stopping once the export is written (a half-written model is never left); an "
     "--upload is not started",
-    "upload": "stopping the upload now; the local output is kept, and `heretic upload` (or the "
+    Phase.UPLOAD: "stopping the upload now; the local output is kept, and `heretic upload` (or the "
     "same command) uploads it again",
 }
 
@@ -62,7 +63,7 @@ def _say(message: str) -> None:
 class GracefulStop:
     """Context manager: `with GracefulStop() as stop: ... stop.check()` between trials."""
 
-    def __init__(self, phase: str = "search") -> None:
+    def __init__(self, phase: Phase = Phase.SEARCH) -> None:
         self.phase = phase  # what is running now: a key of WHAT_HAPPENS
         self._event = threading.Event()
         self._previous: dict[int, Any] = {}

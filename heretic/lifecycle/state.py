@@ -21,6 +21,7 @@ from typing import Any, TypedDict
 
 from heretic.atomic import read_json, write_json
 from heretic.errors import ExitCode, StudyError
+from heretic.phases import Phase
 from heretic.secrets import redact
 
 PROGRESS_FILE = "progress.json"
@@ -75,12 +76,12 @@ class RunState:
             pid=os.getpid(),
             host=socket.gethostname(),
             started_at=now_iso(),
-            phase="starting",
+            phase=Phase.STARTING,
             message="",
         )
         return attempts
 
-    def set_phase(self, phase: str, message: str = "") -> None:
+    def set_phase(self, phase: Phase, message: str = "") -> None:
         self._update(phase=phase, message=redact(message))
 
     def set_trials(
@@ -116,7 +117,7 @@ class RunState:
         self._update(
             failures=failures[-MAX_FAILURES_KEPT:],
             failure_streak=streak,
-            phase="failed" if int(exit_code) != ExitCode.INTERRUPTED else "interrupted",
+            phase=Phase.FAILED if int(exit_code) != ExitCode.INTERRUPTED else Phase.INTERRUPTED,
             message=redact(message)[:500],
             exit_code=int(exit_code),
         )
@@ -137,7 +138,7 @@ class RunState:
     def mark_done(self, info: dict[str, Any]) -> None:
         """Write DONE.json (atomically, last). Raises StudyError when it cannot be written."""
         payload = {"finished_at": now_iso(), **info}
-        self._update(phase="done", message="", failure_streak=0)
+        self._update(phase=Phase.DONE, message="", failure_streak=0)
         try:
             write_json(self.done_path, payload)
         except OSError as exc:

@@ -289,8 +289,9 @@ def upload_finished_run(
     SIGINT while it runs ends it with InterruptedRun (exit 75), the local output intact."""
     from heretic.lifecycle.signals import GracefulStop
     from heretic.lifecycle.state import RunState
+    from heretic.phases import Phase
 
-    with GracefulStop(phase="upload") as stop:
+    with GracefulStop(phase=Phase.UPLOAD) as stop:
         url = upload_output(
             output_dir,
             repo_id,

@@ -56,6 +56,7 @@ from heretic.engine.verification import Verified, Verifier, choose_verified
 from heretic.errors import InterruptedRun, NoAcceptableTrialError, StudyError
 from heretic.jsontypes import JsonDict
 from heretic.lifecycle.state import BestSoFar
+from heretic.phases import Phase
 from heretic.progress import NullReporter, Reporter
 from heretic.run import worker_pool
 from heretic.run.disk_space import SpaceGuard, no_space_is_exit_15, weights_bytes
@@ -84,7 +85,7 @@ from heretic.statefiles import held_lock
 class RunHooks:
     """How the lifecycle layer follows a run; every callback is optional."""
 
-    on_phase: Callable[[str], None] = lambda phase: None
+    on_phase: Callable[[Phase], None] = lambda phase: None
     on_trial: Callable[[int, int, float | None, BestSoFar | None], None] = (
         lambda done, total, eta, best: None
     )
@@ -307,7 +308,7 @@ class Prepared:
     judge: CachedJudge | None = None  # opened for the search (judge_in_search) or verification
 
 
-def _enter(hooks: RunHooks, phase: str) -> None:
+def _enter(hooks: RunHooks, phase: Phase) -> None:
     """A phase boundary: the place to honour a stop request made during a long phase."""
     if hooks.should_stop():
         raise InterruptedRun(
@@ -383,12 +384,12 @@ def prepare(
 ) -> Prepared:
     """Everything a trial needs: prompts, model, directions, base scores, the study."""
     study_dir = settings.resolved_study_dir
-    _enter(hooks, "prompts")
+    _enter(hooks, Phase.PROMPTS)
     prompts = load_prompt_sets(settings)
     if worker_index == 0:
         check_or_record_settings(study_dir, settings)
 
-    _enter(hooks, "load")
+    _enter(hooks, Phase.LOAD)
     t = time.monotonic()
     training = stop_check(
         hooks,
@@ -400,7 +401,7 @@ def prepare(
     _timed(timings, "load", t)
 
     batcher = Batcher(settings.batch_size or settings.max_batch_size, "the forward passes")
-    _enter(hooks, "residuals")
+    _enter(hooks, Phase.RESIDUALS)
     t = time.monotonic()
     residuals = stop_check(
         hooks,
@@ -416,7 +417,7 @@ def prepare(
     judge = open_judge(settings, str(loaded.device)) if settings.judge_in_search else None
     if judge is not None:  # the judge reads every trial's answers, beside the model
         evaluator = JudgedEvaluator.wrapping(evaluator, judge)
-    _enter(hooks, "base evaluation")
+    _enter(hooks, Phase.BASE_EVALUATION)
     base: RefusalResult | None = None
     if worker_index == 0:
         base = phase_base(evaluator, reporter)
@@ -478,7 +479,7 @@ def _run(settings: Settings, reporter: Reporter, hooks: RunHooks) -> RunResult:
     prep = prepare(settings, reporter, hooks, timings)
     space = SpaceGuard(settings.resolved_study_dir, settings.output, _export_bytes(prep.loaded))
 
-    _enter(hooks, "search")
+    _enter(hooks, Phase.SEARCH)
     t = time.monotonic()
     group = worker_pool.WorkerGroup(
         worker_pool.start_workers(settings) if settings.workers > 1 else []
@@ -726,7 +727,7 @@ def _finish(
 ) -> RunResult:
     """Select (or take `chosen`), verify, re-choose on the verified figures (gentlest), pass
     the damage gate, export and write the run files into `output`."""
-    hooks.on_phase("select")
+    hooks.on_phase(Phase.SELECT)
     base = prep.base
     assert base is not None
     output = output or settings.output
@@ -738,7 +739,7 @@ def _finish(
         record.rule, record.why = found.rule, found.why
     model_dir, blocked = None, None
     if selected is not None:
-        hooks.on_phase("verify")
+        hooks.on_phase(Phase.VERIFY)
         verifying = stop_check(
             hooks,
             "the verification",
@@ -760,9 +761,9 @@ def _finish(
         phase_judge(prep, record, settings, reporter)
     if selected is not None and blocked is None:
         params = AblationParams.from_dict(TrialRecord.read(selected).required_parameters())
-        hooks.on_phase("benchmarks")
+        hooks.on_phase(Phase.BENCHMARKS)
         record.benchmarks = phase_benchmarks(prep, params, settings, timings, reporter)
-        _enter(hooks, "export")
+        _enter(hooks, Phase.EXPORT)
         t = time.monotonic()
         prep.objective.ablator.remove()
         model_dir = export_model(
