@@ -115,36 +115,6 @@ def test_a_262k_vocabulary_is_costed_for_what_its_passes_hold() -> None:
     assert mem.runtime_bytes >= mem.logits_bytes + mem.kl_reference_bytes + mem.kv_cache_bytes
 
 
-def test_the_answer_damage_pass_is_costed_when_it_is_the_damage_metric() -> None:
-    """The answer damage keeps the logits of all 32 answer positions of a batch: at a 262k
-    vocabulary and batch 64 that is 64 x 32 x 262144 bf16 values and their copies (measured: 3.2 GiB),
-    more than the KL pass; with damage_metric first_token the pass does not run."""
-    from heretic.config.settings import Settings
-    from heretic.preflight.memory import estimate_for_settings
-
-    count = count_parameters(str(CONFIGS / "gemma3-270m"))
-    mem = estimate_memory(count, dtype="bfloat16", batch_size=0, max_batch_size=64)
-    assert mem.answer_logits_bytes == 32 * 262144 * (64 * 2 * 5 + 16)
-    assert mem.answer_logits_bytes > mem.logits_bytes
-    kl_only = estimate_memory(count, dtype="bfloat16", max_batch_size=64, damage_tokens=0)
-    assert mem.answer_activation_bytes > mem.activation_bytes  # prompt + 32 answer tokens
-    assert mem.runtime_bytes - kl_only.runtime_bytes == (
-        mem.answer_logits_bytes
-        + mem.answer_activation_bytes
-        - mem.logits_bytes
-        - mem.activation_bytes
-    )
-
-    def settings(**kw: object) -> Settings:
-        return Settings(model=str(CONFIGS / "gemma3-270m"), dtype="bfloat16", **kw)
-
-    assert estimate_for_settings(count, settings()).answer_logits_bytes == mem.answer_logits_bytes
-    short = estimate_for_settings(count, settings(damage_tokens=8))
-    assert short.answer_logits_bytes == mem.answer_logits_bytes // 4
-    first = estimate_for_settings(count, settings(damage_metric="first_token"))
-    assert first.answer_logits_bytes == 0 and first.runtime_bytes == kl_only.runtime_bytes
-
-
 def test_a_cpu_run_that_does_not_fit_the_ram_fails_in_preflight(tmp_path: Path) -> None:
     from heretic.config.settings import Settings
     from heretic.preflight.checklist import run_preflight

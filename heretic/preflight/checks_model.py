@@ -130,8 +130,6 @@ def check_memory(
         f"{fit.describe()} (weights {gib(mem.weights_bytes)} {_weights_label(settings)}, "
         f"batch {mem.batch} x {mem.tokens} tokens: KV {gib(mem.kv_cache_bytes)}, "
         f"activations {gib(mem.activation_bytes)}, logits {gib(mem.logits_bytes)}, "
-        f"answer damage {gib(mem.answer_activation_bytes + mem.answer_logits_bytes)} (instead "
-        "of activations and logits when larger), "
         f"KL reference {gib(mem.kl_reference_bytes)})"
     )
     if fit.fits:

@@ -37,13 +37,6 @@ if TYPE_CHECKING:  # imported when used: this module must import fast
 DEFAULT_PROMPT_TOKENS = 256
 DEFAULT_KL_PROMPTS = 100  # the default harmless evaluation set (search and verification parts)
 LOGITS_FLOAT32_COPIES = 4  # float32 batch x vocab tensors the KL pass holds at its peak
-# The answer damage's teacher-forced pass: the head's output for batch x damage_tokens positions
-# and the copies the model and the upcast make (bench_memory.py measures up to 5 on 152k and 262k
-# vocabularies at batch 64: 3.0 to 3.3 GiB), then per
-# prompt the float32 log-probs of its positions and the bucket's temporaries.
-ANSWER_LOGITS_COPIES = 5
-ANSWER_ROW_FLOAT32_COPIES = 4
-DEFAULT_DAMAGE_TOKENS = 32
 NF4_BYTES_PER_PARAM = 0.5 + 4 / 64
 INT8_BYTES_PER_PARAM = 1.02
 
@@ -300,18 +293,16 @@ class MemoryEstimate:
     nf4_weights_bytes: int
     largest_block_bytes: int
     kl_reference_bytes: int = 0  # the base model's float32 log-probs, kept for the whole run
-    answer_logits_bytes: int = 0  # the answer damage's pass: batch x damage_tokens x vocab
-    answer_activation_bytes: int = 0  # its layers' tensors over prompt + answer tokens
 
     @property
     def runtime_bytes(self) -> int:
-        # The KL pass and the answer damage's teacher-forced pass run one after the other: the
-        # larger of the two counts.
-        passes = max(
-            self.activation_bytes + self.logits_bytes,
-            self.answer_activation_bytes + self.answer_logits_bytes,
+        return (
+            self.kv_cache_bytes
+            + self.activation_bytes
+            + self.logits_bytes
+            + self.dequant_bytes
+            + self.kl_reference_bytes
         )
-        return self.kv_cache_bytes + passes + self.dequant_bytes + self.kl_reference_bytes
 
     @property
     def total_bytes(self) -> int:
@@ -335,7 +326,6 @@ def estimate_memory(
     max_response_tokens: int = 48,
     prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
     kl_prompts: int = DEFAULT_KL_PROMPTS,
-    damage_tokens: int = DEFAULT_DAMAGE_TOKENS,
 ) -> MemoryEstimate:
     """Peak memory of a run: weights plus the largest evaluation batch's transient memory.
 
@@ -345,23 +335,16 @@ def estimate_memory(
     `benchmarks/bench_memory.py` measures 18 bytes in bf16 on vocabularies of 32k to 262k);
     generation's float32 copy of the last logits is less. The base model's log-probs of the
     `kl_prompts` harmless prompts stay for the whole run (search and verification together).
-    The answer damage (damage_tokens > 0; 0 for damage_metric first_token) runs the layers over
-    prompt + answer and keeps the logits of every answer position: batch x damage_tokens x
-    vocab, which at a 262k vocabulary is larger than the KL pass's.
     """
     act = 4 if dtype_bytes(dtype) == 4 and quantization == "none" else 2
     batch = batch_size or max_batch_size
     tokens = prompt_tokens + max_response_tokens
     kv = 2 * count.num_layers * count.num_kv_heads * count.head_dim * act * batch * tokens
     # residual stream copies (~4 x hidden) and the MLP's gate, up and product (3 x intermediate)
-    per_token = (4 * count.hidden_size + 3 * count.intermediate_size) * act
-    activations = batch * prompt_tokens * per_token
-    logits = batch * count.vocab_size * (act + LOGITS_FLOAT32_COPIES * 4)
-    answer_logits = (
-        damage_tokens
-        * count.vocab_size
-        * (batch * act * ANSWER_LOGITS_COPIES + ANSWER_ROW_FLOAT32_COPIES * 4)
+    activations = (
+        batch * prompt_tokens * (4 * count.hidden_size + 3 * count.intermediate_size) * act
     )
+    logits = batch * count.vocab_size * (act + LOGITS_FLOAT32_COPIES * 4)
     dequant = count.largest_linear * 2 if quantization != "none" else 0
     weights = weight_bytes(count, quantization, dtype)
     return MemoryEstimate(
@@ -377,10 +360,6 @@ def estimate_memory(
         # a quantized run keeps embeddings and lm_head (often the largest block) in 16 bit
         largest_block_bytes=count.largest_block * (2 if quantization != "none" else act),
         kl_reference_bytes=kl_prompts * count.vocab_size * 4,
-        answer_logits_bytes=answer_logits,
-        answer_activation_bytes=(
-            batch * (prompt_tokens + damage_tokens) * per_token if damage_tokens else 0
-        ),
     )
 
 
@@ -393,9 +372,4 @@ def estimate_for_settings(count: ParamCount, settings: Settings) -> MemoryEstima
         batch_size=int(getattr(settings, "batch_size", 0)),
         max_batch_size=int(getattr(settings, "max_batch_size", 64)),
         max_response_tokens=int(getattr(settings, "max_response_tokens", 48)),
-        damage_tokens=(
-            int(getattr(settings, "damage_tokens", DEFAULT_DAMAGE_TOKENS))
-            if getattr(settings, "damage_metric", "answer") == "answer"
-            else 0
-        ),
     )
