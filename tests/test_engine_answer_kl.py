@@ -88,7 +88,10 @@ def test_answer_kl_equals_a_brute_force_kl_when_k_covers_the_vocabulary(demo, ed
     torch.testing.assert_close(
         torch.tensor(damage.per_prompt), torch.tensor(expected), rtol=1e-3, atol=1e-6
     )
-    assert damage.answer_kl == pytest.approx(sum(expected) / len(expected), rel=1e-3)
+    # The figure the search optimises is the mean of the per-prompt figures, and it inherits
+    # their tolerance (CPU kernels differ in summation order between machines).
+    assert damage.answer_kl == pytest.approx(sum(damage.per_prompt) / 5, rel=1e-6)
+    assert damage.answer_kl == pytest.approx(sum(expected) / len(expected), rel=1e-3, abs=1e-6)
     # A changed greedy answer flipped an argmax along the base answer: its KL cannot be ~0.
     same = _measure(edited, base, top_k=1000).unchanged()
     assert len(same) == 5
@@ -114,7 +117,7 @@ def test_first_token_kl_is_the_evaluators_first_token_kl(demo, edited) -> None:
     ev = evaluator(demo)
     ev.compute_base()
     ev.loaded = edited
-    assert first == pytest.approx(ev.kl_divergence(), rel=1e-3)
+    assert first == pytest.approx(ev.kl_divergence(), rel=1e-3, abs=1e-6)
 
 
 def test_a_small_top_k_gives_a_lower_bound_close_to_the_full_kl(demo, edited) -> None:

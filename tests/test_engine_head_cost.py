@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from heretic.config.settings import Settings
 from heretic.demo.data import demo_prompts
 from heretic.demo.model import build_tokenizer
+from heretic.engine.answer_kl import AnswerKL
 from heretic.engine.architecture import describe
 from heretic.engine.batching import Batcher
 from heretic.engine.chat import ChatFormat, encode
@@ -68,6 +69,19 @@ def allocated_bytes(fn: Callable[[], object]) -> int:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     return sum(max(0, event.self_cpu_memory_usage) for event in prof.events())
+
+
+def peak_bytes(fn: Callable[[], object]) -> int:
+    """The most the CPU allocator held at once above what it held when `fn` started (allocations
+    and frees replayed in the order they happened)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    held = peak = 0
+    events = [e for e in prof.events() if e.self_cpu_memory_usage]
+    for event in sorted(events, key=lambda e: e.time_range.start):
+        held += event.self_cpu_memory_usage
+        peak = max(peak, held)
+    return peak
 
 
 def prompts(n: int) -> list[str]:
@@ -139,3 +153,32 @@ def test_the_residual_pass_costs_what_a_plain_transformers_forward_costs(
     heretic = allocated_bytes(residual_pass(loaded, 8))
     # The residual pass adds only its (L+1) x hidden float32 copies per prompt.
     assert heretic < 1.5 * reference + 2**20, (heretic, reference)
+
+
+ANSWER_TOKENS = 32
+
+
+def answer_pass(loaded: LoadedModel, n: int) -> Callable[[], object]:
+    measure = AnswerKL(
+        loaded, prompts(n), chat=ChatFormat(), batcher=Batcher(n), tokens=ANSWER_TOKENS
+    )
+    measure.prepare()
+    assert int(measure.reference.answer_len.min()) == ANSWER_TOKENS  # never says its end token
+    return measure.measure
+
+
+def test_the_answer_damage_pass_never_holds_batch_x_answer_x_vocabulary_logits(
+    loaded: LoadedModel,
+) -> None:
+    """The teacher-forced pass scores n answer positions per prompt: the model's own forward
+    would hold B x n x V logits (8 x 32 x 65,536 in bf16: 32 MiB) and their float32 copies.
+    Applied one answer at a time, the pass grows with the batch only by what a last-position
+    pass does (the forward's own logits of one position per prompt)."""
+    answer_pass(loaded, 8)()  # warm up
+    one = peak_bytes(answer_pass(loaded, 1))
+    eight = peak_bytes(answer_pass(loaded, 8))
+    per_prompt = (eight - one) / 7
+    answer_logits = ANSWER_TOKENS * VOCAB * 2  # one prompt's bf16 answer logits
+    assert per_prompt < answer_logits / 4, f"{per_prompt / 2**20:.2f} MiB per prompt"
+    # And the peak is a few answer rows, whatever the batch.
+    assert eight < 4 * ANSWER_TOKENS * VOCAB * (2 + 4 + 4), f"{eight / 2**20:.1f} MiB"

@@ -14,8 +14,9 @@ First-token KL cannot see an edit that keeps the first word of an answer and cha
 
 Shapes: P prompts, N = `tokens`, k = `top_k`, V the vocabulary. Logits are computed at the
 answer positions only (`logits_to_keep`: the last n positions of the teacher-forced input are
-exactly the n answer positions, because prompts are left padded), and turned into log-probs one
-row at a time, so the transient float copy is n x V, never B x n x V.
+exactly the n answer positions, because prompts are left padded), one answer at a time: the
+output head is applied to each answer's n hidden states (output_head.py), so the pass holds
+n x V logits and their float32 copies, never B x n x V.
 
 Storage (what is kept, and why it is small): the base distribution at each position is kept as
 its k most likely tokens plus one "everything else" bucket: top_idx [P, N, k], top_logp
@@ -36,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -50,6 +51,7 @@ from heretic.atomic import write_with
 from heretic.engine.batching import Batcher
 from heretic.engine.chat import ChatFormat, encode, format_chat
 from heretic.engine.loading import LoadedModel
+from heretic.engine.output_head import OutputHead, log_prob_rows
 from heretic.errors import StudyError
 from heretic.statefiles import held_lock
 
@@ -153,6 +155,8 @@ class AnswerKL:
         forward = inspect.signature(loaded.model.forward).parameters
         self._pass_positions = "position_ids" in forward
         self._input_cache: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        head = OutputHead(loaded.model)
+        self._head: OutputHead | None = head if head.usable else None
 
     # --- the reference ---------------------------------------------------------------
 
@@ -282,19 +286,30 @@ class AnswerKL:
         self,
         ids: torch.Tensor,
         lengths: torch.Tensor,
-        per_batch: Callable[[torch.Tensor, int, int], R],
+        per_batch: Callable[[Iterator[torch.Tensor], int, int], R],
     ) -> list[R]:
-        """One forward pass per batch over prompt + answer; per_batch(logits [B, n, V], index of
-        the batch's first prompt, n) for each, where n is the batch's longest answer."""
+        """One forward pass per batch over prompt + answer; per_batch(rows, index of the
+        batch's first prompt, n) for each, where n is the batch's longest answer and rows
+        yields each prompt's float32 log-probs [n, V] in turn."""
 
         def run(batch: Sequence[str], start: int) -> R:
             n = int(lengths[start : start + len(batch)].max())  # this batch's longest answer
             inputs = self._inputs(ids, lengths, start, len(batch))
-            # The last n positions (W-1 .. W+n-2) predict answer tokens 0 .. n-1.
-            logits = self.loaded.model(**inputs, use_cache=False, logits_to_keep=n).logits
-            return per_batch(logits, start, n)  # logits [B, n, V]
+            return per_batch(self._log_prob_rows(inputs, n), start, n)
 
         return self.batcher.run(self.prompts, run)
+
+    def _log_prob_rows(self, inputs: dict[str, torch.Tensor], n: int) -> Iterator[torch.Tensor]:
+        # The last n positions (W-1 .. W+n-2) predict answer tokens 0 .. n-1.
+        model, head = self.loaded.model, self._head
+        if head is not None:
+            with head.capture() as seen:
+                last = model(**inputs, use_cache=False, logits_to_keep=n).logits[:, -1]
+            if len(seen) == 1 and seen[0].shape[1] == n and head.matches(seen[0][:, -1], last):
+                return log_prob_rows(head, seen[0], n)
+            self._head = None  # this architecture's forward does more than its head: full logits
+        logits = model(**inputs, use_cache=False, logits_to_keep=n).logits  # [B, n, V]
+        return (torch.log_softmax(row.float(), dim=-1) for row in logits[:, -n:])
 
     def _inputs(
         self, ids: torch.Tensor, lengths: torch.Tensor, start: int, size: int
@@ -321,34 +336,34 @@ class AnswerKL:
         self._input_cache[key] = inputs
         return inputs
 
-    def _rows(self, logits: torch.Tensor, n: int) -> list[torch.Tensor]:
-        """Each row's log-probs [n, V] in float32, one row at a time."""
-        return [torch.log_softmax(row.float(), dim=-1) for row in logits[:, :n]]
-
     def _base_bucket(
-        self, logits: torch.Tensor, start: int, n: int
+        self, rows: Iterator[torch.Tensor], start: int, n: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         idx, top, tail = [], [], []
-        for logp in self._rows(logits, n):
+        for logp in rows:
             row_top, row_idx = logp.topk(min(self.top_k, logp.shape[-1]), dim=-1)  # [n, k]
             _, row_tail = bucket(logp, row_idx)
             idx.append(_pad(row_idx, self.tokens, 0))
             top.append(_pad(row_top, self.tokens, _PAD_LOGP))
             tail.append(_pad(row_tail, self.tokens, 0.0))
+            del logp  # before the next row is computed: one row's log-probs at a time
         return torch.stack(idx).cpu(), torch.stack(top).cpu(), torch.stack(tail).cpu()
 
-    def _kl(self, logits: torch.Tensor, start: int, n: int) -> torch.Tensor:
+    def _kl(self, rows: Iterator[torch.Tensor], start: int, n: int) -> torch.Tensor:
         ref = self.reference
         assert ref is not None
-        out = torch.zeros(logits.shape[0], self.tokens)
-        for i, logp in enumerate(self._rows(logits, n)):
-            r = start + i
+        kls: list[torch.Tensor] = []
+        # Not enumerate(): it keeps the previous row alive in its reused tuple while the next
+        # one is computed.
+        for logp in rows:
+            r = start + len(kls)
             idx = ref.top_idx[r, :n].to(logp.device)
             top, tail = bucket(logp, idx)
             base_top = ref.top_logp[r, :n].to(logp.device)
             base_tail = ref.tail_logp[r, :n].to(logp.device)
-            out[i, :n] = bucket_kl(base_top, base_tail, top, tail).cpu()
-        return out
+            kls.append(_pad(bucket_kl(base_top, base_tail, top, tail).cpu(), self.tokens, 0.0))
+            del logp, top, tail  # before the next row is computed
+        return torch.stack(kls)
 
 
 def _pad(t: torch.Tensor, n: int, value: float) -> torch.Tensor:

@@ -284,8 +284,8 @@ def weight_bytes(count: ParamCount, quantization: str = "none", dtype: str = "au
 class MemoryEstimate:
     weights_bytes: int
     kv_cache_bytes: int  # generation cache at batch x (prompt + response) tokens
-    activation_bytes: int  # one layer's transient tensors in the residual / prefill pass
-    logits_bytes: int  # batch x vocab (logits_to_keep=1) and its float32 copies (see below)
+    activation_bytes: int  # one layer's transient tensors in the longest prefill pass
+    logits_bytes: int  # batch (or answer) x vocab logits and their float32 copies (see below)
     dequant_bytes: int  # one dequantized linear weight (quantized runs only)
     batch: int
     tokens: int
@@ -326,6 +326,7 @@ def estimate_memory(
     max_response_tokens: int = 48,
     prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
     kl_prompts: int = DEFAULT_KL_PROMPTS,
+    damage_tokens: int = 0,
 ) -> MemoryEstimate:
     """Peak memory of a run: weights plus the largest evaluation batch's transient memory.
 
@@ -335,16 +336,19 @@ def estimate_memory(
     `benchmarks/bench_memory.py` measures 18 bytes in bf16 on vocabularies of 32k to 262k);
     generation's float32 copy of the last logits is less. The base model's log-probs of the
     `kl_prompts` harmless prompts stay for the whole run (search and verification together).
+    The answer damage (damage_tokens > 0) feeds prompt + answer through the model at once
+    (the longest prefill) and applies the head one answer at a time: damage_tokens x vocab
+    logits with the same copies, besides the forward's own last-position logits.
     """
     act = 4 if dtype_bytes(dtype) == 4 and quantization == "none" else 2
     batch = batch_size or max_batch_size
     tokens = prompt_tokens + max_response_tokens
     kv = 2 * count.num_layers * count.num_kv_heads * count.head_dim * act * batch * tokens
     # residual stream copies (~4 x hidden) and the MLP's gate, up and product (3 x intermediate)
-    activations = (
-        batch * prompt_tokens * (4 * count.hidden_size + 3 * count.intermediate_size) * act
-    )
-    logits = batch * count.vocab_size * (act + LOGITS_FLOAT32_COPIES * 4)
+    prefill = prompt_tokens + damage_tokens
+    activations = batch * prefill * (4 * count.hidden_size + 3 * count.intermediate_size) * act
+    rows = max(batch, damage_tokens)
+    logits = rows * count.vocab_size * (act + LOGITS_FLOAT32_COPIES * 4)
     dequant = count.largest_linear * 2 if quantization != "none" else 0
     weights = weight_bytes(count, quantization, dtype)
     return MemoryEstimate(
@@ -372,4 +376,11 @@ def estimate_for_settings(count: ParamCount, settings: Settings) -> MemoryEstima
         batch_size=int(getattr(settings, "batch_size", 0)),
         max_batch_size=int(getattr(settings, "max_batch_size", 64)),
         max_response_tokens=int(getattr(settings, "max_response_tokens", 48)),
+        damage_tokens=_damage_tokens(settings),
     )
+
+
+def _damage_tokens(settings: Settings) -> int:
+    if str(getattr(settings, "damage_metric", "answer")) != "answer":
+        return 0
+    return int(getattr(settings, "damage_tokens", 0))
