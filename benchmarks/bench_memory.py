@@ -8,8 +8,9 @@ Each shape runs in its own process: the model is built in bf16, then for each pa
 residual pass, the KL pass, the refusal check's generation, the answer damage's reference and
 its per-trial teacher-forced pass) the peak resident memory is reset
 (`/proc/self/clear_refs`) and read back (`VmHWM`); a figure is the peak above the process with
-its weights loaded (what earlier passes left, like the base log-probs, included): what the
-kernel's OOM killer sees. The estimate is
+its weights loaded (what earlier passes left alive, like the base log-probs, included; what
+they freed is handed back to the kernel first with glibc's malloc_trim, since the allocator
+reuses it): what the kernel's OOM killer sees. The estimate is
 `heretic.preflight.memory.estimate_memory` for the same batch, response budget and the
 prompts' real length. `--layers` cuts the decoder stack (the estimate is computed for the same
 cut config); the full Gemma 3 270M shape always runs with all 18 layers. `--frozen` runs the
@@ -20,6 +21,7 @@ only: at batch 64 the 262k shape would need about 21 GB).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import subprocess
@@ -31,6 +33,7 @@ from pathlib import Path
 import torch
 from random_models import SHAPES, build_model, full_vocab_tokenizer, shape_config
 
+from heretic.allocator import pin_mmap_threshold
 from heretic.demo.data import demo_prompts
 from heretic.engine.answer_kl import AnswerKL
 from heretic.engine.architecture import describe
@@ -52,9 +55,18 @@ def _status(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def _trim() -> None:
+    """Hand freed heap back to the kernel: glibc keeps what a pass freed resident, and without
+    this a pass's peak would include what the passes before it freed (seen: 1.3 GiB of the
+    Qwen shape's answer pass was the KL pass's freed heap)."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def peak_growth(fn: Callable[[], object], baseline: int) -> tuple[int, float]:
     """(peak resident bytes during `fn` above `baseline`, seconds). The baseline is the
-    process with its weights loaded, so what an earlier pass left (the base log-probs) counts."""
+    process with its weights loaded, so what an earlier pass left alive (the base log-probs)
+    counts; what it freed does not (_trim)."""
+    _trim()
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
     t = time.perf_counter()
     fn()
@@ -74,6 +86,7 @@ def measure(
     kl_prompts: int,
     damage_tokens: int,
 ) -> dict:
+    pin_mmap_threshold()  # as load_model does (heretic/allocator.py)
     config = shape_config(shape, layers)
     tokenizer = full_vocab_tokenizer(config.vocab_size)
     rss0 = _status("VmRSS")

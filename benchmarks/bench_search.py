@@ -1,6 +1,7 @@
 """Benchmark: does the default search find the refusal wherever a model keeps it?
 
     python benchmarks/bench_search.py [--only NAME,...] [--trials 40,100] [--hllm PATH/bin/heretic]
+        [--rows old-objective] [--seeds 0,1,2]
     python benchmarks/bench_search.py --train-only        # build (and cache) the models
 
 A matrix of small chat models trained on the CPU (the demo's trainer, heretic.demo.model) with
@@ -303,6 +304,9 @@ def main() -> None:
     parser.add_argument("--hllm-trials", default="40", help="heretic-llm budgets")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--seeds", default="0", help="comma-separated `seed` settings: each row once per seed"
+    )
+    parser.add_argument(
         "--rows",
         default="old-space",
         help="extra 40-trial rows: old-space (the previous search space), old-objective "
@@ -333,17 +337,21 @@ def main() -> None:
         if args.patience:
             r = heretic_once(model, prompts, max(budgets), {"patience": args.patience}, work)
             print(line(f"patience {args.patience}", r), flush=True)
+        seeds = [int(s) for s in args.seeds.split(",")]
         for trials in [] if args.hllm_only or args.patience_only else budgets:
-            r = heretic_once(model, prompts, trials, None, work)
-            if trials == 40:
-                print(show_profile(model, prompts, work))
-                print(f"  base refusals {r['base']}/{r['n']}")
-            print(line(f"heretic {trials}", r), flush=True)
-            extra_rows = {"old-space": OLD_SPACE, "old-objective": OLD_OBJECTIVE}
-            for row in args.rows.split(",") if trials == 40 else []:
-                if row in extra_rows:
-                    r = heretic_once(model, prompts, 40, extra_rows[row], work)
-                    print(line(f"{row} 40", r), flush=True)
+            for seed in seeds:
+                seeded = {"seed": seed} if seed else {}
+                tag = f" s{seed}" if len(seeds) > 1 else ""
+                r = heretic_once(model, prompts, trials, seeded or None, work)
+                if trials == 40 and not seeded:
+                    print(show_profile(model, prompts, work))
+                    print(f"  base refusals {r['base']}/{r['n']}")
+                print(line(f"heretic {trials}{tag}", r), flush=True)
+                extra_rows = {"old-space": OLD_SPACE, "old-objective": OLD_OBJECTIVE}
+                for row in args.rows.split(",") if trials == 40 else []:
+                    if row in extra_rows:
+                        r = heretic_once(model, prompts, 40, {**extra_rows[row], **seeded}, work)
+                        print(line(f"{row} 40{tag}", r), flush=True)
         if args.hllm:
             for trials in [int(t) for t in args.hllm_trials.split(",")]:
                 print(

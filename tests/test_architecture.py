@@ -15,6 +15,7 @@ ROOT = Path(heretic.__file__).parent
 # heretic's but the package's version.
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "allocator": set(),
     "progress": set(),
     "phases": set(),
     "secrets": set(),
@@ -28,7 +29,16 @@ ALLOWED: dict[str, set[str]] = {
     "install_check": {"__init__", "cuda_libraries", "image"},
     "config": {"errors", "jsontypes", "secrets"},
     "demo": {"jsontypes", "progress"},
-    "engine": {"atomic", "config", "demo", "errors", "jsontypes", "progress", "statefiles"},
+    "engine": {
+        "allocator",
+        "atomic",
+        "config",
+        "demo",
+        "errors",
+        "jsontypes",
+        "progress",
+        "statefiles",
+    },
     "judging": {"config", "engine", "errors", "jsontypes", "secrets"},
     "preflight": {
         "atomic",

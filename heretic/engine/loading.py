@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from heretic.allocator import pin_mmap_threshold
 from heretic.config.settings import Settings
 from heretic.engine.architecture import tensor_attr
 from heretic.errors import (
@@ -183,6 +184,7 @@ def load_model(
     check: Callable[[], None] | None = None,
 ) -> LoadedModel:
     reporter = reporter or NullReporter()
+    pin_mmap_threshold()  # before the model's and the passes' large blocks (allocator.py)
     source, path = resolve_model_source(settings, reporter, check)
     check_model_exists(path, settings)
     tokenizer = load_tokenizer(path, settings)
